@@ -1,0 +1,1 @@
+"""metrics plugin family of flaggerpy, importable as flaggerpy.metrics (see docs/plugins.md)."""
