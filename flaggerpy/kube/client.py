@@ -25,7 +25,7 @@ import copy
 import enum
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -228,7 +228,7 @@ class KubeClient:
             field_selector: str | None = None,
             timeout_seconds: int | None = None,
             allow_bookmarks: bool = True,
-    ) -> AsyncIterator[watching.WatchEvent]:
+    ) -> AsyncGenerator[watching.WatchEvent, None]:
         """Streams changes from one watch request until the server ends it.
 
         Ends normally when the server closes the stream (``timeout_seconds``
