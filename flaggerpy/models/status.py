@@ -1,0 +1,145 @@
+"""Status types: the Canary status (where all analysis state lives) and status conditions.
+
+Design rule 2 says state lives in ``Canary.status``: a restarted controller continues from
+what it finds here. The fields and their meaning are Flagger's (``pkg/apis/flagger/v1beta1/
+status.go``), so a Canary moved from Flagger to flaggerpy, or back, resumes where it was.
+MetricTemplate and AlertProvider get a conditions-only status as well; Flagger never writes
+one (its CRD does not even declare it), flaggerpy may use it to report a broken template or
+provider.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from flaggerpy.models._base import FlaggerModel, Number
+
+__all__ = [
+    "PROMOTED_CONDITION",
+    "CanaryCondition",
+    "CanaryPhase",
+    "CanaryStatus",
+    "Condition",
+    "ConditionStatus",
+    "ResourceStatus",
+]
+
+PROMOTED_CONDITION = "Promoted"
+"""The one condition type Flagger writes on a Canary."""
+
+
+class CanaryPhase(StrEnum):
+    """Where a Canary is in its life cycle (``status.phase``), in Flagger's spelling.
+
+    ``UNSET`` is the empty string a brand-new Canary has before the first reconcile. Flagger
+    never writes ``Terminated``; it is kept because the CRD enum allows it.
+    """
+
+    UNSET = ""
+    INITIALIZING = "Initializing"
+    INITIALIZED = "Initialized"
+    WAITING = "Waiting"
+    PROGRESSING = "Progressing"
+    WAITING_PROMOTION = "WaitingPromotion"
+    PROMOTING = "Promoting"
+    FINALISING = "Finalising"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+    TERMINATED = "Terminated"
+
+
+class ConditionStatus(StrEnum):
+    """Values of a condition's ``status`` (Kubernetes' ``ConditionStatus``)."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(FlaggerModel):
+    """A status condition: Kubernetes' shape plus Flagger's ``lastUpdateTime``.
+
+    ``status`` stays a plain string so an object written by another tool still parses;
+    compare it with :class:`ConditionStatus` members.
+    """
+
+    last_transition_time: datetime | None = Field(
+        default=None, description="LastTransitionTime of this condition"
+    )
+    last_update_time: datetime | None = Field(
+        default=None, description="LastUpdateTime of this condition"
+    )
+    message: str | None = Field(default=None, description="Message associated with this condition")
+    reason: str = Field(description="Reason for the current status of this condition")
+    status: str = Field(description="Status of this condition")
+    type: str = Field(description="Type of this condition")
+
+
+CanaryCondition = Condition
+"""Flagger's name for the condition type on a Canary."""
+
+
+def _find(conditions: list[Condition] | None, type_: str) -> Condition | None:
+    for condition in conditions or ():
+        if condition.type == type_:
+            return condition
+    return None
+
+
+class CanaryStatus(FlaggerModel):
+    """Observed state of a Canary: phase, counters, spec hashes and the ``Promoted`` condition."""
+
+    phase: CanaryPhase | None = Field(default=None, description="Analysis phase of this canary")
+    failed_checks: Number | None = Field(
+        default=None, description="Failed check count of the current canary analysis"
+    )
+    canary_weight: Number | None = Field(
+        default=None, description="Traffic weight routed to canary"
+    )
+    iterations: Number | None = Field(
+        default=None, description="Iteration count of the current canary analysis"
+    )
+    tracked_configs: dict[str, str] | None = Field(
+        default=None, description="TrackedConfig of this canary"
+    )
+    last_applied_spec: str | None = Field(
+        default=None, description="LastAppliedSpec of this canary"
+    )
+    last_promoted_spec: str | None = Field(
+        default=None, description="LastPromotedSpec of this canary"
+    )
+    last_transition_time: datetime | None = Field(
+        default=None, description="LastTransitionTime of this canary"
+    )
+    session_affinity_cookie: str | None = Field(
+        default=None, description="Session affinity cookie of the current canary run"
+    )
+    primary_session_affinity_cookie: str | None = Field(
+        default=None, description="Primary session affinity cookie of the current canary run"
+    )
+    previous_session_affinity_cookie: str | None = Field(
+        default=None, description="Session affinity cookie of the previous canary run"
+    )
+    conditions: list[Condition] | None = Field(
+        default=None, description="Status conditions of this canary"
+    )
+
+    def get_condition(self, type_: str = PROMOTED_CONDITION) -> Condition | None:
+        """The condition of that type (``Promoted`` by default), or ``None``."""
+        return _find(self.conditions, type_)
+
+
+class ResourceStatus(FlaggerModel):
+    """Conditions-only status of a MetricTemplate or AlertProvider (a flaggerpy addition)."""
+
+    conditions: list[Condition] | None = Field(
+        default=None, description="Status conditions of this object"
+    )
+
+    def get_condition(self, type_: str) -> Condition | None:
+        """The condition of that type, or ``None``."""
+        return _find(self.conditions, type_)
