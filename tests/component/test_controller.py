@@ -25,7 +25,7 @@ A = ObjectKey("test", "a")
 B = ObjectKey("test", "b")
 
 Handler = Callable[[ObjectKey], Awaitable[Result]]
-Run = Callable[[Controller[ObjectKey]], asyncio.Task[None]]
+Run = Callable[[Controller[ObjectKey]], None]
 
 
 class Recording:
@@ -64,10 +64,8 @@ async def run() -> AsyncIterator[Run]:
     """Starts controllers in the background and stops them after the test."""
     tasks: list[asyncio.Task[None]] = []
 
-    def start(controller: Controller[ObjectKey]) -> asyncio.Task[None]:
-        task = asyncio.create_task(controller.start())
-        tasks.append(task)
-        return task
+    def start(controller: Controller[ObjectKey]) -> None:
+        tasks.append(asyncio.create_task(controller.start()))
 
     yield start
     for task in tasks:
@@ -329,7 +327,7 @@ def test_controllers_need_leader_election() -> None:
 
 
 async def test_reconcile_metrics(run: Run) -> None:
-    outcomes = {
+    outcomes: dict[ObjectKey, Result | type[Exception]] = {
         A: Result(),
         B: Result(requeue_after=100),
         ObjectKey("test", "error"): RuntimeError,

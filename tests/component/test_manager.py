@@ -72,7 +72,8 @@ class FakeElector:
         self.elected.set()
         if self._lose_after is None:
             await asyncio.Future()
-        await asyncio.sleep(self._lose_after)
+        else:
+            await asyncio.sleep(self._lose_after)
         raise LeadershipLost("lease renewal failed")
 
 

@@ -187,7 +187,7 @@ async def test_server_endpoints(serve: Callable[[TelemetryServer], asyncio.Task[
     ready = False
     server = TelemetryServer(recorder, host="127.0.0.1", port=0, ready=lambda: ready)
     assert TelemetryServer.needs_leader_election is False
-    serve(server)
+    _ = serve(server)
     await asyncio.wait_for(server.serving.wait(), 5)
     base = f"http://127.0.0.1:{server.port}"
     async with aiohttp.ClientSession() as http:

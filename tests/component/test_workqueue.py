@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Hashable
+from typing import TypeVar
 
 import pytest
 
@@ -44,7 +46,10 @@ class RecordingMetrics:
         self.worked_for.append(seconds)
 
 
-async def get_soon(queue: WorkQueue[str], within: float = 1.0) -> str:
+K = TypeVar("K", bound=Hashable)
+
+
+async def get_soon(queue: WorkQueue[K], within: float = 1.0) -> K:
     return await asyncio.wait_for(queue.get(), within)
 
 
