@@ -143,6 +143,10 @@ class Registry(Generic[F]):
         except UnknownProviderError as exc:
             if self.fallback is None or name == self.fallback:
                 raise
+            try:
+                fallback = self.load(self.fallback)
+            except UnknownProviderError:
+                raise exc from None  # the name asked for is the news, not the missing fallback
             if spec not in self._warned_fallbacks:
                 self._warned_fallbacks.add(spec)
                 log.warning(
@@ -152,10 +156,7 @@ class Registry(Generic[F]):
                     fallback=self.fallback,
                     available=exc.available,
                 )
-            return Plugin(
-                name=self.fallback, variant="", factory=self.load(self.fallback),
-                fallback_from=spec,
-            )
+            return Plugin(name=self.fallback, variant="", factory=fallback, fallback_from=spec)
 
     def refresh(self) -> None:
         """Forgets the scanned entry points and loaded plugins (after installing a package)."""
