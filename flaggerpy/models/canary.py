@@ -13,7 +13,7 @@ read the spec and apply the default, never write it back.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, NamedTuple
+from typing import Annotated, ClassVar, NamedTuple
 
 from pydantic import Field
 
@@ -40,6 +40,7 @@ __all__ = [
     "PRIMARY_READY_THRESHOLD",
     "PROGRESS_DEADLINE_SECONDS",
     "SESSION_AFFINITY_MAX_AGE",
+    "TARGET_KINDS",
     "WEBHOOK_TIMEOUT",
     "AlertProviderReference",
     "AlertSeverity",
@@ -109,11 +110,6 @@ CANARY_PROVIDERS: tuple[str, ...] = (
 # listed in docs/compatibility-crds.md (a unit test holds the two together).
 
 _PERCENT_REASON = "a traffic or pod percentage outside 0-100 cannot be applied"
-
-
-def _percent(description: str) -> Any:
-    """A percentage field: ``type: number`` as in Flagger, 0-100 added by flaggerpy."""
-    return Field(default=None, description=description)
 
 
 _Percent = Annotated[
@@ -193,6 +189,7 @@ def _kind_enum(*kinds: str) -> Crd:
 
 
 TARGET_KINDS = ("DaemonSet", "Deployment", "Service")
+"""The ``targetRef.kind`` values Flagger's CRD accepts (``Service`` also covers Knative)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,8 +661,10 @@ class CanaryAnalysis(FlaggerModel):
         Number,
         Crd(added={"minimum": 0}, reason="a negative failed-checks threshold is meaningless"),
     ] = Field(description="Max number of failed checks before rollback")
-    max_weight: _Percent = _percent("Max traffic weight routed to canary")
-    step_weight: _Percent = _percent("Incremental traffic step weight for the analysis phase")
+    max_weight: _Percent = Field(default=None, description="Max traffic weight routed to canary")
+    step_weight: _Percent = Field(
+        default=None, description="Incremental traffic step weight for the analysis phase"
+    )
     step_weights: Annotated[
         list[Number] | None,
         Crd(
@@ -676,16 +675,18 @@ class CanaryAnalysis(FlaggerModel):
             ),
         ),
     ] = Field(default=None, description="Incremental traffic step weights for the analysis phase")
-    step_weight_promotion: _Percent = _percent(
-        "Incremental traffic step weight for the promotion phase"
+    step_weight_promotion: _Percent = Field(
+        default=None, description="Incremental traffic step weight for the promotion phase"
     )
     mirror: bool | None = Field(default=None, description="Mirror traffic to canary")
-    mirror_weight: _Percent = _percent("Weight of traffic to be mirrored")
-    primary_ready_threshold: _Percent = _percent(
-        "Percentage of pods that need to be available to consider primary as ready"
+    mirror_weight: _Percent = Field(default=None, description="Weight of traffic to be mirrored")
+    primary_ready_threshold: _Percent = Field(
+        default=None,
+        description="Percentage of pods that need to be available to consider primary as ready",
     )
-    canary_ready_threshold: _Percent = _percent(
-        "Percentage of pods that need to be available to consider canary as ready"
+    canary_ready_threshold: _Percent = Field(
+        default=None,
+        description="Percentage of pods that need to be available to consider canary as ready",
     )
     match: list[AnalysisMatch] | None = Field(
         default=None, description="A/B testing match conditions"
