@@ -5,32 +5,31 @@ metrics for canary analysis.)
 
 Metric names and labels are Flagger's (``pkg/metrics/recorder.go``), so its
 dashboards and alerts keep working, plus controller-runtime's runtime metrics
-for the controller and its work queue:
+for the controller and its work queue.
 
-==========================================  =========  ======================================
-metric                                      type       labels
-==========================================  =========  ======================================
-flagger_info                                gauge      version, mesh_provider
-flagger_canary_total                        gauge      namespace
-flagger_canary_status                       gauge      name, namespace
-flagger_canary_weight                       gauge      workload, namespace
-flagger_canary_duration_seconds             histogram  name, namespace
-flagger_canary_metric_analysis              gauge      name, namespace, metric
-flagger_canary_successes_total              counter    name, namespace, deployment_strategy,
-                                                       analysis_status
-flagger_canary_failures_total               counter    (same)
-controller_runtime_reconcile_total          counter    controller, result
-controller_runtime_reconcile_errors_total   counter    controller
-controller_runtime_terminal_reconcile_...   counter    controller
-controller_runtime_reconcile_time_seconds   histogram  controller
-controller_runtime_max_concurrent_reconc..  gauge      controller
-controller_runtime_active_workers           gauge      controller
-workqueue_depth                             gauge      name
-workqueue_adds_total                        counter    name
-workqueue_retries_total                     counter    name
-workqueue_queue_duration_seconds            histogram  name
-workqueue_work_duration_seconds             histogram  name
-==========================================  =========  ======================================
+Flagger's (``name`` is the canary's target name, as in Flagger):
+
+- gauge ``flagger_info{version, mesh_provider}``
+- gauge ``flagger_canary_total{namespace}``
+- gauge ``flagger_canary_status{name, namespace}``: 0 Progressing, 2 Failed, 1 otherwise
+- gauge ``flagger_canary_weight{workload, namespace}``: ``<name>-primary`` and ``<name>``
+- histogram ``flagger_canary_duration_seconds{name, namespace}`` (Go's default buckets)
+- gauge ``flagger_canary_metric_analysis{name, namespace, metric}``
+- counters ``flagger_canary_successes_total`` and ``flagger_canary_failures_total``
+  ``{name, namespace, deployment_strategy, analysis_status}``
+
+controller-runtime's and client-go's:
+
+- counter ``controller_runtime_reconcile_total{controller, result}``
+  (result: success, error, requeue, requeue_after)
+- counters ``controller_runtime_reconcile_errors_total{controller}`` and
+  ``controller_runtime_terminal_reconcile_errors_total{controller}``
+- histogram ``controller_runtime_reconcile_time_seconds{controller}``
+- gauges ``controller_runtime_max_concurrent_reconciles{controller}`` and
+  ``controller_runtime_active_workers{controller}``
+- gauge ``workqueue_depth{name}``, counters ``workqueue_adds_total{name}`` and
+  ``workqueue_retries_total{name}``, histograms
+  ``workqueue_queue_duration_seconds{name}`` and ``workqueue_work_duration_seconds{name}``
 
 Registry choice: every :class:`Recorder` owns its own ``CollectorRegistry``
 (not prometheus-client's global one). ``cli.main`` builds one Recorder and
