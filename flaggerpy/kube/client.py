@@ -150,6 +150,11 @@ class KubeClient:
         return self._field_manager
 
     @property
+    def user_agent(self) -> str:
+        """The User-Agent sent with every request (how the audit log names us)."""
+        return str(self._api.user_agent or "")
+
+    @property
     def server(self) -> str:
         """The API server URL, for logs."""
         return str(self._api.configuration.host or "")

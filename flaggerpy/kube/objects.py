@@ -99,8 +99,9 @@ def merge_owned(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonO
 
     A field that already satisfies the desired value is left exactly as the
     server has it, so an unchanged object merges to an equal dict and no write
-    happens; a field that differs is replaced by the desired value wholesale
-    (the server re-applies its defaults on update). Labels and annotations are
+    happens; a field that differs gets the desired value laid over it (see
+    :func:`_merged`: nested mappings merge, lists are replaced, the server
+    re-applies list element defaults on update). Labels and annotations are
     merged key by key so that those set by others (kubectl, other controllers)
     stay. ``status`` is never touched: it has its own subresource.
     """
@@ -112,7 +113,7 @@ def merge_owned(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonO
             if not _exactly_equal(merged.get(field), value):
                 _set_or_drop(merged, field, copy.deepcopy(value))
         elif not satisfies(merged.get(field), value):
-            _set_or_drop(merged, field, copy.deepcopy(value))
+            _set_or_drop(merged, field, _merged(merged.get(field), value))
 
     want_meta: Mapping[str, Any] = desired.get("metadata") or {}
     meta: dict[str, Any] = merged.setdefault("metadata", {})
@@ -128,6 +129,25 @@ def merge_owned(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonO
         if field in want_meta and not _exactly_equal(meta.get(field), want_meta[field]):
             _set_or_drop(meta, field, copy.deepcopy(want_meta[field]))
     return merged
+
+
+def _merged(current: Any, desired: Any) -> Any:
+    """``desired`` laid over ``current``: mappings merge key by key, anything else is replaced.
+
+    Keeping the keys we do not specify keeps what the server allocated or
+    defaulted (a Service's ``clusterIP``, say), some of which cannot be
+    changed once set. Lists are replaced whole: their elements have no stable
+    identity to merge by, and the server re-applies element defaults.
+    """
+    if not isinstance(desired, Mapping) or not isinstance(current, Mapping):
+        return copy.deepcopy(desired)
+    result = dict(current)
+    for key, value in desired.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merged(current.get(key), value)
+    return result
 
 
 def _exactly_equal(a: Any, b: Any) -> bool:

@@ -59,10 +59,13 @@ def test_satisfies(actual: Any, desired: Any, expected: bool) -> None:
     assert objects.satisfies(actual, desired) is expected
 
 
-def test_changed_spec_field_replaces_the_field() -> None:
+def test_changed_spec_is_laid_over_what_the_server_allocated() -> None:
     desired = {**DESIRED_SERVICE, "spec": {**DESIRED_SERVICE["spec"], "selector": {"app": "b"}}}
     merged = objects.merge_owned(SERVER_SERVICE, desired)
-    assert merged["spec"] == desired["spec"]
+    assert merged["spec"]["selector"] == {"app": "b"}
+    assert merged["spec"]["ports"] == desired["spec"]["ports"]  # lists are replaced whole
+    assert merged["spec"]["clusterIP"] == "10.0.0.7"  # allocated, kept
+    assert objects.satisfies(merged, desired)
     assert merged["metadata"]["resourceVersion"] == "42"
     assert merged["status"] == SERVER_SERVICE["status"]
 
@@ -81,6 +84,12 @@ def test_configmap_data_is_compared_exactly() -> None:
     desired = {"metadata": {"name": "c", "namespace": "n"}, "data": {"a": "1"}}
     assert objects.merge_owned(current, desired)["data"] == {"a": "1"}
     assert objects.merge_owned(current, current) == current
+
+
+def test_null_in_desired_removes_a_key() -> None:
+    current = {"metadata": {"name": "c"}, "spec": {"x": 1, "y": 2}}
+    desired = {"metadata": {"name": "c"}, "spec": {"x": 1, "y": None}}
+    assert objects.merge_owned(current, desired)["spec"] == {"x": 1}
 
 
 def test_input_is_not_mutated() -> None:
