@@ -220,6 +220,9 @@ class Informer:
                 await self._watch_once()
                 backoff = self._backoff_initial  # the server ended the watch: resume at once
             except kube.GoneError as exc:
+                if need_list:  # the list itself expired (rare): do not spin
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._backoff_max)
                 self._log.info("informer_watch_expired", resource_version=self._resource_version,
                                reason=str(exc))
                 need_list = True
