@@ -1,0 +1,187 @@
+"""The routing contracts: how traffic is shifted between a canary's primary and canary.
+
+Ports of Flagger's ``pkg/router`` interfaces, as ``typing.Protocol`` so a
+router need not inherit from anything of ours (style §9.3):
+
+- :class:`Router` owns the mesh or ingress objects that split traffic
+  (Istio VirtualService, SMI TrafficSplit, Gateway API HTTPRoute, ...);
+- :class:`KubernetesRouter` owns the ClusterIP Services every canary gets
+  (``<svc>``, ``<svc>-primary``, ``<svc>-canary``).
+
+Weights travel as one :class:`Weights` value instead of Flagger's
+``(primaryWeight, canaryWeight, mirrored)`` tuple, so a swapped pair cannot
+type-check and an impossible split cannot be built.
+
+Routers are made by a :class:`RouterFactory`, found through the
+``flaggerpy.routers`` entry-point group, and called with keyword arguments
+only: ``factory(ctx=ProviderContext(...), variant="v1beta1")``. The context
+replaces Flagger's router Factory struct, which handed every client to every
+router whether it needed it or not.
+
+A conformance line at the end of each router module lets mypy check the
+whole signature, where ``isinstance`` only checks that the methods exist::
+
+    _: type[Router] = IstioRouter
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from flaggerpy.models.canary import Canary
+    from flaggerpy.settings import Settings
+
+__all__ = [
+    "TOTAL_WEIGHT",
+    "KubernetesRouter",
+    "ProviderContext",
+    "Router",
+    "RouterFactory",
+    "Weights",
+]
+
+TOTAL_WEIGHT = 100
+"""Flagger splits traffic in whole percent; primary and canary always add up to this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """A traffic split: percent to the primary, percent to the canary, and mirroring.
+
+    Flagger's weights are whole percentages that always add up to 100
+    (``SetRoutes`` is called with ``100 - canary`` and the analysis clamps
+    both ends), so anything else is a bug and fails here, at construction.
+    ``mirrored`` means the canary also receives a copy of the primary's
+    traffic (blue/green and canary mirroring); it is independent of the split.
+
+    A router reading weights back from an object someone edited by hand
+    (say 50/40) should raise ``RouterError`` rather than guess.
+    """
+
+    primary: int
+    canary: int
+    mirrored: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("primary", "canary"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} weight must be an int, not {type(value).__name__}")
+            if not 0 <= value <= TOTAL_WEIGHT:
+                raise ValueError(f"{name} weight {value} is outside 0..{TOTAL_WEIGHT}")
+        if self.primary + self.canary != TOTAL_WEIGHT:
+            raise ValueError(f"weights {self.primary}/{self.canary} do not add up to "
+                             f"{TOTAL_WEIGHT}")
+        if not isinstance(self.mirrored, bool):
+            raise TypeError(f"mirrored must be a bool, not {type(self.mirrored).__name__}")
+
+    @classmethod
+    def to_canary(cls, canary: int, *, mirrored: bool = False) -> Weights:
+        """The split that sends ``canary`` percent to the canary and the rest to the primary."""
+        return cls(primary=TOTAL_WEIGHT - canary, canary=canary, mirrored=mirrored)
+
+    @classmethod
+    def all_primary(cls, *, mirrored: bool = False) -> Weights:
+        """100/0: where every canary starts and where a rollback returns."""
+        return cls(primary=TOTAL_WEIGHT, canary=0, mirrored=mirrored)
+
+    @classmethod
+    def all_canary(cls) -> Weights:
+        """0/100: A/B iterations and the last blue/green step before promotion."""
+        return cls(primary=0, canary=TOTAL_WEIGHT)
+
+    def __str__(self) -> str:
+        mirror = " mirrored" if self.mirrored else ""
+        return f"{self.primary}/{self.canary}{mirror}"
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Shifts traffic between primary and canary. Port of Flagger's ``router.Interface``.
+
+    Every method is idempotent and level-based: it is given the Canary as it
+    is now and makes the world match, so a restart at any point is safe.
+    """
+
+    async def reconcile(self, canary: Canary) -> None:
+        """Creates or updates the routing objects, keeping the weights already in them.
+
+        Flagger compares desired and existing specs ignoring weights, so a
+        reconcile in the middle of an analysis never resets traffic.
+        """
+        ...
+
+    async def set_routes(self, canary: Canary, weights: Weights) -> None:
+        """Writes ``weights`` into the routing objects (Flagger's ``SetRoutes``)."""
+        ...
+
+    async def get_routes(self, canary: Canary) -> Weights:
+        """Reads the weights the routing objects currently carry (Flagger's ``GetRoutes``)."""
+        ...
+
+    async def finalize(self, canary: Canary) -> None:
+        """Reverts the routing objects when a canary with ``revertOnDeletion`` is deleted."""
+        ...
+
+
+@runtime_checkable
+class KubernetesRouter(Protocol):
+    """Owns the apex, ``-primary`` and ``-canary`` Services. Port of ``router.KubernetesRouter``."""
+
+    async def initialize(self, canary: Canary) -> None:
+        """Creates the ``-primary`` and ``-canary`` Services before the primary workload exists."""
+        ...
+
+    async def reconcile(self, canary: Canary) -> None:
+        """Creates or updates the apex Service and keeps the others' ports and selectors in step."""
+        ...
+
+    async def finalize(self, canary: Canary) -> None:
+        """Points the apex Service back at the target's own pods on deletion."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderContext:
+    """What the core hands a plugin when it builds one: clients, settings, a logger.
+
+    One value instead of Flagger's Factory struct: a plugin takes what it
+    needs from it and nothing is injected field by field.
+    """
+
+    api: Any
+    """The Kubernetes client (``flaggerpy.kube``) for the cluster the workloads run in."""
+    settings: Settings
+    """The controller's settings; ``settings.mesh`` holds the router options."""
+    log: FilteringBoundLogger
+    """A structlog logger already bound to the plugin's name."""
+    mesh_api: Any = None
+    """The client for mesh objects when ``-kubeconfig-service-mesh`` names another cluster."""
+    set_owner_refs: bool = True
+    """Whether mesh objects get an ownerReference to the Canary.
+
+    False when the mesh objects live on another API server: an ownerReference
+    there would name an object that does not exist, and that cluster's
+    garbage collector would delete the mesh object (Flagger's rule).
+    """
+
+    @property
+    def routing_api(self) -> Any:
+        """The client routers write mesh objects through: ``mesh_api`` if set, else ``api``."""
+        return self.api if self.mesh_api is None else self.mesh_api
+
+
+class RouterFactory(Protocol):
+    """Builds a router for one provider string; registered under ``flaggerpy.routers``.
+
+    ``variant`` is what follows the entry-point name in Flagger's provider
+    string: ``""`` for ``istio``, ``"v1beta1"`` for ``gatewayapi:v1beta1``,
+    ``"v1alpha3:linkerd"`` for ``smi:v1alpha3:linkerd``. A router class whose
+    ``__init__`` takes ``*, ctx, variant`` is a factory as it stands.
+    """
+
+    def __call__(self, *, ctx: ProviderContext, variant: str) -> Router: ...
