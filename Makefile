@@ -1,0 +1,51 @@
+# The two commands a newcomer needs: `make test` and `make demo` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := openssl prometheus
+
+.PHONY: test demo lint typecheck unit cluster-bin debian-deps venv cluster-up cluster-down clean
+
+test: venv debian-deps cluster-bin lint ## everything CI runs: lint, type check, unit, component, integration
+	$(BIN)/pytest -ra
+
+demo: ## placeholder until the Istio demo lands
+	@echo "make demo will start the local control plane, Prometheus, the mesh traffic simulator and"
+	@echo "the flaggerpy controller, then run a canary release and an A/B test on a frontend and a"
+	@echo "backend and show their progress live. It is not built yet: today only 'make test' works."
+	@exit 1
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+debian-deps: ## Debian packages the tests use (root: apt-get; installs only what is missing)
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+cluster-bin: ## build (or reuse from ~/.cache/flaggerpy) the pinned control-plane binaries
+	e2e/cluster/build
+
+lint: venv
+	$(BIN)/ruff check .
+	MYPY=$(BIN)/mypy tools/typecheck.sh
+
+unit: venv ## fast tests only: no control plane
+	$(BIN)/pytest -ra -m "not integration and not e2e"
+
+cluster-up: cluster-bin ## a long-running cluster for development: eval "$$(e2e/cluster/up --crds)"
+	e2e/cluster/up --crds
+
+cluster-down:
+	e2e/cluster/down
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

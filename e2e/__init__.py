@@ -1,0 +1,1 @@
+"""End-to-end tooling for flaggerpy: the local control plane, scenarios and benchmarks."""

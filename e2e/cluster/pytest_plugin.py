@@ -1,0 +1,99 @@
+"""pytest fixtures for tests that need the local control plane.
+
+``cluster`` (session): starts one cluster for the run and stops it at the end, or reuses the running
+cluster named by ``FLAGGERPY_CLUSTER`` (a state folder or a cluster name) and leaves it running.
+``api_client``: a kubernetes-asyncio ApiClient for it. ``namespace``: a fresh namespace per test,
+deleted afterwards. Tests that use ``cluster`` are marked ``integration`` automatically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from e2e.cluster.localcluster import LocalCluster
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
+
+CLUSTER_ENV = "FLAGGERPY_CLUSTER"
+
+
+def cluster_from_env(value: str) -> LocalCluster:
+    """``FLAGGERPY_CLUSTER`` is either a state folder (has a ``/``) or a cluster name."""
+    if "/" in value:
+        path = Path(value).resolve()
+        return LocalCluster(path.name, root=path.parent)
+    return LocalCluster(value)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 60, what: str
+) -> None:
+    """Polls ``check`` until it is true; fails the test naming ``what`` after ``within`` seconds.
+
+    Integration tests wait on a real cluster's controllers, so they poll for an outcome instead of
+    sleeping for a guessed time.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    reuse = os.environ.get(CLUSTER_ENV)
+    if reuse:
+        local = cluster_from_env(reuse)
+        if not local.is_running():
+            pytest.fail(
+                f"{CLUSTER_ENV}={reuse} names no running cluster; start it with e2e/cluster/up"
+            )
+        local.install_upstream_crds()
+        yield local
+        return
+    local = LocalCluster(f"pytest-{os.getpid()}")
+    local.up(install_crds=True)
+    try:
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture
+async def api_client(cluster: LocalCluster) -> AsyncIterator[ApiClient]:
+    from kubernetes_asyncio import config
+
+    client = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{secrets.token_hex(3)}"
+    await cluster.akubectl("create", "namespace", name)
+    await cluster.akubectl("label", "namespace", name, "flaggerpy.dev/test=true")
+    try:
+        yield name
+    finally:
+        await cluster.akubectl("delete", "namespace", name, "--wait=false", check=False)

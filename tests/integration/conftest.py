@@ -1,0 +1,10 @@
+"""Integration tests run against the real local control plane (e2e/cluster)."""
+
+from e2e.cluster.pytest_plugin import (
+    api_client,
+    cluster,
+    namespace,
+    pytest_collection_modifyitems,
+)
+
+__all__ = ["api_client", "cluster", "namespace", "pytest_collection_modifyitems"]
