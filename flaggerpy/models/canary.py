@@ -646,8 +646,8 @@ class CanaryAnalysis(FlaggerModel):
         },
         added={"required": ["interval", "threshold"]},
         reason=(
-            "every branch of Flagger's oneOf requires both, so nothing more is rejected; the"
-            " API server's message now names the missing field"
+            "every branch of Flagger's oneOf requires both, so nothing more is rejected; they"
+            " are spelled out because the model requires them"
         ),
     )
 
