@@ -233,15 +233,17 @@ def _members(protocol: type[Any]) -> list[str]:
 Factory = Callable[..., Any]
 """The loose type of the module-level registries' factories; callers narrow it."""
 
-routers: Registry[Factory] = Registry(
-    "flaggerpy.routers", protocol="flaggerpy.routing:Router", fallback="istio"
-)
-"""Mesh and ingress routers by Flagger's ``meshProvider`` / ``spec.provider`` name."""
+routers: Registry[Factory] = Registry("flaggerpy.routers", protocol="flaggerpy.routing:Router")
+"""Mesh and ingress routers by Flagger's ``meshProvider`` / ``spec.provider`` name.
+
+Unlike Flagger, an unknown name is an error on that Canary, not a silent switch to Istio: a typo
+in ``provider`` must not send traffic through a mesh the user did not choose.
+"""
 
 metrics: Registry[Factory] = Registry(
-    "flaggerpy.metrics", protocol="flaggerpy.analysis:MetricsProvider", fallback="prometheus"
+    "flaggerpy.metrics", protocol="flaggerpy.analysis:MetricsProvider"
 )
-"""MetricTemplate providers by ``spec.provider.type``."""
+"""MetricTemplate providers by ``spec.provider.type``; unknown types are errors, not Prometheus."""
 
 notifiers: Registry[Factory] = Registry(
     "flaggerpy.notifiers", protocol="flaggerpy.notifying:Notifier"

@@ -246,11 +246,12 @@ def test_module_registries_cover_the_four_families() -> None:
                               plugins.observers)] == [
         "flaggerpy.routers", "flaggerpy.metrics", "flaggerpy.notifiers", "flaggerpy.observers"
     ]
-    # Flagger's fallbacks, explicit: router and observer -> istio, metrics -> prometheus.
-    assert plugins.routers.fallback == "istio"
-    assert plugins.observers.fallback == "istio"
-    assert plugins.metrics.fallback == "prometheus"
+    # An unknown router or metrics provider fails its Canary instead of Flagger's silent
+    # switch to Istio / Prometheus; only the builtin-metric observer keeps Istio's queries.
+    assert plugins.routers.fallback is None
+    assert plugins.metrics.fallback is None
     assert plugins.notifiers.fallback is None
+    assert plugins.observers.fallback == "istio"
 
 
 def test_importing_the_registry_imports_no_plugin() -> None:
