@@ -109,6 +109,10 @@ def _key_fields(key: Hashable) -> dict[str, str]:
     return {"key": str(key)}
 
 
+PAUSED_RETRY_SECONDS = 1.0
+"""How soon a key skipped by a controller that may not act is looked at again."""
+
+
 class Controller(Generic[K]):
     """Runs ``workers`` concurrent reconciles of keys from ``queue``; a leader-only Runnable."""
 
@@ -122,10 +126,12 @@ class Controller(Generic[K]):
             queue: WorkQueue[K],
             workers: int = 1,
             metrics: ReconcileMetrics | None = None,  # None: not reported
+            may_act: Callable[[], bool] | None = None,  # e.g. the leader elector's is_leader
     ) -> None:
         if workers < 1:
             raise ValueError(f"controller {name}: workers must be >= 1, got {workers}")
         self.name = name
+        self._may_act = may_act
         self.queue = queue
         self.workers = workers
         self._reconciler = reconciler
@@ -175,6 +181,13 @@ class Controller(Generic[K]):
                 self._metrics.active_workers(self._active)
 
     async def _process(self, key: K) -> None:
+        if self._may_act is not None and not self._may_act():
+            # A leader whose lease lapsed (it was paused or partitioned) must not act on what
+            # it sees when it wakes up, even before the elector notices and stops the process.
+            log.warning("reconcile_skipped_not_leader", controller=self.name, **_key_fields(key))
+            self.queue.done(key)
+            self.queue.add_after(key, PAUSED_RETRY_SECONDS)
+            return
         loop = asyncio.get_running_loop()
         started = loop.time()
         outcome: Outcome

@@ -375,3 +375,17 @@ async def test_reconcile_metrics(run: Run) -> None:
     sample = recorder.registry.get_sample_value
     assert sample("workqueue_adds_total", {"name": "canary"}) == 4
     assert sample("workqueue_retries_total", {"name": "canary"}) == 1
+
+
+async def test_a_controller_that_may_not_act_leaves_keys_alone(run: Run) -> None:
+    reconciler = Recording()
+    queue = new_queue()
+    leading = False
+    run(Controller("test", reconciler, queue=queue, may_act=lambda: leading))
+    queue.add(A)
+    await asyncio.sleep(5)
+    assert reconciler.calls == []  # a lapsed leader does not act on what it sees
+
+    leading = True
+    await asyncio.sleep(2)
+    assert reconciler.times(A)  # the key was kept, and is reconciled once acting is allowed
