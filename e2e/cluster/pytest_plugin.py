@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from e2e.cluster.localcluster import LocalCluster
+from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
 CLUSTER_ENV = "FLAGGERPY_CLUSTER"
+FLAGGERPY_CRDS = REPO_ROOT / "charts" / "flaggerpy" / "crds"
 
 
 def cluster_from_env(value: str) -> LocalCluster:
@@ -74,6 +75,12 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
     finally:
         local.down()
+
+
+@pytest.fixture(scope="session")
+def flagger_crds(cluster: LocalCluster) -> None:
+    """flaggerpy's flagger.app CRDs (charts/flaggerpy/crds), server-side applied and Established."""
+    cluster.install_crds(sorted(FLAGGERPY_CRDS.glob("*.yaml")))
 
 
 @pytest.fixture

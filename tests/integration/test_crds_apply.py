@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parent.parent.parent
-CRDS = ROOT / "charts" / "flaggerpy" / "crds"
 FIXTURES = ROOT / "tests" / "fixtures"
 MODELS: dict[str, type[KubeObject]] = {
     "Canary": Canary,
@@ -85,12 +84,6 @@ def _with_defaults(schema: Mapping[str, Any], value: Any) -> Any:
     if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         return [_with_defaults(schema["items"], item) for item in value]
     return value
-
-
-@pytest.fixture(scope="module")
-def flagger_crds(cluster: LocalCluster) -> None:
-    """Our CRDs, server-side applied and Established (replacing any earlier version)."""
-    cluster.install_crds(sorted(CRDS.glob("*.yaml")))
 
 
 @pytest.mark.usefixtures("flagger_crds")
