@@ -1,0 +1,139 @@
+"""``flaggerpy controller``: wires the caches, the Canary controller, telemetry and leader election.
+
+Everything runs in one asyncio TaskGroup owned by the manager. Caches and the telemetry server run
+on every replica (a standby is warm and can be scraped); the controller runs only on the leader,
+and writes through a client fenced by the Lease, so a deposed leader stops writing at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import structlog
+
+from flaggerpy import __version__, kube
+from flaggerpy.canary.reconciler import CanaryReconciler
+from flaggerpy.kube import JsonObject
+from flaggerpy.runtime.controller import Controller
+from flaggerpy.runtime.events import EventRecorder
+from flaggerpy.runtime.informer import Informer, SharedInformerFactory
+from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.runtime.leader import LeaderElector
+from flaggerpy.runtime.manager import Manager
+from flaggerpy.runtime.workqueue import WorkQueue
+from flaggerpy.settings import Settings
+from flaggerpy.telemetry import Recorder, TelemetryServer
+
+log = structlog.get_logger(__name__)
+
+CONTROLLER_NAME = "canary"
+# Flagger's informers resync every 30 s; ours only refresh the namespace totals, since each canary
+# schedules its own next analysis through the work queue.
+RESYNC_SECONDS = 30.0
+
+
+def spec_changed(old: JsonObject, new: JsonObject) -> bool:
+    """Whether an update deserves a reconcile: our own status writes do not (Flagger's filter).
+
+    ``metadata.generation`` moves only when the spec does; deletion and finalizer changes matter
+    for revertOnDeletion.
+    """
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    return (
+        old_meta.get("generation") != new_meta.get("generation")
+        or old_meta.get("deletionTimestamp") != new_meta.get("deletionTimestamp")
+        or old_meta.get("finalizers") != new_meta.get("finalizers")
+    )
+
+
+def count_by_namespace(canaries: Informer, telemetry: Recorder) -> None:
+    """Sets ``flagger_canary_total{namespace}`` from the cache."""
+    totals = Counter(kube.key_of(obj).namespace for obj in canaries.list())
+    for namespace, total in totals.items():
+        telemetry.set_total(namespace=namespace, total=total)
+
+
+async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
+    """Runs the operator until SIGTERM/SIGINT (or cancellation)."""
+    telemetry = Recorder()
+    telemetry.set_info(version=__version__, mesh_provider=settings.mesh.provider)
+    client = await kube.KubeClient.connect(
+        kubeconfig=settings.kube.kubeconfig or None, master=settings.kube.master or None
+    )
+    async with client:
+        namespace = settings.controller.namespace or None
+        caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS)
+        canaries = caches.informer(kube.CANARIES)
+        caches.informer(kube.METRIC_TEMPLATES)
+        caches.informer(kube.ALERT_PROVIDERS)
+
+        elector: LeaderElector | None = None
+        writer = client
+        if settings.controller.enable_leader_election:
+            elector = LeaderElector(
+                client,
+                namespace=settings.controller.election_namespace,
+                lease_duration=settings.controller.leader_election_lease_duration,
+                renew_deadline=settings.controller.leader_election_renew_deadline,
+                retry_period=settings.controller.leader_election_retry_period,
+            )
+            writer = client.fenced(elector.is_leader)
+
+        queue: WorkQueue[ObjectKey] = WorkQueue(
+            CONTROLLER_NAME, metrics=telemetry.queue_metrics(CONTROLLER_NAME)
+        )
+        workers = settings.controller.workers
+        reconciler = CanaryReconciler(
+            canaries=canaries,
+            client=writer,
+            events=EventRecorder(writer),
+            settings=settings,
+            telemetry=telemetry,
+        )
+        controller = Controller(
+            CONTROLLER_NAME,
+            reconciler,
+            queue=queue,
+            workers=workers,
+            metrics=telemetry.controller_metrics(CONTROLLER_NAME, workers=workers),
+            may_act=elector.is_leader if elector is not None else None,
+        )
+
+        def enqueue(obj: JsonObject) -> None:
+            queue.add(kube.key_of(obj))
+
+        def on_update(old: JsonObject, new: JsonObject) -> None:
+            if spec_changed(old, new):
+                enqueue(new)
+            count_by_namespace(canaries, telemetry)
+
+        def on_delete(obj: JsonObject) -> None:
+            count_by_namespace(canaries, telemetry)
+
+        def on_add(obj: JsonObject) -> None:
+            enqueue(obj)
+            count_by_namespace(canaries, telemetry)
+
+        canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=on_delete)
+
+        server = TelemetryServer(telemetry, port=settings.telemetry.port,
+                                 ready=lambda: caches.has_synced)
+        manager = Manager(runnables=(caches, server, controller), elector=elector)
+        log.info(
+            "controller_starting",
+            version=__version__,
+            mesh_provider=settings.mesh.provider,
+            namespace=namespace or "*",
+            workers=workers,
+            leader_election=elector is not None,
+            server=client.server,
+        )
+        await manager.run(handle_signals=handle_signals)
+        log.info("controller_stopped")
+
+
+def run(settings: Settings) -> int:
+    """The ``flaggerpy controller`` entry: blocks until stopped, returns the exit status."""
+    asyncio.run(run_async(settings))
+    return 0

@@ -1,0 +1,120 @@
+"""The Canary reconciler: the work queue's entry into the per-canary logic.
+
+It reads the Canary from the informer cache (never from the API server), checks what the CRD
+schema cannot (spec problems, an installed router for the provider), reports a problem on the
+Canary itself (``Failed`` phase with a readable message, a Warning Event, a log line) and writes
+the first ``Initializing`` status as Flagger's ``syncHandler`` does. The analysis itself is
+scheduled by returning ``Result(requeue_after=analysis.interval)``: one scheduling path, the work
+queue, instead of Flagger's per-canary tickers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from flaggerpy import kube, logs, plugins
+from flaggerpy.canary import status as canary_status, verify
+from flaggerpy.errors import PluginError
+from flaggerpy.kube import ObjectReader
+from flaggerpy.models import Canary, CanaryPhase
+from flaggerpy.runtime.controller import Result
+from flaggerpy.runtime.events import EventRecorder
+from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.settings import Settings
+from flaggerpy.telemetry import Recorder
+
+log = structlog.get_logger(__name__)
+
+
+def validation_summary(error: ValidationError) -> str:
+    """Pydantic's errors as ``field.path: message`` pairs a user can act on."""
+    parts = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{path}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class CanaryReconciler:
+    """Reconciles one Canary per call, keyed by namespace/name."""
+
+    def __init__(
+        self,
+        *,
+        canaries: ObjectReader,
+        client: kube.KubeClient,
+        events: EventRecorder,
+        settings: Settings,
+        telemetry: Recorder,
+    ) -> None:
+        self._canaries = canaries
+        self._client = client
+        self._events = events
+        self._settings = settings
+        self._telemetry = telemetry
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        obj = self._canaries.get(key)
+        if obj is None:
+            log.debug("canary_gone")
+            return Result()
+        with logs.bound_canary(key.name, key.namespace):
+            return await self._reconcile(dict(obj))
+
+    async def _reconcile(self, obj: dict[str, Any]) -> Result:
+        try:
+            canary = Canary.model_validate(obj)
+        except ValidationError as error:
+            await self._fail(obj, f"invalid canary spec: {validation_summary(error)}")
+            return Result()
+        provider = canary.spec.provider or self._settings.mesh.provider
+        problems = verify.problems(
+            canary,
+            provider=provider,
+            no_cross_namespace_refs=self._settings.controller.no_cross_namespace_refs,
+        )
+        try:
+            plugins.routers.get(provider)
+        except PluginError as error:
+            problems.append(str(error))
+        if problems:
+            await self._fail(obj, "invalid canary spec: " + "; ".join(problems))
+            return Result()
+        await self._initialize(obj, canary)
+        return Result(requeue_after=canary.get_analysis_interval())
+
+    async def _initialize(self, obj: dict[str, Any], canary: Canary) -> None:
+        """Writes ``Initializing`` on first sight, or after a spec problem was fixed."""
+        current = obj.get("status") or {}
+        never_initialized = not current.get("lastAppliedSpec")
+        if current.get("conditions") and not (
+            never_initialized and current.get("phase") == CanaryPhase.FAILED
+        ):
+            return
+        patch = canary_status.phase_patch(
+            phase=CanaryPhase.INITIALIZING, kind=canary.spec.target_ref.kind, current=current
+        )
+        if patch is not None:
+            await self._client.patch_status(
+                kube.CANARIES, canary.name, patch, namespace=canary.namespace
+            )
+            log.info("canary_initializing")
+        self._telemetry.set_status(name=canary.name, namespace=canary.namespace,
+                                   phase=CanaryPhase.INITIALIZING)
+
+    async def _fail(self, obj: dict[str, Any], message: str) -> None:
+        """Makes a spec problem visible: status, Event and log; the key is not retried."""
+        metadata = obj.get("metadata") or {}
+        name, namespace = metadata.get("name", ""), metadata.get("namespace", "")
+        kind = ((obj.get("spec") or {}).get("targetRef") or {}).get("kind") or "Deployment"
+        log.error("canary_invalid", reason=message)
+        patch = canary_status.phase_patch(
+            phase=CanaryPhase.FAILED, kind=kind, current=obj.get("status"), message=message
+        )
+        if patch is not None:
+            await self._client.patch_status(kube.CANARIES, name, patch, namespace=namespace)
+            await self._events.warning(obj, message)
+        self._telemetry.set_status(name=name, namespace=namespace, phase=CanaryPhase.FAILED)

@@ -1,0 +1,62 @@
+"""Checks of a Canary spec that the CRD schema cannot express (Flagger's ``verifyCanary``).
+
+Each check returns readable problems rather than raising, so the reconciler can report all of them
+at once in the status message and the Event.
+"""
+
+from __future__ import annotations
+
+from flaggerpy.models import Canary
+
+
+def cross_namespace_refs(canary: Canary) -> list[str]:
+    """References to other namespaces, which ``-no-cross-namespace-refs`` forbids."""
+    namespace = canary.namespace
+    problems: list[str] = []
+    upstream = canary.spec.upstream_ref
+    if upstream is not None and upstream.namespace and upstream.namespace != namespace:
+        problems.append(
+            f"spec.upstreamRef.namespace {upstream.namespace!r} is not the canary's "
+            f"namespace {namespace!r}"
+        )
+    refs = [
+        (f"spec.analysis.metrics[{i}].templateRef", m.template_ref.namespace)
+        for i, m in enumerate(canary.spec.analysis.metrics or [])
+        if m.template_ref is not None
+    ] + [
+        (f"spec.analysis.alerts[{i}].providerRef", a.provider_ref.namespace)
+        for i, a in enumerate(canary.spec.analysis.alerts or [])
+    ]
+    for path, ref_namespace in refs:
+        if ref_namespace and ref_namespace != namespace:
+            problems.append(
+                f"{path}.namespace {ref_namespace!r} is not the canary's namespace {namespace!r}"
+            )
+    return problems
+
+
+def target_matches_provider(canary: Canary, *, provider: str) -> list[str]:
+    """A Knative Service target needs the knative provider, and only it."""
+    knative_target = canary.is_knative_service()
+    knative_provider = provider.split(":", 1)[0] == "knative"
+    if knative_target and not knative_provider:
+        return [f"a Knative Service target needs provider 'knative', not {provider!r}"]
+    if knative_provider and not knative_target:
+        return ["provider 'knative' needs a Knative Service (serving.knative.dev) target"]
+    return []
+
+
+def session_affinity(canary: Canary) -> list[str]:
+    """The primary's cookie must differ from the canary's, or sessions could not be told apart."""
+    affinity = canary.spec.analysis.session_affinity
+    if affinity is not None and affinity.primary_cookie_name == affinity.cookie_name:
+        return ["spec.analysis.sessionAffinity.primaryCookieName must differ from cookieName"]
+    return []
+
+
+def problems(canary: Canary, *, provider: str, no_cross_namespace_refs: bool) -> list[str]:
+    """Every problem of the spec, in a stable order; empty when the canary can be reconciled."""
+    found = target_matches_provider(canary, provider=provider) + session_affinity(canary)
+    if no_cross_namespace_refs:
+        found += cross_namespace_refs(canary)
+    return found
