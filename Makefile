@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := openssl prometheus
+DEBIAN_PACKAGES := openssl prometheus hey
 
 .PHONY: test demo lint typecheck unit cluster-bin debian-deps venv cluster-up cluster-down clean
 

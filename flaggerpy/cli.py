@@ -3,6 +3,8 @@
 Subcommands::
 
     flaggerpy controller [flags]   run the operator (Flagger's ``flagger`` binary)
+    flaggerpy loadtester [flags]   run the load tester (Flagger's ``flagger-loadtester``)
+    flaggerpy gate ACTION [CANARY] open, close, check or list a load tester's gates
     flaggerpy version              print the version
     flaggerpy crds                 print the CustomResourceDefinitions as YAML
 
@@ -18,9 +20,17 @@ Flags take precedence over ``FLAGGER_*`` variables, which take precedence
 over the defaults (``flaggerpy.settings`` has the details and the one
 exception Flagger made for notifier URLs).
 
+``loadtester`` takes the flags of Flagger's load tester the same way
+(``-port=8080 -timeout=1h``), plus flaggerpy's safety options
+(``flaggerpy.loadtester.config`` lists them with their variables).
+``gate`` talks to a running load tester over HTTP (``--url``, default
+``$FLAGGERPY_LOADTESTER_URL`` or ``http://localhost:<port>``):
+``flaggerpy gate open podinfo.test``, ``gate close``, ``gate check`` (exit 0
+if open, 1 if closed), ``gate list``; ``--rollback`` acts on the rollback gate.
+
 Exit status: 0 on a clean stop; 2 for an unknown flag, an invalid value or
 any other ``ConfigError`` (as Go's ``flag`` package exits 2); 1 if the
-controller fails; 130 on Ctrl-C.
+controller fails, or a gate command fails or finds its gate closed; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -37,6 +47,12 @@ import structlog
 
 from flaggerpy import __version__, logs
 from flaggerpy.errors import ConfigError
+from flaggerpy.loadtester.config import (
+    ENV_PREFIX as LOADTESTER_ENV_PREFIX,
+    OPTIONS as LOADTESTER_OPTIONS,
+    TOKEN_ENV as LOADTESTER_TOKEN_ENV,
+    LoadTesterSettings,
+)
 from flaggerpy.settings import FlagSpec, Settings, iter_flags
 
 __all__ = ["main", "run_controller", "version_text"]
@@ -71,6 +87,7 @@ _KLOG_FLAGS: Final[Mapping[str, bool]] = {  # name -> is boolean
 }
 _KLOG_DEST: Final = "klog:"
 _FLAG_DEST: Final = "flag:"
+_LOADTESTER_DEST: Final = "loadtester:"
 
 _log = structlog.get_logger(__name__)
 
@@ -158,6 +175,68 @@ def _crds(namespace: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _loadtester(namespace: argparse.Namespace) -> int:
+    from flaggerpy.loadtester import app  # late: only this command runs the service
+
+    flags: dict[str, str] = {}
+    for key, value in vars(namespace).items():
+        if key.startswith(_LOADTESTER_DEST):
+            # A repeated flag (-allow-command) arrives as a list; the settings split on commas.
+            flags[key.removeprefix(_LOADTESTER_DEST)] = (
+                ",".join(value) if isinstance(value, list) else value)
+    settings = LoadTesterSettings.load(flags)
+    logs.configure(json=logs.wants_json(settings.log_encoding), level=settings.log_level)
+    return app.run(settings)
+
+
+def _gate(namespace: argparse.Namespace) -> int:
+    import asyncio
+
+    from flaggerpy.loadtester.client import GateClientError
+
+    try:
+        return asyncio.run(_gate_command(namespace))
+    except GateClientError as exc:
+        print(f"flaggerpy: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+async def _gate_command(namespace: argparse.Namespace) -> int:
+    from flaggerpy.loadtester.client import GateClient
+    from flaggerpy.loadtester.gates import GATE, ROLLBACK, split_canary
+
+    action: str = namespace.gate_action
+    kind = ROLLBACK if getattr(namespace, "rollback", False) else GATE
+    async with GateClient(namespace.url, token=namespace.token,
+                          timeout=namespace.timeout) as client:
+        if action == "list":
+            gates = await client.list()
+            rows = [("CANARY", "GATE", "STATE")] + [
+                (f"{g.name}.{g.namespace}", g.kind, "open" if g.open else "closed")
+                for g in gates]
+            widths = [max(len(row[i]) for row in rows) for i in range(2)]
+            for row in rows:
+                print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip())
+            return EXIT_OK
+        try:
+            name, canary_namespace = split_canary(namespace.canary)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        where = {"name": name, "namespace": canary_namespace}
+        label = f"{kind} {name}.{canary_namespace}"
+        if action == "open":
+            await client.open(kind, **where)
+            print(f"{label} opened")
+        elif action == "close":
+            await client.close(kind, **where)
+            print(f"{label} closed")
+        else:
+            is_open = await client.check(kind, **where)
+            print(f"{label} {'open' if is_open else 'closed'}")
+            return EXIT_OK if is_open else EXIT_FAILURE
+    return EXIT_OK
+
+
 # --- parsing -----------------------------------------------------------------------------------
 
 
@@ -197,8 +276,67 @@ def _build_parser() -> argparse.ArgumentParser:
     crds = commands.add_parser(
         "crds", help="print the CustomResourceDefinitions as YAML", allow_abbrev=False)
     crds.set_defaults(handler=_crds, parser=crds)
-    # Reserved for later: `loadtester` (Flagger's flagger-loadtester) and `gate` (its gate API).
+    _add_loadtester_parser(commands)
+    _add_gate_parser(commands)
     return parser
+
+
+def _add_loadtester_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    loadtester = commands.add_parser(
+        "loadtester",
+        usage="flaggerpy loadtester [-h] [-flag[=value] ...]",
+        help="run the load tester (takes flagger-loadtester's flags)",
+        description="Run the load tester, compatible with Flagger's flagger-loadtester: "
+                    "webhook tasks (cmd, bash, helm, helmv3, kubectl) and manual gates. "
+                    "Flags may be written -flag or --flag; each can also be set by the "
+                    "environment variable shown.",
+        allow_abbrev=False,
+    )
+    loadtester.set_defaults(handler=_loadtester, parser=loadtester)
+    for option in LOADTESTER_OPTIONS:
+        kwargs: dict[str, Any] = (
+            {"nargs": "?", "const": "true", "metavar": "BOOL"} if option.is_bool
+            else {"metavar": "VALUE"})
+        if option.repeatable:
+            kwargs["action"] = "append"
+        extension = "" if option.flagger else "; flaggerpy only"
+        loadtester.add_argument(
+            "--" + option.flag, dest=_LOADTESTER_DEST + option.flag, default=argparse.SUPPRESS,
+            help=f"{option.help} (env {option.env}{extension})".replace("%", "%%"), **kwargs)
+
+
+def _add_gate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    port = os.environ.get(LOADTESTER_ENV_PREFIX + "HTTP_PORT") or "9090"
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=os.environ.get(LOADTESTER_ENV_PREFIX + "URL") or f"http://localhost:{port}",
+        help=f"the load tester's URL (env {LOADTESTER_ENV_PREFIX}URL; default %(default)s)")
+    common.add_argument(
+        "--token", default=os.environ.get(LOADTESTER_TOKEN_ENV, ""),
+        help=f"the load tester's token, if it requires one (env {LOADTESTER_TOKEN_ENV})")
+    common.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for an answer (default %(default)s)")
+    gate = commands.add_parser(
+        "gate", help="open, close, check or list a load tester's manual gates",
+        description="Manual gates of a running load tester (flaggerpy's or Flagger's), keyed "
+                    "by canary as <name>.<namespace>. A Canary webhook pointing at "
+                    "/gate/check holds its rollout until the gate is opened.",
+        allow_abbrev=False)
+    gate.set_defaults(handler=_gate, parser=gate)
+    actions = gate.add_subparsers(title="actions", metavar="ACTION", dest="gate_action",
+                                  required=True)
+    helps = {"open": "open a gate: the canary's next check is approved",
+             "close": "close a gate: checks are refused until it is opened",
+             "check": "print whether a gate is open; exit 0 if open, 1 if closed"}
+    for action, text in helps.items():
+        sub = actions.add_parser(action, help=text, parents=[common], allow_abbrev=False)
+        sub.set_defaults(parser=sub)
+        sub.add_argument("canary", metavar="CANARY", help="<name>.<namespace>, e.g. podinfo.test")
+        sub.add_argument("--rollback", action="store_true",
+                         help="the rollback gate (/rollback/...) instead of the confirm gate")
+    listing = actions.add_parser("list", help="list known gates and their state",
+                                 parents=[common], allow_abbrev=False)
+    listing.set_defaults(parser=listing)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
