@@ -60,7 +60,7 @@ DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_ATTEMPTS: Final = 3
 """Requests per message at most: the first and two retries (transport errors and 5xx only)."""
 
-_BACKOFF_INITIAL: Final = 0.25  # seconds before the first retry, doubled each time, plus jitter
+_BACKOFF_INITIAL: Final = 0.25  # seconds before the first retry, doubled each time, + up to this
 _BACKOFF_MAX: Final = 2.0
 _ERROR_BODY_LIMIT: Final = 200  # characters of a refusal's body kept in the error message
 
@@ -169,7 +169,8 @@ class WebhookNotifier(abc.ABC):
         body = json.dumps(self.payload(message)).encode()
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self._attempts),
-            wait=tenacity.wait_exponential_jitter(initial=_BACKOFF_INITIAL, max=_BACKOFF_MAX),
+            wait=(tenacity.wait_exponential(multiplier=_BACKOFF_INITIAL, max=_BACKOFF_MAX)
+                  + tenacity.wait_random(0, _BACKOFF_INITIAL)),
             retry=tenacity.retry_if_exception_type(_Retryable),
             reraise=True,
         )
