@@ -5,7 +5,7 @@ the global notifier set up in ``cmd/flagger/main.go`` (``initNotifier``).
 The lifecycle engine makes one :class:`Alerter` at start-up and calls one
 method wherever Flagger alerts::
 
-    alerter = Alerter(settings=settings, kube=client, providers=provider_cache.get,
+    alerter = Alerter(settings=settings, client=client, providers=provider_cache.get,
                       registry=recorder.registry)
     await alerter.alert(canary, alerting.new_revision())
     await alerter.alert(canary, alerting.failed_checks_threshold_reached(
@@ -62,7 +62,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
+import functools
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -362,12 +362,16 @@ class Dispatcher:
         task.add_done_callback(lambda done: self._finished(key, done))
         return True
 
-    async def join(self, timeout: float | None = None) -> bool:
-        """Waits until every job submitted so far has finished; False if ``timeout`` came first."""
+    async def join(self, within: float | None = None) -> bool:
+        """Waits until every job submitted so far has finished; False if ``within`` s passed first.
+
+        A bound rather than ``asyncio.timeout`` around it, because running out
+        of time here is an answer (some jobs still run), not an error.
+        """
         pending = set(self._tasks)
         if not pending:
             return True
-        _, still_running = await asyncio.wait(pending, timeout=timeout)
+        _, still_running = await asyncio.wait(pending, timeout=within)
         return not still_running
 
     async def aclose(self, *, grace: float = DEFAULT_CLOSE_GRACE) -> None:
@@ -435,7 +439,7 @@ class _GlobalConfig:
 class Alerter:
     """Sends a canary's alerts to its AlertProviders, or to the global notifier.
 
-    Build one per process. ``kube`` reads AlertProviders and Secrets that
+    Build one per process. ``client`` reads AlertProviders and Secrets that
     ``providers`` and ``secrets`` (cache lookups, optional) do not serve.
     ``registry`` is where the failure counter goes (the telemetry
     ``Recorder.registry``); ``metrics`` may be given instead. Close it with
@@ -446,9 +450,9 @@ class Alerter:
             self,
             *,
             settings: Settings,
-            kube: kube.KubeClient | None = None,
-            providers: Lookup | None = None,  # None: GET from the API server through kube
-            secrets: Lookup | None = None,  # None: GET from the API server through kube
+            client: kube.KubeClient | None = None,
+            providers: Lookup | None = None,  # None: GET from the API server through client
+            secrets: Lookup | None = None,  # None: GET from the API server through client
             notifiers: plugins.Registry[plugins.Factory] = plugins.notifiers,
             registry: CollectorRegistry | None = None,
             metrics: NotificationMetrics | None = None,  # default: notification_metrics(registry)
@@ -456,7 +460,7 @@ class Alerter:
             deadline: float = DEFAULT_DEADLINE,
             max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
-        self._kube = kube
+        self._kube = client
         self._providers = providers
         self._secrets = secrets
         self._notifiers = notifiers
@@ -508,11 +512,12 @@ class Alerter:
         """
         if isinstance(message, AlertMessage):
             text = message.text
-            severity = severity or message.severity
+            severity = message.severity if severity is None else severity
             metadata = message.metadata if metadata is None else metadata
             extra = (*message.fields, *fields)
         else:
-            text, severity, extra = message, severity or Severity.INFO, tuple(fields)
+            text, extra = message, tuple(fields)
+            severity = Severity.INFO if severity is None else severity
         try:
             body = Message(
                 workload=canary.name,
@@ -533,10 +538,11 @@ class Alerter:
             wanted = [alert for alert in alerts if _admits(alert, body.severity, who=who)]
             if not wanted:
                 return
-            job: Callable[[], Awaitable[None]] = lambda: self._deliver_alerts(who, wanted, body)
+            job: Callable[[], Awaitable[None]] = functools.partial(
+                self._deliver_alerts, who, wanted, body)
             labels = [UNKNOWN_PROVIDER] * len(wanted)
         elif self._global_config is not None:
-            job = lambda: self._deliver_global(who, body)  # noqa: E731
+            job = functools.partial(self._deliver_global, who, body)
             labels = [self._global_config.provider]
         else:
             return
@@ -546,9 +552,13 @@ class Alerter:
             for label in labels:
                 self._metrics.failed(label)
 
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Waits for the alerts raised so far to be delivered or given up; False on timeout."""
-        return await self._dispatcher.join(timeout)
+    async def flush(self, within: float | None = None) -> bool:
+        """Waits for the alerts raised so far to be delivered or given up.
+
+        False when ``within`` seconds passed first. For shutdown and tests: the
+        engine never needs to wait for an alert.
+        """
+        return await self._dispatcher.join(within)
 
     async def aclose(self, *, grace: float = DEFAULT_CLOSE_GRACE) -> None:
         """Lets pending alerts finish for ``grace`` seconds, then closes the connection pool."""
@@ -566,6 +576,7 @@ class Alerter:
     # -- delivery (background) -----------------------------------------------------------------
 
     async def _deliver_global(self, who: str, message: Message) -> None:
+        when = asyncio.get_running_loop().time() + self._deadline
         try:
             destination = self._global or self._build_global(session=self._shared_session())
         except (FlaggerError, ValueError) as exc:  # checked at start-up; belt and braces
@@ -574,45 +585,55 @@ class Alerter:
                          provider=self._global_config.provider, alert="global")
             return
         self._global = destination
-        await self._post(who, destination, message)
+        await self._post(who, destination, message, when=when)
 
     async def _deliver_alerts(
             self, who: str, alerts: Sequence[CanaryAlert], message: Message
     ) -> None:
+        """Resolves and posts every alert concurrently, each within one deadline."""
+
         async def one(alert: CanaryAlert) -> None:
+            when = asyncio.get_running_loop().time() + self._deadline
+            where = {"alert": alert.name, "provider_ref": _ref_of(alert, message.namespace)}
             try:
-                async with asyncio.timeout(self._deadline):
+                async with asyncio.timeout_at(when):
                     destination = await self._resolve(alert, message.namespace)
             except _Skip as skip:
-                self._failed(who, skip.event, skip.reason, provider=skip.provider,
-                             alert=alert.name, provider_ref=_ref_of(alert, message.namespace))
+                self._failed(who, skip.event, skip.reason, provider=skip.provider, **where)
                 return
             except TimeoutError:
                 self._failed(who, "alert_provider_timeout",
                              f"looking up the provider took over {self._deadline:g}s",
-                             alert=alert.name, provider_ref=_ref_of(alert, message.namespace))
+                             provider=UNKNOWN_PROVIDER, **where)
                 return
-            await self._post(who, destination, message)
+            except Exception as exc:  # a lookup that broke its contract
+                self._failed(who, "alert_provider_unreadable", f"{type(exc).__name__}: {exc}",
+                             provider=UNKNOWN_PROVIDER, **where)
+                return
+            await self._post(who, destination, message, when=when)
 
         await asyncio.gather(*(one(alert) for alert in alerts))
 
-    async def _post(self, who: str, destination: _Destination, message: Message) -> None:
-        fields = {"alert": destination.alert, "provider_ref": destination.ref,
-                  "endpoint": destination.endpoint}
+    async def _post(
+            self, who: str, destination: _Destination, message: Message, *, when: float
+    ) -> None:
+        """Posts through the notifier (which retries); logs and counts any failure."""
+        where = {"alert": destination.alert, "provider_ref": destination.ref,
+                 "endpoint": destination.endpoint}
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout_at(when):
                 await destination.notifier.post(message)
         except NotifierError as exc:
-            self._failed(who, "alert_failed", str(exc), provider=destination.provider, **fields)
+            self._failed(who, "alert_failed", str(exc), provider=destination.provider, **where)
         except TimeoutError:
             self._failed(who, "alert_failed", f"gave up after {self._deadline:g}s",
-                         provider=destination.provider, **fields)
+                         provider=destination.provider, **where)
         except Exception as exc:  # a third-party notifier that broke its contract
             self._failed(who, "alert_failed", f"{type(exc).__name__}: {exc}",
-                         provider=destination.provider, **fields)
+                         provider=destination.provider, **where)
         else:
             log.debug("alert_sent", canary=who, provider=destination.provider,
-                      severity=message.severity.value, **fields)
+                      severity=message.severity.value, **where)
 
     def _failed(self, who: str, event: str, reason: str, *, provider: str, **fields: str) -> None:
         log.error(event, canary=who, provider=provider, error=reason, **fields)
@@ -775,6 +796,3 @@ def _decode_secret(data: Mapping[str, Any]) -> dict[str, str]:
             raise ValueError(f"key {key} is not base64-encoded text") from None
     return decoded
 
-
-with contextlib.suppress(ImportError):  # pragma: no cover - documentation aid only
-    pass
