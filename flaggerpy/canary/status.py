@@ -74,6 +74,15 @@ def promoted_condition(
     return condition
 
 
+def _conditions(
+    current: dict[str, Any], *, phase: CanaryPhase, kind: str, message: str | None
+) -> list[dict[str, Any]]:
+    """The status' conditions with the ``Promoted`` one set for ``phase``."""
+    previous = current.get("conditions")
+    condition = promoted_condition(phase=phase, kind=kind, previous=previous, message=message)
+    return [*(c for c in previous or [] if c.get("type") != PROMOTED), condition]
+
+
 def phase_patch(
     *,
     phase: CanaryPhase,
@@ -87,15 +96,101 @@ def phase_patch(
     every reconcile (design rule 3).
     """
     current = current or {}
-    previous = current.get("conditions")
-    condition = promoted_condition(phase=phase, kind=kind, previous=previous, message=message)
-    if current.get("phase") == phase.value and condition in (previous or []):
+    conditions = _conditions(current, phase=phase, kind=kind, message=message)
+    if current.get("phase") == phase.value and conditions == current.get("conditions"):
         return None
-    others = [c for c in previous or [] if c.get("type") != PROMOTED]
     return {
         "status": {
             "phase": phase.value,
-            "lastTransitionTime": condition["lastUpdateTime"],
-            "conditions": [*others, condition],
+            "lastTransitionTime": now_rfc3339(),
+            "conditions": conditions,
         }
     }
+
+
+RUN_PHASES = frozenset({CanaryPhase.PROGRESSING, CanaryPhase.WAITING, CanaryPhase.PROMOTING})
+"""Phases that keep the weight and iteration counters when entered (Flagger's SetStatusPhase)."""
+
+
+def sync_status_patch(
+    *,
+    current: dict[str, Any] | None,
+    phase: CanaryPhase,
+    kind: str,
+    last_applied_spec: str,
+    tracked_configs: dict[str, str] | None,
+    canary_weight: int = 0,
+    failed_checks: int = 0,
+    iterations: int = 0,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """Flagger's ``SyncStatus``: a new run's status, with the revision it is about.
+
+    The counters are reset unless given (Flagger writes zero values for omitted ones), and
+    ``Initialized`` also records the revision as promoted. Tracked configs that disappeared are
+    removed with ``null``, because a merge patch only adds and replaces map keys.
+    """
+    current = current or {}
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "canaryWeight": canary_weight,
+        "failedChecks": failed_checks,
+        "iterations": iterations,
+        "lastAppliedSpec": last_applied_spec,
+        "lastTransitionTime": now_rfc3339(),
+        "conditions": _conditions(current, phase=phase, kind=kind, message=message),
+    }
+    if tracked_configs is not None:
+        old = current.get("trackedConfigs") or {}
+        gone = {key: None for key in old if key not in tracked_configs}
+        status["trackedConfigs"] = {**gone, **tracked_configs} or None
+    if phase == CanaryPhase.INITIALIZED:
+        status["lastPromotedSpec"] = last_applied_spec
+    return {"status": status}
+
+
+def set_phase_patch(
+    *,
+    current: dict[str, Any] | None,
+    phase: CanaryPhase,
+    kind: str,
+    analysis_iterations: int,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """Flagger's ``SetStatusPhase``: the phase and condition, and the counters it implies.
+
+    Leaving a run resets weight and iterations; ``WaitingPromotion`` keeps the iteration before
+    the last, so the last one runs again once the gate opens. Flagger writes -1 there for canary
+    strategies (no iterations); that is clamped to 0 here.
+    """
+    current = current or {}
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "lastTransitionTime": now_rfc3339(),
+        "conditions": _conditions(current, phase=phase, kind=kind, message=message),
+    }
+    if phase not in RUN_PHASES:
+        status["canaryWeight"] = 0
+        status["iterations"] = 0
+    if phase == CanaryPhase.WAITING_PROMOTION:
+        status["iterations"] = max(0, analysis_iterations - 1)
+    if phase in (CanaryPhase.INITIALIZED, CanaryPhase.SUCCEEDED):
+        status["lastPromotedSpec"] = current.get("lastAppliedSpec")
+    return {"status": status}
+
+
+def counters_patch(
+    *,
+    canary_weight: int | None = None,
+    failed_checks: int | None = None,
+    iterations: int | None = None,
+) -> dict[str, Any]:
+    """Flagger's ``SetStatusWeight`` / ``SetStatusFailedChecks`` / ``SetStatusIterations``."""
+    status: dict[str, Any] = {"lastTransitionTime": now_rfc3339()}
+    if canary_weight is not None:
+        status["canaryWeight"] = canary_weight
+    if failed_checks is not None:
+        status["failedChecks"] = failed_checks
+    if iterations is not None:
+        status["iterations"] = iterations
+    return {"status": status}
