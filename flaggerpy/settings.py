@@ -55,6 +55,8 @@ Field paths and flags (``iter_flags()`` lists them; the variable is derived from
     controller.leader_election_lease_duration  -leader-election-lease-duration  (flaggerpy only)
     controller.leader_election_renew_deadline  -leader-election-renew-deadline  (flaggerpy only)
     controller.leader_election_retry_period    -leader-election-retry-period    (flaggerpy only)
+    controller.min_analysis_interval           -min-analysis-interval           (flaggerpy only)
+    controller.hold_on_no_values               -hold-on-no-values               (flaggerpy only)
     controller.no_cross_namespace_refs         -no-cross-namespace-refs
     controller.cluster_name                    -cluster-name
     telemetry.port                             -port               ($FLAGGER_HTTP_PORT)
@@ -370,6 +372,12 @@ class ControllerSettings(_Group):
         Seconds, Flag("leader-election-retry-period", flagger=False)] = Field(
         5.0, gt=0,
         description="How often candidates try to acquire or renew the Lease (Flagger: fixed 5s).")
+    min_analysis_interval: Annotated[
+        Seconds, Flag("min-analysis-interval", flagger=False)] = Field(
+        10.0, gt=0,
+        description="Shortest analysis tick, whatever a Canary asks for (Flagger: fixed 10s).")
+    hold_on_no_values: Annotated[bool, Flag("hold-on-no-values", flagger=False)] = Field(
+        False, description="A metric with no values holds the canary instead of failing a check.")
     no_cross_namespace_refs: Annotated[bool, Flag("no-cross-namespace-refs")] = Field(
         False, description="Reject templateRef/providerRef/upstreamRef into other namespaces.")
     cluster_name: Annotated[str, Flag("cluster-name")] = Field(

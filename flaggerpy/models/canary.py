@@ -711,13 +711,17 @@ class CanaryAnalysis(FlaggerModel):
 
         Port of ``GetAnalysisInterval``; this is what the work queue requeues with.
         """
+        return self.interval_at_least(MIN_ANALYSIS_INTERVAL_SECONDS)
+
+    def interval_at_least(self, minimum: float) -> float:
+        """The tick period with another floor than Flagger's 10 s (``-min-analysis-interval``)."""
         if not self.interval:
             return ANALYSIS_INTERVAL_SECONDS
         try:
             seconds = parse_duration(self.interval)
         except ValueError:
             return ANALYSIS_INTERVAL_SECONDS
-        return max(seconds, MIN_ANALYSIS_INTERVAL_SECONDS)
+        return max(seconds, minimum)
 
     def get_threshold(self) -> int:
         """Failed checks before rollback; 0 or less means 1 (``GetAnalysisThreshold``)."""
@@ -821,9 +825,9 @@ class Canary(KubeObject):
             return PROGRESS_DEADLINE_SECONDS
         return self.spec.progress_deadline_seconds
 
-    def get_analysis_interval(self) -> float:
+    def get_analysis_interval(self, *, minimum: float = MIN_ANALYSIS_INTERVAL_SECONDS) -> float:
         """The analysis tick in seconds (see :attr:`CanaryAnalysis.interval_seconds`)."""
-        return self.spec.analysis.interval_seconds
+        return self.spec.analysis.interval_at_least(minimum)
 
     def get_analysis_threshold(self) -> int:
         """Failed checks before rollback (see :meth:`CanaryAnalysis.get_threshold`)."""

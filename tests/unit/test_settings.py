@@ -77,6 +77,8 @@ def test_flaggerpy_extensions_are_marked() -> None:
         "leader-election-lease-duration",
         "leader-election-renew-deadline",
         "leader-election-retry-period",
+        "min-analysis-interval",
+        "hold-on-no-values",
     }
 
 
