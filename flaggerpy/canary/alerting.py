@@ -563,6 +563,7 @@ class Alerter:
     async def aclose(self, *, grace: float = DEFAULT_CLOSE_GRACE) -> None:
         """Lets pending alerts finish for ``grace`` seconds, then closes the connection pool."""
         await self._dispatcher.aclose(grace=grace)
+        self._global = None  # it holds the pool closed below; rebuilt if used again
         if self._session is not None:
             await self._session.close()
             self._session = None
