@@ -10,6 +10,7 @@ real time and the elapsed loop time can be asserted exactly.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import itertools
 import json
@@ -719,6 +720,21 @@ async def test_event_hooks_use_their_retries(
     assert looptime == 1
 
 
+async def test_event_hooks_read_a_short_timeout_as_10s(
+        serve: Serve, caller: WebhookCaller, looptime: float,
+) -> None:
+    hooks = await serve()
+    obj = canary_object(hook("sink", hooks.script("/e", HANG), "event", timeout="5"))
+
+    with capture_logs() as logs:
+        await caller.event(obj, message="m", event_type="Normal", global_url=None)
+
+    assert len(hooks.hits) == 1
+    assert looptime == 10
+    [failure] = [line for line in logs if line["event"] == "event_webhook_failed"]
+    assert failure["error"].endswith("timed out after 10s")
+
+
 # --- TLS ----------------------------------------------------------------------------------------
 
 
@@ -790,6 +806,20 @@ async def test_credentials_in_urls_reach_neither_logs_nor_messages(
     assert "webhook_retrying" in text
     assert "hunter2" not in text
     assert "s3cr3t" not in text
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth(
+        serve: Serve, caller: WebhookCaller,
+) -> None:
+    """As Go's client does: how a token-protected load tester is addressed from a Canary."""
+    hooks = await serve()
+    url = hooks.script("/", 202).replace("http://", "http://token:s3cr3t@")
+    canary = make_canary(hook("load test", url, "rollout"))
+
+    assert (await caller.call(canary, only_hook(canary), phase="Progressing")).ok
+
+    [hit] = hooks.hits
+    assert hit.headers["Authorization"] == "Basic " + base64.b64encode(b"token:s3cr3t").decode()
 
 
 async def test_a_shared_session_is_left_open(serve: Serve) -> None:
