@@ -234,7 +234,7 @@ class WebhookCaller:
     async def run(
             self,
             canary: Canary,
-            hook_type: HookType,
+            hook_type: HookType | str,
             *,
             phase: CanaryPhase | str,
             tick: str | None = None,
@@ -249,9 +249,11 @@ class WebhookCaller:
         and ``rollback`` hooks have their own semantics: use :meth:`event`
         and :meth:`rollback_requested`.
         """
-        wanted = HookType.ROLLOUT if hook_type is HookType.UNSET else hook_type
+        wanted = HookType(hook_type)
+        if wanted is HookType.UNSET:
+            wanted = HookType.ROLLOUT
         if wanted not in _GATE_TYPES:
-            raise ValueError(f"run() takes a gate type, not {hook_type.value!r}")
+            raise ValueError(f"run() takes a gate type, not {wanted.value!r}")
         for webhook in _hooks_of(canary, wanted):
             result = await self.call(canary, webhook, phase=phase, tick=tick)
             await _notify(on_result, result)
@@ -319,8 +321,8 @@ class WebhookCaller:
         meta = _mapping(obj.get("metadata"))
         status = _mapping(obj.get("status"))
         name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
-        hooks = _event_hooks(obj, canary=canary_id(name, namespace))
-        if not hooks and global_url:
+        declared, hooks = _event_hooks(obj, canary=canary_id(name, namespace))
+        if not declared and global_url:
             hooks = [CanaryWebhook(name=GLOBAL_EVENT_HOOK_NAME, url=global_url)]
         if not hooks:
             return
@@ -528,20 +530,26 @@ def _hooks_of(canary: Canary, hook_type: HookType) -> Iterable[CanaryWebhook]:
             yield webhook
 
 
-def _event_hooks(obj: Mapping[str, Any], *, canary: str) -> list[CanaryWebhook]:
-    """The canary's ``type: event`` hooks, read from the raw object; a malformed one is skipped."""
+def _event_hooks(obj: Mapping[str, Any], *, canary: str) -> tuple[bool, list[CanaryWebhook]]:
+    """Whether the canary declares ``type: event`` hooks, and those that parse.
+
+    Declaring one is what replaces the global hook, as in Flagger, even if
+    it is malformed (it is then skipped and logged).
+    """
     analysis = _mapping(_mapping(obj.get("spec")).get("analysis"))
     raw_hooks = analysis.get("webhooks")
+    declared = False
     hooks: list[CanaryWebhook] = []
     for raw in raw_hooks if isinstance(raw_hooks, list) else ():
         if not isinstance(raw, Mapping) or raw.get("type") != HookType.EVENT.value:
             continue
+        declared = True
         try:
             hooks.append(CanaryWebhook.model_validate(raw))
         except ValidationError as exc:
             log.error("event_webhook_invalid", canary=canary, webhook=raw.get("name"),
                       error=str(exc.errors(include_url=False, include_input=False)))
-    return hooks
+    return declared, hooks
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

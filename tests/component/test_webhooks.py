@@ -543,6 +543,16 @@ async def test_untyped_hooks_are_rollout_hooks(
     assert hooks.paths() == ["/typed", "/empty", "/missing"]
 
 
+async def test_run_takes_the_type_as_a_plain_string(serve: Serve, caller: WebhookCaller) -> None:
+    hooks = await serve()
+    canary = make_canary(hook("untyped", hooks.script("/u", 200), None),
+                         hook("pre", hooks.script("/p", 200), "pre-rollout"))
+
+    assert await caller.run(canary, "", phase="Progressing") is None
+    assert await caller.run(canary, "pre-rollout", phase="Progressing") is None
+    assert hooks.paths() == ["/u", "/p"]
+
+
 @pytest.mark.parametrize("hook_type", [HookType.EVENT, HookType.ROLLBACK])
 async def test_run_refuses_event_and_rollback_types(
         caller: WebhookCaller, hook_type: HookType,
@@ -682,6 +692,21 @@ async def test_the_global_event_webhook_serves_canaries_without_event_hooks(
     assert hit.body["phase"] == ""
     assert hit.body["checksum"] == checksum(None)
     assert hit.body["metadata"]["eventMessage"] == "Initialization done! podinfo.test"
+
+
+async def test_a_malformed_event_hook_still_replaces_the_global_one(
+        serve: Serve, caller: WebhookCaller,
+) -> None:
+    hooks = await serve()
+    obj = canary_object()
+    obj["spec"]["analysis"]["webhooks"] = [{"name": "no url", "type": "event"}]
+
+    with capture_logs() as logs:
+        await caller.event(obj, message="m", event_type="Normal",
+                           global_url=hooks.script("/global", 200))
+
+    assert hooks.hits == []
+    assert [line["event"] for line in logs] == ["event_webhook_invalid"]
 
 
 async def test_event_accepts_a_canary_model(serve: Serve, caller: WebhookCaller) -> None:
