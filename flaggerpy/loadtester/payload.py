@@ -57,7 +57,7 @@ def parse_payload(body: bytes) -> WebhookPayload:
     if not body.strip():
         raise RequestRejected(400, f"empty request body; expected the webhook payload, {_EXAMPLE}")
     try:
-        document = json.loads(body)
+        document = json.loads(body.decode("utf-8"))  # not json.loads(bytes): it guesses UTF-16
     except UnicodeDecodeError:
         raise RequestRejected(400, "request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

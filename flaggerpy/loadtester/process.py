@@ -30,6 +30,7 @@ __all__ = ["CommandResult", "OutputTail", "run_command"]
 
 _CHUNK: Final = 65536
 _DRAIN_TIMEOUT: Final = 2.0  # seconds to collect the last output once the group is gone
+_POLL_INTERVAL: Final = 0.02  # seconds between checks for the command's exit
 
 
 class OutputTail:
@@ -123,15 +124,20 @@ async def run_command(
     try:
         try:
             async with asyncio.timeout(time_limit):
-                await process.wait()
+                await _exit(process)
         except TimeoutError:
             timed_out = True
             await _stop_group(process, kill_grace)
     finally:
-        if process.returncode is None:  # cancelled: no grace
-            _signal_group(process.pid, signal.SIGKILL)
-        # Anything the command left in its group (background jobs) goes with it.
+        # Cancelled (shutdown): no grace. Either way, anything the command left in its
+        # group (background jobs) goes with it.
         _signal_group(process.pid, signal.SIGKILL)
+        if process.returncode is None:
+            # Reap it before letting go: SIGKILL makes this quick, and a child dropped
+            # unreaped is a zombie until asyncio's watcher gets to it.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DRAIN_TIMEOUT):
+                    await _exit(process)
         await _drain(reader)
     return CommandResult(
         command, process.returncode, tail.text(), tail.total, loop.time() - started,
@@ -156,14 +162,25 @@ async def _drain(reader: asyncio.Task[None]) -> None:
                 await reader
 
 
+async def _exit(process: asyncio.subprocess.Process) -> None:
+    """Waits for the command itself to exit.
+
+    Not ``process.wait()``: asyncio's resolves only once the output pipe is
+    closed too, which a background job the command started can delay
+    forever; ``returncode`` is set as soon as the process is reaped.
+    """
+    while process.returncode is None:  # noqa: ASYNC110 - no public exit event to await
+        await asyncio.sleep(_POLL_INTERVAL)
+
+
 async def _stop_group(process: asyncio.subprocess.Process, grace: float) -> None:
     _signal_group(process.pid, signal.SIGTERM)
     try:
         async with asyncio.timeout(grace):
-            await process.wait()
+            await _exit(process)
     except TimeoutError:
         _signal_group(process.pid, signal.SIGKILL)
-        await process.wait()
+        await _exit(process)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
