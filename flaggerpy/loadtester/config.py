@@ -63,6 +63,9 @@ class LoadTesterSettings:
     """The kubectl binary for ``kubectl`` tasks."""
     kill_grace: float = 5.0
     """Seconds between SIGTERM and SIGKILL when a task's process group is stopped."""
+    result_ttl: float = 600.0
+    """Seconds a blocking task's result is kept for retries of the same webhook call
+    (``X-Flaggerpy-Delivery``)."""
     log_level: str = "info"
     """zap or Python level name."""
     log_encoding: str = "json"
@@ -71,7 +74,7 @@ class LoadTesterSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"-port: {self.port} is not a TCP port")
-        for name in ("timeout", "kill_grace"):
+        for name in ("timeout", "kill_grace", "result_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"-{_FLAG_OF[name]}: must be positive")
         for name in ("max_output_bytes", "max_body_bytes"):
@@ -199,6 +202,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("kill-grace", "kill_grace", _duration,
            "time between SIGTERM and SIGKILL when a timed-out task's process group is "
            "stopped (default 5s)"),
+    Option("result-ttl", "result_ttl", _duration,
+           "how long a blocking task's result answers retries of the same webhook call "
+           "(X-Flaggerpy-Delivery header; default 10m)"),
     Option("log-level", "log_level", str.strip,
            "log level: debug, info, warn, error (default info)", flagger=True),
     Option("zap-encoding", "log_encoding", str.strip,

@@ -19,12 +19,21 @@ Here both kinds are asyncio tasks keyed by :attr:`TaskSpec.key`:
 The run belongs to the runner, not to the request: a caller that gives up
 (its webhook timeout) does not stop it, and its retry can pick it up.
 :meth:`TaskRunner.aclose` kills every running task's process group.
+
+flaggerpy's controller also names each webhook call with an
+``X-Flaggerpy-Delivery`` id, the same on every retry of that call and new
+for the next analysis interval (``docs/webhooks.md``). A blocking request
+that carries one also gets the *finished* run's result for that id (kept
+``result_ttl`` seconds), so a retry that arrives just after the run ended
+does not run the test a second time. Without the header (Flagger's
+controller) a finished run is not replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -46,10 +55,14 @@ class TaskStopped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class BlockingOutcome:
-    """What a blocking request gets: the run's result, and whether it joined a run in progress."""
+    """What a blocking request gets: the run's result, and how it got it."""
 
     result: CommandResult
-    joined: bool
+    joined: bool  # shared a run in progress
+    replayed: bool = False  # the finished run of the same delivery: nothing was run
+
+
+_MAX_REMEMBERED = 1024  # finished deliveries kept at most, oldest dropped first
 
 
 class TaskRunner:
@@ -61,15 +74,20 @@ class TaskRunner:
             metrics: LoadTesterMetrics,
             kill_grace: float = 5.0,
             max_output: int = 65536,
+            result_ttl: float = 600.0,  # seconds a finished delivery's result is replayed
             env: Mapping[str, str] | None = None,  # None: ours, minus the token variable
     ) -> None:
         self._metrics = metrics
         self._kill_grace = kill_grace
         self._max_output = max_output
+        self._result_ttl = result_ttl
         if env is None:
             env = {key: value for key, value in os.environ.items() if key != TOKEN_ENV}
         self._env = dict(env)
         self._running: dict[tuple[str, ...], asyncio.Task[CommandResult]] = {}
+        # (delivery id, task key) -> (result, loop time it expires), oldest first
+        self._results: OrderedDict[tuple[str, tuple[str, ...]], tuple[CommandResult, float]] = (
+            OrderedDict())
         self._closed = False
 
     @property
@@ -87,12 +105,21 @@ class TaskRunner:
         self._metrics.requested(spec.kind, "started")
         return True
 
-    async def run_blocking(self, spec: TaskSpec) -> BlockingOutcome:
+    async def run_blocking(self, spec: TaskSpec, *, delivery: str = "") -> BlockingOutcome:
         """Runs a blocking task, or joins the identical run in progress, and returns its result.
 
+        With a ``delivery`` id, a run of the same task that finished for
+        that delivery less than ``result_ttl`` ago is answered from memory.
         Raises :class:`TaskStopped` if the run was stopped by :meth:`aclose`.
         Cancelling the caller does not stop the run.
         """
+        if delivery:
+            replay = self._remembered(delivery, spec.key)
+            if replay is not None:
+                self._metrics.requested(spec.kind, "replayed")
+                log.info("task_result_replayed", type=spec.kind, command=spec.display,
+                         delivery=delivery, ok=replay.ok)
+                return BlockingOutcome(result=replay, joined=False, replayed=True)
         task = self._running.get(spec.key)
         joined = task is not None
         if task is None:
@@ -102,10 +129,30 @@ class TaskRunner:
             self._metrics.requested(spec.kind, "joined")
             log.info("task_joined", type=spec.kind, command=spec.display,
                      checksum=spec.checksum or None)
+        if delivery:
+            task.add_done_callback(lambda done: self._remember(delivery, spec.key, done))
         await asyncio.wait({task})  # unlike awaiting it, a cancelled caller spares the run
         if task.cancelled():
             raise TaskStopped("the load tester is shutting down; the task was stopped")
         return BlockingOutcome(result=task.result(), joined=joined)
+
+    def _remember(self, delivery: str, key: tuple[str, ...],
+                  task: asyncio.Task[CommandResult]) -> None:
+        """Keeps a finished run's result for retries of the same delivery."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        expires = asyncio.get_running_loop().time() + self._result_ttl
+        self._results[(delivery, key)] = (task.result(), expires)
+        self._results.move_to_end((delivery, key))
+        while len(self._results) > _MAX_REMEMBERED:
+            self._results.popitem(last=False)
+
+    def _remembered(self, delivery: str, key: tuple[str, ...]) -> CommandResult | None:
+        now = asyncio.get_running_loop().time()
+        for stale in [k for k, (_, expires) in self._results.items() if expires <= now]:
+            del self._results[stale]
+        entry = self._results.get((delivery, key))
+        return entry[0] if entry is not None else None
 
     async def aclose(self) -> None:
         """Stops accepting tasks and kills the running ones (their whole process groups)."""

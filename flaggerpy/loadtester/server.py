@@ -28,8 +28,9 @@ Safer than Flagger's, without changing what a Canary has to say:
   sends for a webhook URL ``http://token:<token>@flagger-loadtester.test/``;
 - bodies are limited (413), task output is bounded, commands can be
   allowlisted and ``cmd`` tasks get no shell;
-- retried blocking webhooks share one run; duplicate background tasks are
-  not started twice.
+- retried blocking webhooks share one run (and, with flaggerpy's
+  ``X-Flaggerpy-Delivery`` header, get the finished run's result); duplicate
+  background tasks are not started twice.
 
 Requests are handled concurrently on the event loop, and commands run as
 asyncio subprocesses, so a long task never stalls other requests.
@@ -61,6 +62,10 @@ __all__ = ["LoadTesterServer"]
 log = structlog.get_logger(__name__)
 
 _OPEN_PATHS: Final = frozenset({"/healthz", "/metrics"})
+DELIVERY_HEADER: Final = "X-Flaggerpy-Delivery"
+"""Sent by flaggerpy's controller, the same on every retry of one webhook call
+(``flaggerpy.canary.webhooks.DELIVERY_HEADER``)."""
+_DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REALM: Final = 'Bearer realm="flaggerpy-loadtester"'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,7 +90,8 @@ class LoadTesterServer:
         self.metrics = metrics if metrics is not None else LoadTesterMetrics()
         self.gates = gates if gates is not None else GateStore()
         self.runner = TaskRunner(metrics=self.metrics, kill_grace=settings.kill_grace,
-                                 max_output=settings.max_output_bytes)
+                                 max_output=settings.max_output_bytes,
+                                 result_ttl=settings.result_ttl)
         self._policy = policy if policy is not None else TaskPolicy.from_settings(settings)
         self._namespaces = (re.compile(settings.namespace_regexp)
                             if settings.namespace_regexp else None)
@@ -254,7 +260,7 @@ class LoadTesterServer:
                     started = self.runner.start_background(spec)
                     return web.Response(
                         status=202, text="task started" if started else "task already running")
-                outcome = await self.runner.run_blocking(spec)
+                outcome = await self.runner.run_blocking(spec, delivery=_delivery(request))
             except TaskStopped as exc:
                 return web.Response(status=503, text=str(exc))
         result = outcome.result
@@ -264,3 +270,9 @@ class LoadTesterServer:
         return web.Response(
             status=500,
             text=f"command {spec.command} failed: {result.output.rstrip()}: {result.reason}")
+
+
+def _delivery(request: web.Request) -> str:
+    """The webhook call's delivery id, or "" if absent or not a plausible id."""
+    value = request.headers.get(DELIVERY_HEADER, "").strip()
+    return value if _DELIVERY.match(value) else ""

@@ -5,7 +5,8 @@ are flaggerpy additions (so nothing built for Flagger expects other names):
 
 - counter ``flaggerpy_loadtester_task_requests_total{type, outcome}``: a task
   request was accepted; outcome ``started``, ``joined`` (a blocking retry
-  shared a run in progress) or ``deduplicated`` (a background task already
+  shared a run in progress), ``replayed`` (a retry of the same delivery got
+  the finished run's result) or ``deduplicated`` (a background task already
   running)
 - counter ``flaggerpy_loadtester_task_runs_total{type, result}``: a run ended;
   result ``succeeded``, ``failed``, ``timed_out`` or ``stopped`` (shutdown)
@@ -41,7 +42,7 @@ __all__ = ["LoadTesterMetrics"]
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-_REQUEST_OUTCOMES = ("started", "joined", "deduplicated")
+_REQUEST_OUTCOMES = ("started", "joined", "replayed", "deduplicated")
 _RUN_RESULTS = ("succeeded", "failed", "timed_out", "stopped")
 _REJECTED = ("400", "401", "403", "413")
 

@@ -27,7 +27,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from flaggerpy.loadtester.config import LoadTesterSettings
-from flaggerpy.loadtester.server import LoadTesterServer
+from flaggerpy.loadtester.server import DELIVERY_HEADER, LoadTesterServer
 from flaggerpy.loadtester.telemetry import LoadTesterMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,6 +251,34 @@ async def test_a_retried_blocking_webhook_joins_the_run_in_progress(
                  {"type": "bash", "outcome": "joined"}) == 1
     assert value("flaggerpy_loadtester_task_runs_total",
                  {"type": "bash", "result": "succeeded"}) == 2
+
+
+async def test_a_retry_of_the_same_delivery_gets_the_finished_runs_result(
+        start: Start, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+    loadtester = await start()
+    runs = tmp_path / "runs"
+    metadata = {"type": "bash", "cmd": f"echo run >> {runs}; echo failed; exit 1"}
+    payload = {**CANARY, "phase": "Progressing", "checksum": "rev1", "metadata": metadata}
+    first_call = {DELIVERY_HEADER: "5f0c3b1e9a7d4c2b8e6f1a0d3c5b7e9f"}
+
+    first = await loadtester.post(payload=payload, headers=first_call)
+    # The controller did not get that answer (say the connection dropped) and retries the call.
+    retry = await loadtester.post(payload=payload, headers=first_call)
+    # The next analysis interval is a new call; Flagger's controller sends no id at all.
+    next_call = await loadtester.post(payload=payload,
+                                      headers={DELIVERY_HEADER: "0123456789abcdef"})
+    flagger = await loadtester.post(payload=payload)
+
+    assert first.status == retry.status == next_call.status == flagger.status == 500
+    assert retry.text == first.text == f"command {metadata['cmd']} failed: failed: exit status 1"
+    assert runs.read_text() == "run\n" * 3, "the retry ran nothing"
+    [replayed] = events(logs, "task_result_replayed")
+    assert replayed["delivery"] == first_call[DELIVERY_HEADER]
+
+
+def test_the_delivery_header_is_the_one_the_controller_sends() -> None:
+    webhooks = pytest.importorskip("flaggerpy.canary.webhooks")
+    assert webhooks.DELIVERY_HEADER == DELIVERY_HEADER
 
 
 async def test_a_timeout_kills_the_whole_process_group(start: Start, tmp_path: Path) -> None:
