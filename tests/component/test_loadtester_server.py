@@ -234,7 +234,7 @@ async def test_a_retried_blocking_webhook_joins_the_run_in_progress(
     # The controller's webhook timeout expires while the test still runs...
     with pytest.raises(TimeoutError):
         await loadtester.task(metadata, wait=0.5)
-    assert runs.read_text() == "run\n"
+    await eventually(lambda: runs.exists() and runs.read_text() == "run\n")
     # ...so it retries: the retry waits for the same run rather than starting another.
     retry = asyncio.create_task(loadtester.task(metadata))
     await eventually(lambda: bool(events(logs, "task_joined")))
