@@ -65,8 +65,11 @@ class GateClient:
 
     async def check(self, kind: GateKind = GATE, *, name: str, namespace: str) -> bool:
         """Whether the gate is open (what the controller's webhook would be told)."""
-        status = await self._post(f"/{_prefix(kind)}/check", name=name, namespace=namespace,
-                                  expected={200, 403})
+        status, text = await self._post(f"/{_prefix(kind)}/check", name=name,
+                                        namespace=namespace, expected={200, 403})
+        if status == 403 and text.strip() != "Forbidden":
+            # A refusal of the request itself (-namespace-regexp), not a closed gate.
+            raise GateClientError(f"POST {self._base}/{_prefix(kind)}/check: 403 {text.strip()}")
         return status == 200
 
     async def list(self) -> list[Gate]:
@@ -78,11 +81,12 @@ class GateClient:
         except (KeyError, TypeError) as exc:
             raise GateClientError(f"{self._base}/gate/list: unexpected answer {data!r}") from exc
 
-    async def _post(self, path: str, *, name: str, namespace: str, expected: set[int]) -> int:
-        status: int = await self._request(
+    async def _post(self, path: str, *, name: str, namespace: str,
+                    expected: set[int]) -> tuple[int, str]:
+        answer: tuple[int, str] = await self._request(
             "POST", path, json={"name": name, "namespace": namespace}, expected=expected,
             want_status=True)
-        return status
+        return answer
 
     async def _request(self, method: str, path: str, *, json: Any, expected: set[int],
                        want_status: bool = False) -> Any:
@@ -94,7 +98,7 @@ class GateClient:
                     raise GateClientError(
                         f"{method} {url}: {response.status} {text.strip() or response.reason}")
                 if want_status:
-                    return response.status
+                    return response.status, text
                 return await response.json(content_type=None)
         except aiohttp.ClientError as exc:
             raise GateClientError(f"{method} {url}: {exc}") from exc

@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from flaggerpy.loadtester.client import GateClient, GateClientError
 from flaggerpy.loadtester.config import LoadTesterSettings
 from flaggerpy.loadtester.server import DELIVERY_HEADER, LoadTesterServer
 from flaggerpy.loadtester.telemetry import LoadTesterMetrics
@@ -460,6 +461,17 @@ async def test_gates_opened_and_closed_over_http_change_the_check(start: Start) 
         {"key": "rollback.podinfo.test", "kind": "rollback", "name": "podinfo",
          "namespace": "test", "open": False},
     ]}
+
+
+async def test_gate_client_tells_a_closed_gate_from_a_refused_request(start: Start) -> None:
+    loadtester = await start(namespace_regexp="^test$")
+    async with GateClient(loadtester.url) as client:
+        assert not await client.check(name="podinfo", namespace="test")
+        await client.open(name="podinfo", namespace="test")
+        assert await client.check(name="podinfo", namespace="test")
+        with pytest.raises(GateClientError, match=r"403 Forbidden: namespace 'prod'"):
+            await client.check(name="podinfo", namespace="prod")
+        assert [gate.key for gate in await client.list()] == ["podinfo.test"]
 
 
 async def test_constant_gates_and_any_method(start: Start) -> None:
