@@ -69,6 +69,9 @@ SIDECAR_CONTAINERS = frozenset({"istio-proxy", "envoy"})
 CACHE_SYNC_TIMEOUT = 30.0
 """Seconds a call waits for a cache that has not finished its first list before it fails."""
 
+WRITE_VISIBLE_TIMEOUT = 5.0
+"""Seconds a write of the primary waits for the cache to show it (see ``_until_cached``)."""
+
 
 # ---------------------------------------------------------------------------------------------
 # The contract the lifecycle engine calls
@@ -607,7 +610,7 @@ class PodWorkloadController:
                 log.debug("primary_up_to_date", kind=self.kind, name=name)
                 return
             try:
-                await self._client.replace(self.resource, wanted)
+                written = await self._client.replace(self.resource, wanted)
             except kube.ConflictError:
                 if attempt == 2:
                     raise
@@ -615,6 +618,7 @@ class PodWorkloadController:
                 continue
             log.info("primary_promoted", kind=self.kind, name=name,
                      flagger_id=template["metadata"]["annotations"][FLAGGER_ID_ANNOTATION])
+            await self._until_cached(written)
             return
 
     async def has_target_changed(self, canary: Canary) -> bool:
@@ -675,7 +679,31 @@ class PodWorkloadController:
             # Created by an earlier call whose write the cache has not seen yet.
             return await self._client.get(self.resource, key.name, namespace=key.namespace)
         log.info("primary_created", kind=self.kind, name=key.name)
+        await self._until_cached(created)
         return created
+
+    async def _until_cached(self, written: Mapping[str, Any]) -> None:
+        """Waits, briefly, until the cache holds our write (its generation or a later one).
+
+        Read-your-writes across informers: the Canary's own status write can trigger the next
+        reconcile before the Deployment cache has seen the promotion, and a stale primary --
+        old template, fully rolled out -- would pass for a finished rollout. After
+        :data:`WRITE_VISIBLE_TIMEOUT` the call returns anyway (a later readiness check still
+        sees the new generation once it arrives); the wait is logged.
+        """
+        key = kube.key_of(written)
+        generation = int((written.get("metadata") or {}).get("generation") or 0)
+        informer = await self._cache(self.resource)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITE_VISIBLE_TIMEOUT
+        while loop.time() < deadline:
+            cached = informer.get(key)
+            if cached is not None and int(
+                    (cached.get("metadata") or {}).get("generation") or 0) >= generation:
+                return
+            await asyncio.sleep(0.02)
+        log.warning("cache_behind_own_write", kind=self.kind, name=key.name,
+                    generation=generation)
 
     def _raise_primary_not_ready(self, canary: Canary, primary: Mapping[str, Any]) -> None:
         readiness = self._readiness(
