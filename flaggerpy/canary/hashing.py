@@ -68,6 +68,14 @@ def template_hash(template: Any) -> str:
     return hashlib.sha256(canonical_json(template).encode()).digest()[:8].hex()
 
 
+def is_template_hash(value: str) -> bool:
+    """Whether ``value`` has the form of :func:`template_hash` (Flagger's hashes never do).
+
+    Flagger's are ``rand.SafeEncodeString`` of a decimal uint32: at most 10 characters.
+    """
+    return len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
 def content_id(*parts: Any) -> str:
     """A UUID (version-4 layout) derived from ``parts``: equal content, equal identifier."""
     digest = hashlib.sha256(canonical_json(list(parts)).encode()).digest()

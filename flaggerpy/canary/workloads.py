@@ -444,6 +444,19 @@ def with_template(current: Mapping[str, Any], template: Mapping[str, Any]) -> Js
     }
 
 
+def same_template(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether two primary pod templates have the same labels, annotations and spec.
+
+    ``flagger-id`` is left out: it marks a promotion, not the content.
+    """
+    def content(template: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+        meta = template.get("metadata") or {}
+        annotations = dict(meta.get("annotations") or {})
+        annotations.pop(FLAGGER_ID_ANNOTATION, None)
+        return meta.get("labels") or {}, annotations, template.get("spec") or {}
+    return content(current) == content(wanted)
+
+
 def merged_metadata(current: Mapping[str, str] | None, wanted: Mapping[str, str]) -> dict[str, str]:
     """``wanted`` laid over ``current``: keys set by others (the Deployment controller's
     ``deployment.kubernetes.io/revision``) stay."""
@@ -622,8 +635,18 @@ class PodWorkloadController:
             return
 
     async def has_target_changed(self, canary: Canary) -> bool:
-        """Whether the target's pod template is a new revision (spec §2.5 ``HasTargetChanged``)."""
-        return spec_changed(canary.status, await self.target_hash(canary))
+        """Whether the target's pod template is a new revision (spec §2.5 ``HasTargetChanged``).
+
+        A ``lastAppliedSpec`` written by Flagger (a Canary moved to flaggerpy) cannot be
+        compared with our hash; then the target is compared with what the primary runs
+        instead, so a canary Flagger had promoted does not start an analysis of the same
+        revision. The engine's next status write replaces the foreign hash with ours.
+        """
+        status = canary.status
+        applied = status.last_applied_spec if status is not None else None
+        if applied and not hashing.is_template_hash(applied):
+            return not await self._target_matches_primary(canary)
+        return spec_changed(status, await self.target_hash(canary))
 
     async def have_dependencies_changed(self, canary: Canary) -> bool:
         """Whether a tracked ConfigMap or Secret changed since ``status.trackedConfigs``."""
@@ -654,6 +677,18 @@ class PodWorkloadController:
         raise NotImplementedError
 
     # -- shared mechanics ------------------------------------------------------------------
+
+    async def _target_matches_primary(self, canary: Canary) -> bool:
+        """Whether the primary runs the target's pod template (``flagger-id`` aside)."""
+        target = await self._target(canary)
+        primary = await self._primary(canary)
+        if primary is None:
+            return False
+        label, value = self._selector(target)
+        refs = await self._tracker.target_configs(canary, pod_spec(target))
+        return same_template(
+            pod_template(primary),
+            self._primary_template(target, label=label, value=value, refs=refs))
 
     def _primary_template(
             self,

@@ -321,6 +321,25 @@ async def test_reverting_the_target_to_the_promoted_spec_is_no_new_revision(env:
     assert not await controller.has_target_changed(canary)
 
 
+async def test_a_canary_moved_from_flagger_keeps_its_promoted_revision(env: Env) -> None:
+    """Flagger's spec hash cannot be recomputed; the primary's template stands in for it."""
+    await create_podinfo(env)
+    canary = await env.canary()
+    controller = await initialized(env, canary)
+    assert canary.status is not None
+    canary.status.last_applied_spec = canary.status.last_promoted_spec = "5b8d9f7c4c"
+    since = datetime.now(UTC)
+    assert not await controller.has_target_changed(canary)
+    assert env.requests(since, datetime.now(UTC)).total == 0
+
+    await env.client.patch(kube.DEPLOYMENTS, "podinfo", {"spec": {"template": {"spec": {
+        "containers": [{"name": "podinfod", "image": "podinfo:6.0.1"}]}}}},
+        namespace=env.namespace, patch_type=kube.PatchType.STRATEGIC)
+    await env.until_cached(kube.DEPLOYMENTS, "podinfo",
+                           lambda d: container(d)["image"] == "podinfo:6.0.1")
+    assert await controller.has_target_changed(canary)
+
+
 async def test_scale_to_zero_and_back(env: Env) -> None:
     await create_podinfo(env, replicas=3)
     canary = await env.canary()

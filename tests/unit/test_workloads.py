@@ -563,6 +563,25 @@ def test_spec_changed(applied: str | None, promoted: str | None, new: str, chang
     assert workloads.spec_changed(None, new) is True
 
 
+def test_our_hashes_are_told_apart_from_flaggers() -> None:
+    assert hashing.is_template_hash(hashing.template_hash({"spec": {}}))
+    assert not hashing.is_template_hash("5b8d9f7c4c")
+    assert not hashing.is_template_hash("")
+
+
+def test_same_template_ignores_only_the_flagger_id() -> None:
+    template = primary_template(make_deployment())
+    other_id = copy.deepcopy(template)
+    other_id["metadata"]["annotations"]["flagger-id"] = "something-else"
+    assert workloads.same_template(other_id, template)
+    other_image = copy.deepcopy(template)
+    other_image["spec"]["containers"][0]["image"] = "podinfo:6.0.1"
+    assert not workloads.same_template(other_image, template)
+    other_label = copy.deepcopy(template)
+    other_label["metadata"]["labels"]["version"] = "v2"
+    assert not workloads.same_template(other_label, template)
+
+
 @pytest.mark.parametrize(("tracked", "current", "changed"), [
     pytest.param(None, {}, False, id="nothing-tracked"),
     pytest.param(None, {"configmap/a": "1"}, True, id="first-config"),
