@@ -1,0 +1,694 @@
+"""The metric checks of an analysis tick: Flagger's ``runBuiltinMetricChecks``/``runMetricChecks``.
+
+The lifecycle engine calls :meth:`MetricsAnalyzer.run` on every analysis tick, after the
+rollout webhooks passed, and :meth:`MetricsAnalyzer.check_providers` once when a canary is
+initialised (spec §2.3, steps 8 and 30). Neither writes anything to the cluster: they return
+what happened, with Flagger's event texts, and the engine records the Events, counts the
+failed check and alerts.
+
+Order and meaning (spec §4.2), as in Flagger:
+
+1. builtin checks, metric by metric: ``request-success-rate`` and ``request-duration`` through
+   the mesh's :class:`~flaggerpy.analysis.Observer` (chosen as Flagger's factory does, see
+   :func:`observer_provider`), and any inline ``query`` straight through the builtin Prometheus
+   (``spec.metricsServer`` or ``-metrics-server``), unrendered as in Flagger;
+2. then every ``templateRef``: the MetricTemplate from the informer cache (namespace
+   ``templateRef.namespace`` or the canary's), its Secret, a provider from the
+   ``flaggerpy.metrics`` registry, the query rendered by :mod:`flaggerpy.canary.templating`;
+   a metric with no ``templateRef``, no ``query`` and no builtin name is an error.
+
+The first metric that fails stops the tick. A value is judged by
+:func:`flaggerpy.analysis.evaluate` (``thresholdRange``, or the deprecated ``threshold``);
+every value obtained is set as ``flagger_canary_metric_analysis`` (request-duration in
+seconds), passing or not.
+
+"No values found" (an empty answer or NaN: the canary got no traffic) is a failed check in
+Flagger. ``hold_on_no_values=True`` (a flaggerpy addition, off by default) makes it a *hold*
+instead: the outcome does not pass, so the canary does not advance, but it carries
+``hold=True`` so the engine does not count a failed check either; the analysis simply waits
+for traffic. Builtin and template metrics are treated alike.
+
+Providers are expensive (a connection pool each) and cheap to keep: one is built per
+MetricTemplate provider configuration and Secret ``resourceVersion``, and reused by every
+canary and tick that needs the same. When the Secret changes, the next query builds a new
+provider; the old one is closed a minute later, so queries still in flight on it finish.
+Everything is closed by :meth:`MetricsAnalyzer.aclose`.
+
+Reads come from caches only (design rule 3): MetricTemplates and Secrets are looked up by
+key in the objects given to the constructor, never fetched from the API server. Secret data
+is decoded here and handed to the provider factory; it never reaches a message or a log
+line (design rule 6).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any, Final, Protocol, TypeAlias
+from urllib.parse import urlsplit
+
+import pydantic
+import structlog
+
+from flaggerpy import plugins
+from flaggerpy.analysis import (
+    MetricKind,
+    MetricsProvider,
+    MetricTemplateModel,
+    Observer,
+    evaluate,
+)
+from flaggerpy.canary import templating
+from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError
+from flaggerpy.kube import ObjectReader
+from flaggerpy.models import Canary, CanaryMetric, MetricTemplate
+from flaggerpy.plugins import Registry
+from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.settings import Settings
+from flaggerpy.telemetry import Recorder
+
+__all__ = [
+    "BUILTIN_PROVIDER",
+    "AnalysisOutcome",
+    "MetricResult",
+    "MetricsAnalyzer",
+    "MetricsProviderFactory",
+    "ObserverFactory",
+    "SecretReader",
+    "metric_model",
+    "observer_provider",
+]
+
+log = structlog.get_logger(__name__)
+
+BUILTIN_PROVIDER: Final = "prometheus"
+"""The ``flaggerpy.metrics`` plugin behind the builtin metrics and inline queries."""
+
+SERVICE_SUFFIX: Final = ":service"
+"""Added to the observer's provider string when the target is a (non-Knative) Service."""
+
+RETIRE_GRACE: Final = 60.0
+"""Seconds a replaced provider stays open, so queries already running on it can finish."""
+
+_BUILTIN_NAMES: Final = frozenset({MetricKind.REQUEST_SUCCESS_RATE, MetricKind.REQUEST_DURATION})
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """One metric's check in one tick."""
+
+    name: str
+    """``analysis.metrics[].name``."""
+    value: float | None
+    """The value compared: a percentage, whole milliseconds for request-duration, or the
+    query's number; None when no value was obtained."""
+    passed: bool
+    message: str
+    """On failure, the text of Flagger's Event ("Halt podinfo.test advancement success rate
+    95.12% < 99%", "Halt advancement no values found for ...", "Prometheus query failed:
+    ..."); empty when the check passed."""
+    error: bool = False
+    """The value could not be obtained at all (query, provider, template or Secret failure):
+    Flagger reports these as errors rather than warnings."""
+    no_values: bool = False
+    """The query answered nothing (no series, or NaN): usually a canary without traffic."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisOutcome:
+    """What one tick's metric checks decided."""
+
+    passed: bool
+    """Every metric passed; the canary may advance."""
+    results: tuple[MetricResult, ...]
+    """The metrics checked, in Flagger's order, up to and including the first failure."""
+    failure: MetricResult | None
+    """The metric that stopped the tick, if any."""
+    hold: bool = False
+    """Do not advance and do not count a failed check: the failure was "no values found" and
+    the analyzer was asked to hold on it (``hold_on_no_values``)."""
+
+
+SecretLookupResult: TypeAlias = "Mapping[str, Any] | None"
+SecretReader: TypeAlias = (
+    "ObjectReader | Callable[[ObjectKey], SecretLookupResult | Awaitable[SecretLookupResult]]"
+)
+"""Finds a Secret's JSON object by key: an informer cache (``.get``) or a function, sync or
+async; None means it does not exist."""
+
+
+class MetricsProviderFactory(Protocol):
+    """How a ``flaggerpy.metrics`` plugin is built: every provider gets these keywords.
+
+    They come from the MetricTemplate's ``spec.provider`` (``address``, ``headers``,
+    ``insecureSkipVerify``, ``region``), its Secret's decoded data (None without a
+    ``secretRef``), the metric's interval and the text after ``<type>:``. A provider ignores
+    what it does not use. Raises on a configuration it cannot work with.
+    """
+
+    def __call__(
+            self,
+            *,
+            address: str | None,
+            secret: Mapping[str, bytes] | None,
+            headers: Mapping[str, list[str]] | None,
+            insecure_skip_verify: bool,
+            region: str | None,
+            interval: str,
+            variant: str,
+    ) -> MetricsProvider: ...
+
+
+class ObserverFactory(Protocol):
+    """How a ``flaggerpy.observers`` plugin is built (see ``flaggerpy.providers._observer``)."""
+
+    def __call__(
+            self,
+            *,
+            client: MetricsProvider,
+            render: Callable[[str, MetricTemplateModel], str],
+            variant: str,
+    ) -> Observer: ...
+
+
+class _Failed(Exception):
+    """A check that ended before a value could be judged; carries its result."""
+
+    def __init__(self, result: MetricResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+@dataclass(slots=True)
+class _Cached:
+    version: str
+    provider: MetricsProvider
+
+
+def observer_provider(canary: Canary, *, mesh_provider: str) -> str:
+    """The provider string the builtin metrics' observer is chosen by, as Flagger chooses it.
+
+    The controller's mesh provider, or ``crossover`` if it mentions Crossover; a Canary's
+    ``spec.provider`` wins, except that a Linkerd mesh always uses Linkerd's metrics; and a
+    target that is a plain Service (not a Knative one) gets the ``:service`` suffix.
+    """
+    provider = "crossover" if "crossover" in mesh_provider else mesh_provider
+    if canary.spec.provider:
+        provider = canary.spec.provider
+        if "linkerd" in mesh_provider:
+            provider = "linkerd"
+    if canary.spec.target_ref.kind == "Service" and not canary.is_knative_service():
+        provider += SERVICE_SUFFIX
+    return provider
+
+
+def metric_model(
+        canary: Canary,
+        *,
+        interval: str,
+        variables: Mapping[str, str] | None = None,
+) -> MetricTemplateModel:
+    """What a query may refer to for this canary (Flagger's ``toMetricModel``).
+
+    ``service``, ``ingress`` and ``route`` default to the target's name.
+    """
+    target = canary.spec.target_ref.name
+    service = canary.spec.service.name if canary.spec.service is not None else None
+    ingress = canary.spec.ingress_ref.name if canary.spec.ingress_ref is not None else None
+    route = canary.spec.route_ref.name if canary.spec.route_ref is not None else None
+    return MetricTemplateModel(
+        name=canary.name,
+        namespace=canary.namespace,
+        target=target,
+        service=service or target,
+        ingress=ingress or target,
+        route=route or target,
+        interval=interval,
+        variables=MappingProxyType(dict(variables or {})),
+    )
+
+
+class MetricsAnalyzer:
+    """Runs a canary's metric checks; shared by every canary of the process."""
+
+    def __init__(
+            self,
+            *,
+            templates: ObjectReader,  # MetricTemplates by namespace/name (an informer cache)
+            secrets: SecretReader,  # Secrets by namespace/name (an informer cache or a function)
+            settings: Settings,
+            telemetry: Recorder,
+            hold_on_no_values: bool = False,  # "no values found" holds instead of failing
+            metrics_registry: Registry[plugins.Factory] = plugins.metrics,
+            observer_registry: Registry[plugins.Factory] = plugins.observers,
+    ) -> None:
+        self._templates = templates
+        self._secrets = secrets
+        self._settings = settings
+        self._telemetry = telemetry
+        self._hold_on_no_values = hold_on_no_values
+        self._metrics_registry = metrics_registry
+        self._observer_registry = observer_registry
+        self._builtin: dict[str, MetricsProvider] = {}
+        self._providers: dict[tuple[str, ...], _Cached] = {}
+        self._retired: list[tuple[float, MetricsProvider]] = []
+
+    # -- the two entry points -------------------------------------------------------------------
+
+    async def run(
+            self,
+            canary: Canary,
+            *,
+            hold_on_no_values: bool | None = None,  # None: the analyzer's setting
+    ) -> AnalysisOutcome:
+        """Checks ``canary.spec.analysis.metrics`` in Flagger's order, up to the first failure."""
+        await self._close_retired()
+        hold = self._hold_on_no_values if hold_on_no_values is None else hold_on_no_values
+        plan = _plan(canary)
+        observer: tuple[Observer, str] | MetricResult | None = None
+        if any(step is _Step.BUILTIN for step, _ in plan):
+            try:
+                observer = self._observer(canary)
+            except _Failed as exc:
+                observer = exc.result
+        results: list[MetricResult] = []
+        for step, metric in plan:
+            if step is _Step.BUILTIN:
+                assert observer is not None
+                result = await self._builtin_check(canary, metric, observer)
+            elif step is _Step.INLINE:
+                result = await self._inline_check(canary, metric)
+            elif step is _Step.TEMPLATE:
+                result = await self._template_check(canary, metric)
+            else:
+                result = _error(metric, "Metric query failed for no usable metrics template and "
+                                        "query were configured")
+            results.append(result)
+            log.debug("metric_checked", metric=result.name, value=result.value,
+                      passed=result.passed)
+            if not result.passed:
+                return AnalysisOutcome(
+                    passed=False, results=tuple(results), failure=result,
+                    hold=hold and result.no_values,
+                )
+        return AnalysisOutcome(passed=True, results=tuple(results), failure=None)
+
+    async def check_providers(self, canary: Canary) -> list[str]:
+        """Whether the metric backends answer: Flagger's ``checkMetricProviderAvailability``.
+
+        Returns one problem per backend that cannot be used (empty when all answer): the
+        builtin Prometheus if a builtin metric or an inline query needs it, and the provider
+        of every MetricTemplate referenced. The engine reports them as a Warning Event
+        ("Error checking metric providers: ...") without failing the canary.
+        """
+        await self._close_retired()
+        metrics = canary.spec.analysis.metrics or []
+        problems: list[str] = []
+        if any(_is_builtin(m) or m.query for m in metrics):
+            server = self._metrics_server(canary)
+            try:
+                client = self._builtin_client(server)
+            except _Failed as exc:
+                problems.append(_lower_first(exc.result.message))
+            else:
+                problem = await _offline_reason(
+                    client, when_false="value is not 1 for query: vector(1)")
+                if problem is not None:
+                    problems.append(f"prometheus not available: {problem}")
+        seen: set[ObjectKey] = set()
+        for metric in metrics:
+            ref = metric.template_ref
+            if ref is None:
+                continue
+            namespace = ref.namespace or canary.namespace
+            key = ObjectKey(namespace, ref.name)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                template = self._template(key)
+                provider = await self._template_provider(template, key, _interval(canary, metric))
+            except _Failed as exc:
+                problems.append(_lower_first(exc.result.message))
+                continue
+            problem = await _offline_reason(provider, when_false="it reports it is offline")
+            if problem is not None:
+                problems.append(f"{template.spec.provider.type.value} in metric template "
+                                f"{template.name}.{template.namespace or namespace} "
+                                f"not available: {problem}")
+        return problems
+
+    async def aclose(self) -> None:
+        """Closes every provider this analyzer built."""
+        providers = [*self._builtin.values(), *(c.provider for c in self._providers.values()),
+                     *(p for _, p in self._retired)]
+        self._builtin.clear()
+        self._providers.clear()
+        self._retired.clear()
+        for provider in providers:
+            await _close(provider)
+
+    # -- builtin metrics ------------------------------------------------------------------------
+
+    async def _builtin_check(
+            self,
+            canary: Canary,
+            metric: CanaryMetric,
+            observer_or_failure: tuple[Observer, str] | MetricResult,
+    ) -> MetricResult:
+        if isinstance(observer_or_failure, MetricResult):
+            return _rename(observer_or_failure, metric.name)
+        observer, provider = observer_or_failure
+        kind = MetricKind.of(metric.name)
+        model = metric_model(canary, interval=_interval(canary, metric),
+                             variables=metric.template_variables)
+        target = canary.spec.target_ref.name
+        try:
+            if kind is MetricKind.REQUEST_SUCCESS_RATE:
+                value: float | timedelta = await observer.get_request_success_rate(model)
+            else:
+                value = await observer.get_request_duration(model)
+            return self._judge(canary, metric, kind, value)
+        except NoValuesFoundError:
+            return _no_values(metric, f"Halt advancement no values found for {provider} metric "
+                                      f"{metric.name} probably {target}.{canary.namespace} is "
+                                      "not receiving traffic")
+        except Exception as exc:  # a plugin may raise anything; it is this metric's failure
+            _log_unexpected(exc, metric)
+            return _error(metric, f"Prometheus query failed: {_describe(exc)}")
+
+    async def _inline_check(self, canary: Canary, metric: CanaryMetric) -> MetricResult:
+        try:
+            client = self._builtin_client(self._metrics_server(canary))
+        except _Failed as exc:
+            return _rename(exc.result, metric.name)
+        assert metric.query is not None
+        try:
+            value = await client.run_query(metric.query)
+            return self._judge(canary, metric, MetricKind.CUSTOM, value)
+        except NoValuesFoundError:
+            return _no_values(metric, f"Halt advancement no values found for metric: {metric.name}")
+        except Exception as exc:
+            _log_unexpected(exc, metric)
+            return _error(metric, f"Prometheus query failed for {metric.name}: {_describe(exc)}")
+
+    def _observer(self, canary: Canary) -> tuple[Observer, str]:
+        provider = observer_provider(canary, mesh_provider=self._settings.mesh.provider)
+        client = self._builtin_client(self._metrics_server(canary))
+        try:
+            plugin = self._observer_registry.get(provider)
+            factory: ObserverFactory = plugin.factory
+            return factory(client=client, render=templating.render, variant=plugin.variant), \
+                provider
+        except Exception as exc:
+            raise _Failed(_error_named("request-success-rate/request-duration",
+                                       f"Prometheus query failed: no observer for provider "
+                                       f"{provider}: {_describe(exc)}")) from exc
+
+    def _metrics_server(self, canary: Canary) -> str:
+        return canary.spec.metrics_server or self._settings.metrics.server
+
+    def _builtin_client(self, server: str) -> MetricsProvider:
+        client = self._builtin.get(server)
+        if client is not None:
+            return client
+        try:
+            plugin = self._metrics_registry.get(BUILTIN_PROVIDER)
+            factory: MetricsProviderFactory = plugin.factory
+            client = factory(address=server, secret=None, headers=None,
+                             insecure_skip_verify=False, region=None, interval="",
+                             variant=plugin.variant)
+        except Exception as exc:
+            raise _Failed(_error_named(
+                "metrics-server",
+                f"Error building Prometheus client for {_endpoint(server)} {_describe(exc)}",
+            )) from exc
+        self._builtin[server] = client
+        return client
+
+    # -- template metrics -----------------------------------------------------------------------
+
+    async def _template_check(self, canary: Canary, metric: CanaryMetric) -> MetricResult:
+        ref = metric.template_ref
+        assert ref is not None
+        namespace = ref.namespace or canary.namespace
+        key = ObjectKey(namespace, ref.name)
+        interval = _interval(canary, metric)
+        try:
+            template = self._template(key)
+            provider = await self._template_provider(template, key, interval)
+        except _Failed as exc:
+            return _rename(exc.result, metric.name)
+        model = metric_model(canary, interval=interval, variables=metric.template_variables)
+        try:
+            query = templating.render(template.spec.query, model)
+        except templating.TemplatingError as exc:
+            return _error(metric, f"Metric template {ref.name}.{namespace} query render error: "
+                                  f"{exc}")
+        log.debug("metric_template_query", template=f"{ref.name}.{namespace}", query=query)
+        try:
+            value = await provider.run_query(query)
+            return self._judge(canary, metric, MetricKind.CUSTOM, value)
+        except NoValuesFoundError as exc:
+            return _no_values(metric, "Halt advancement no values found for custom metric: "
+                                      f"{metric.name}: {exc}")
+        except Exception as exc:
+            _log_unexpected(exc, metric)
+            return _error(metric, f"Metric query failed for {metric.name}: {_describe(exc)}")
+
+    def _template(self, key: ObjectKey) -> MetricTemplate:
+        where = f"Metric template {key.name}.{key.namespace}"
+        found = self._templates.get(key)
+        if found is None:
+            raise _Failed(_error_named(
+                key.name, f'{where} error: metrictemplate.flagger.app "{key.name}" not found'))
+        try:
+            return MetricTemplate.model_validate(found)
+        except pydantic.ValidationError as exc:
+            raise _Failed(_error_named(
+                key.name, f"{where} error: invalid: {exc.error_count()} validation error(s)",
+            )) from exc
+
+    async def _template_provider(
+            self, template: MetricTemplate, key: ObjectKey, interval: str
+    ) -> MetricsProvider:
+        where = f"Metric template {key.name}.{key.namespace}"
+        spec = template.spec.provider
+        secret: dict[str, bytes] | None = None
+        version = ""
+        secret_name = spec.secret_ref.name if spec.secret_ref is not None else ""
+        if spec.secret_ref is not None:
+            secret, version = await self._secret(
+                ObjectKey(key.namespace, secret_name), where=f"{where} secret {secret_name}")
+        identity = (
+            spec.type.value, spec.address or "", key.namespace, secret_name,
+            json.dumps(spec.headers or {}, sort_keys=True), str(bool(spec.insecure_skip_verify)),
+            spec.region or "", interval,
+        )
+        cached = self._providers.get(identity)
+        if cached is not None and cached.version == version:
+            return cached.provider
+        try:
+            plugin = self._metrics_registry.get(spec.type.value)
+            factory: MetricsProviderFactory = plugin.factory
+            provider = factory(
+                address=spec.address, secret=secret, headers=spec.headers,
+                insecure_skip_verify=bool(spec.insecure_skip_verify), region=spec.region,
+                interval=interval, variant=plugin.variant,
+            )
+        except Exception as exc:
+            raise _Failed(_error_named(
+                key.name, f"{where} provider {spec.type.value} error: {_describe(exc)}",
+            )) from exc
+        if cached is not None:
+            self._retired.append((time.monotonic(), cached.provider))
+            log.info("metrics_provider_replaced", template=f"{key.name}.{key.namespace}",
+                     provider=spec.type.value)
+        self._providers[identity] = _Cached(version=version, provider=provider)
+        return provider
+
+    async def _secret(self, key: ObjectKey, *, where: str) -> tuple[dict[str, bytes], str]:
+        """The Secret's decoded data and its version (resourceVersion, or a digest)."""
+        lookup = self._secrets if callable(self._secrets) else self._secrets.get
+        try:
+            found = lookup(key)
+            if inspect.isawaitable(found):
+                found = await found
+        except FlaggerError as exc:
+            raise _Failed(_error_named(key.name, f"{where} error: {exc}")) from exc
+        if found is None:
+            raise _Failed(_error_named(key.name, f'{where} error: secrets "{key.name}" not found'))
+        raw = found.get("data") or {}
+        try:
+            data = {name: base64.b64decode(value, validate=True) for name, value in raw.items()}
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise _Failed(_error_named(
+                key.name, f"{where} error: data is not valid base64")) from exc
+        metadata = found.get("metadata") or {}
+        version = metadata.get("resourceVersion") or _digest(data)
+        return data, str(version)
+
+    # -- judging a value ------------------------------------------------------------------------
+
+    def _judge(
+            self,
+            canary: Canary,
+            metric: CanaryMetric,
+            kind: MetricKind,
+            value: float | timedelta,
+    ) -> MetricResult:
+        """Records the value and compares it; raises NoValuesFoundError for NaN."""
+        breach = evaluate(value, kind=kind, threshold_range=metric.threshold_range,
+                          threshold=metric.threshold)
+        if isinstance(value, timedelta):
+            compared = float(int(value / timedelta(milliseconds=1)))
+            recorded = compared / 1000
+        else:
+            compared = recorded = float(value)
+        self._telemetry.set_analysis(
+            name=canary.spec.target_ref.name, namespace=canary.namespace, metric=metric.name,
+            value=recorded,
+        )
+        if breach is None:
+            return MetricResult(name=metric.name, value=compared, passed=True, message="")
+        return MetricResult(
+            name=metric.name, value=compared, passed=False,
+            message=(f"Halt {canary.name}.{canary.namespace} advancement "
+                     f"{breach.describe(metric.name)}"),
+        )
+
+    # -- provider lifetime ----------------------------------------------------------------------
+
+    async def _close_retired(self) -> None:
+        if not self._retired:
+            return
+        now = time.monotonic()
+        due = [p for since, p in self._retired if now - since >= RETIRE_GRACE]
+        self._retired = [(since, p) for since, p in self._retired if now - since < RETIRE_GRACE]
+        for provider in due:
+            await _close(provider)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _is_builtin(metric: CanaryMetric) -> bool:
+    return MetricKind.of(metric.name) in _BUILTIN_NAMES
+
+
+def _interval(canary: Canary, metric: CanaryMetric) -> str:
+    """The metric's window: its ``interval``, else 1m, for builtin and template metrics alike.
+
+    Flagger applies the default to builtin metrics only, so a template without an interval
+    renders ``[]`` and fails (spec §10.2); see docs/compatibility-metrics.md.
+    """
+    return metric.interval or canary.get_metric_interval()
+
+
+class _Step(enum.Enum):
+    BUILTIN = "builtin"  # request-success-rate or request-duration through the observer
+    INLINE = "inline"  # analysis.metrics[].query through the builtin Prometheus
+    TEMPLATE = "template"  # a templateRef
+    UNUSABLE = "unusable"  # none of the above: an error
+
+
+def _plan(canary: Canary) -> list[tuple[_Step, CanaryMetric]]:
+    """The checks of a tick in Flagger's order: the builtin pass, then the template pass.
+
+    As in Flagger, a metric with a builtin name and a ``query`` (or a ``templateRef``) is
+    checked both ways.
+    """
+    metrics = canary.spec.analysis.metrics or []
+    plan: list[tuple[_Step, CanaryMetric]] = []
+    for metric in metrics:
+        if _is_builtin(metric):
+            plan.append((_Step.BUILTIN, metric))
+        if metric.query:
+            plan.append((_Step.INLINE, metric))
+    for metric in metrics:
+        if metric.template_ref is not None:
+            plan.append((_Step.TEMPLATE, metric))
+        elif not _is_builtin(metric) and not metric.query:
+            plan.append((_Step.UNUSABLE, metric))
+    return plan
+
+
+def _no_values(metric: CanaryMetric, message: str) -> MetricResult:
+    return MetricResult(name=metric.name, value=None, passed=False, message=message,
+                        no_values=True)
+
+
+def _error(metric: CanaryMetric, message: str) -> MetricResult:
+    return _error_named(metric.name, message)
+
+
+def _error_named(name: str, message: str) -> MetricResult:
+    return MetricResult(name=name, value=None, passed=False, message=message, error=True)
+
+
+def _rename(result: MetricResult, name: str) -> MetricResult:
+    return MetricResult(name=name, value=result.value, passed=result.passed,
+                        message=result.message, error=result.error, no_values=result.no_values)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as an Event's ``%v``: our own errors by message, others with their type."""
+    if isinstance(exc, FlaggerError | ValueError):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _log_unexpected(exc: BaseException, metric: CanaryMetric) -> None:
+    if not isinstance(exc, MetricsError | templating.TemplatingError):
+        log.warning("metric_check_crashed", metric=metric.name, exc_info=exc)
+
+
+def _lower_first(message: str) -> str:
+    """Flagger's availability check words the same failures with a lower-case first letter."""
+    return message[:1].lower() + message[1:]
+
+
+def _endpoint(address: str) -> str:
+    """An address as ``scheme://host[:port]``, so that no credential in it is repeated."""
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if not parts.scheme or not host:
+        return f'"{address}"' if "@" not in address else "<invalid URL>"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _digest(data: Mapping[str, bytes]) -> str:
+    """A version for Secret data without a resourceVersion; never printed."""
+    hasher = hashlib.sha256()
+    for name in sorted(data):
+        hasher.update(name.encode() + b"\0" + data[name] + b"\0")
+    return "sha256:" + hasher.hexdigest()
+
+
+async def _offline_reason(provider: MetricsProvider, *, when_false: str) -> str | None:
+    """None if the provider is online, else why not (``when_false`` if it only says no)."""
+    try:
+        online = await provider.is_online()
+    except Exception as exc:
+        return _describe(exc)
+    return None if online else when_false
+
+
+async def _close(provider: MetricsProvider) -> None:
+    try:
+        await provider.aclose()
+    except Exception as exc:
+        log.warning("metrics_provider_close_failed", provider=type(provider).__name__,
+                    exc_info=exc)
