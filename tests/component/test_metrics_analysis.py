@@ -14,7 +14,7 @@ import asyncio
 import base64
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -507,5 +507,3 @@ async def test_no_metrics_passes(world: World) -> None:
     outcome = await world.analyzer.run(make_canary())
     assert (outcome.passed, outcome.results, outcome.failure) == (True, (), None)
 
-
-_: Callable[..., Awaitable[AnalysisOutcome]] = MetricsAnalyzer.run
