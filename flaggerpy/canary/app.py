@@ -13,11 +13,15 @@ from collections import Counter
 import structlog
 
 from flaggerpy import __version__, kube
+from flaggerpy.canary.alerting import Alerter
+from flaggerpy.canary.lifecycle import Lifecycle
+from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.canary.reconciler import CanaryReconciler
+from flaggerpy.canary.webhooks import WebhookCaller
 from flaggerpy.kube import JsonObject
 from flaggerpy.runtime.controller import Controller
 from flaggerpy.runtime.events import EventRecorder
-from flaggerpy.runtime.informer import Informer, SharedInformerFactory
+from flaggerpy.runtime.informer import Informer, SharedInformerFactory, index_by
 from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.runtime.leader import LeaderElector
 from flaggerpy.runtime.manager import Manager
@@ -47,6 +51,26 @@ def spec_changed(old: JsonObject, new: JsonObject) -> bool:
     )
 
 
+TARGET_INDEX = "target"
+"""Canaries by ``<namespace>/<targetRef.name>``: which canary a workload event is about."""
+
+
+def target_of(obj: JsonObject) -> str | None:
+    """The index value of a Canary: its namespace and target name."""
+    spec = obj.get("spec") or {}
+    name = (spec.get("targetRef") or {}).get("name")
+    namespace = (obj.get("metadata") or {}).get("namespace") or ""
+    return f"{namespace}/{name}" if name else None
+
+
+def workload_index_value(obj: JsonObject) -> str:
+    """The target name a workload event concerns: its own, or the one its primary copies."""
+    metadata = obj.get("metadata") or {}
+    name = str(metadata.get("name") or "")
+    name = name.removesuffix("-primary")
+    return f"{metadata.get('namespace') or ''}/{name}"
+
+
 def count_by_namespace(canaries: Informer, telemetry: Recorder) -> None:
     """Sets ``flagger_canary_total{namespace}`` from the cache."""
     totals = Counter(kube.key_of(obj).namespace for obj in canaries.list())
@@ -65,8 +89,10 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         namespace = settings.controller.namespace or None
         caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS)
         canaries = caches.informer(kube.CANARIES)
-        caches.informer(kube.METRIC_TEMPLATES)
-        caches.informer(kube.ALERT_PROVIDERS)
+        canaries.add_indexer(TARGET_INDEX, index_by(target_of))
+        templates = caches.informer(kube.METRIC_TEMPLATES)
+        alert_providers = caches.informer(kube.ALERT_PROVIDERS)
+        secrets = caches.informer(kube.SECRETS)
 
         elector: LeaderElector | None = None
         writer = client
@@ -84,12 +110,27 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             CONTROLLER_NAME, metrics=telemetry.queue_metrics(CONTROLLER_NAME)
         )
         workers = settings.controller.workers
+        events = EventRecorder(writer)
+        webhooks = WebhookCaller()
+        analyzer = MetricsAnalyzer(
+            templates=templates, secrets=secrets, settings=settings, telemetry=telemetry,
+            hold_on_no_values=settings.controller.hold_on_no_values,
+        )
+        alerter = Alerter(
+            settings=settings, client=client, providers=alert_providers.get,
+            secrets=secrets.get, registry=telemetry.registry,
+        )
+        lifecycle = Lifecycle(
+            client=writer, caches=caches, settings=settings, telemetry=telemetry,
+            events=events, webhooks=webhooks, analyzer=analyzer, alerter=alerter,
+        )
         reconciler = CanaryReconciler(
             canaries=canaries,
             client=writer,
-            events=EventRecorder(writer),
+            events=events,
             settings=settings,
             telemetry=telemetry,
+            lifecycle=lifecycle,
         )
         controller = Controller(
             CONTROLLER_NAME,
@@ -117,6 +158,34 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
 
         canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=on_delete)
 
+        def enqueue_for_workload(obj: JsonObject) -> None:
+            for canary in canaries.by_index(TARGET_INDEX, workload_index_value(obj)):
+                enqueue(canary)
+
+        def enqueue_namespace(obj: JsonObject) -> None:
+            namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+            for canary in canaries.list(namespace=namespace):
+                enqueue(canary)
+
+        def workload_changed(old: JsonObject, new: JsonObject) -> None:
+            enqueue_for_workload(new)
+
+        def config_changed(old: JsonObject, new: JsonObject) -> None:
+            if old.get("data") != new.get("data") or old.get("binaryData") != new.get(
+                "binaryData"
+            ):
+                enqueue_namespace(new)
+
+        # A new revision (or a primary finishing its rollout) is seen at once, not at the next
+        # analysis tick; the lifecycle's pacing keeps early reconciles from advancing a run.
+        for resource in (kube.DEPLOYMENTS, kube.DAEMONSETS):
+            caches.informer(resource).add_handler(
+                on_add=enqueue_for_workload, on_update=workload_changed,
+                on_delete=enqueue_for_workload,
+            )
+        for resource in (kube.CONFIGMAPS, kube.SECRETS):
+            caches.informer(resource).add_handler(on_update=config_changed)
+
         server = TelemetryServer(telemetry, port=settings.telemetry.port,
                                  ready=lambda: caches.has_synced)
         manager = Manager(runnables=(caches, server, controller), elector=elector)
@@ -129,7 +198,12 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             leader_election=elector is not None,
             server=client.server,
         )
-        await manager.run(handle_signals=handle_signals)
+        try:
+            await manager.run(handle_signals=handle_signals)
+        finally:
+            await alerter.aclose()
+            await webhooks.aclose()
+            await analyzer.aclose()
         log.info("controller_stopped")
 
 

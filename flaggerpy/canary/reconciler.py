@@ -17,9 +17,10 @@ from pydantic import ValidationError
 
 from flaggerpy import kube, logs, plugins
 from flaggerpy.canary import status as canary_status, verify
+from flaggerpy.canary.lifecycle import Lifecycle
 from flaggerpy.errors import PluginError
 from flaggerpy.kube import ObjectReader
-from flaggerpy.models import Canary, CanaryPhase
+from flaggerpy.models import FINALIZER, Canary, CanaryPhase
 from flaggerpy.runtime.controller import Result
 from flaggerpy.runtime.events import EventRecorder
 from flaggerpy.runtime.keys import ObjectKey
@@ -49,7 +50,9 @@ class CanaryReconciler:
         events: EventRecorder,
         settings: Settings,
         telemetry: Recorder,
+        lifecycle: Lifecycle | None = None,  # None: validate and initialize only
     ) -> None:
+        self._lifecycle = lifecycle
         self._canaries = canaries
         self._client = client
         self._events = events
@@ -57,12 +60,15 @@ class CanaryReconciler:
         self._telemetry = telemetry
 
     async def reconcile(self, key: ObjectKey) -> Result:
-        obj = self._canaries.get(key)
-        if obj is None:
+        cached = self._canaries.get(key)
+        if cached is None:
             log.debug("canary_gone")
+            if self._lifecycle is not None:
+                self._lifecycle.forget(key)
             return Result()
+        obj = self._lifecycle.freshest(key, cached) if self._lifecycle else dict(cached)
         with logs.bound_canary(key.name, key.namespace):
-            return await self._reconcile(dict(obj))
+            return await self._reconcile(obj)
 
     async def _reconcile(self, obj: dict[str, Any]) -> Result:
         try:
@@ -83,27 +89,62 @@ class CanaryReconciler:
         if problems:
             await self._fail(obj, "invalid canary spec: " + "; ".join(problems))
             return Result()
-        await self._initialize(obj, canary)
-        return Result(requeue_after=canary.get_analysis_interval())
+        if await self._finalizer(obj, canary, provider=provider):
+            return Result()
+        obj = await self._initialize(obj, canary)
+        if self._lifecycle is None:
+            return Result(requeue_after=canary.get_analysis_interval(
+                minimum=self._settings.controller.min_analysis_interval
+            ))
+        return await self._lifecycle.advance(obj, Canary.model_validate(obj), provider=provider)
 
-    async def _initialize(self, obj: dict[str, Any], canary: Canary) -> None:
+    async def _finalizer(self, obj: dict[str, Any], canary: Canary, *, provider: str) -> bool:
+        """revertOnDeletion (spec §2.8); True when the Canary is being deleted."""
+        metadata = obj.get("metadata") or {}
+        finalizers = list(metadata.get("finalizers") or [])
+        has_finalizer = FINALIZER in finalizers
+        if metadata.get("deletionTimestamp"):
+            if has_finalizer and self._lifecycle is not None:
+                await self._lifecycle.finalize(obj, canary, provider=provider)
+                await self._set_finalizers(canary, [f for f in finalizers if f != FINALIZER],
+                                           version=metadata.get("resourceVersion"))
+            return True
+        if canary.spec.revert_on_deletion and not has_finalizer:
+            await self._set_finalizers(canary, [*finalizers, FINALIZER],
+                                       version=metadata.get("resourceVersion"))
+        elif not canary.spec.revert_on_deletion and has_finalizer:
+            await self._set_finalizers(canary, [f for f in finalizers if f != FINALIZER],
+                                       version=metadata.get("resourceVersion"))
+        return False
+
+    async def _set_finalizers(
+        self, canary: Canary, finalizers: list[str], *, version: str | None
+    ) -> None:
+        """Replaces the finalizer list, guarded by resourceVersion so no one else's is lost."""
+        patch: dict[str, Any] = {"metadata": {"finalizers": finalizers}}
+        if version:
+            patch["metadata"]["resourceVersion"] = version
+        await self._client.patch(kube.CANARIES, canary.name, patch, namespace=canary.namespace)
+
+    async def _initialize(self, obj: dict[str, Any], canary: Canary) -> dict[str, Any]:
         """Writes ``Initializing`` on first sight, or after a spec problem was fixed."""
         current = obj.get("status") or {}
         never_initialized = not current.get("lastAppliedSpec")
         if current.get("conditions") and not (
             never_initialized and current.get("phase") == CanaryPhase.FAILED
         ):
-            return
+            return obj
         patch = canary_status.phase_patch(
             phase=CanaryPhase.INITIALIZING, kind=canary.spec.target_ref.kind, current=current
         )
-        if patch is not None:
-            await self._client.patch_status(
-                kube.CANARIES, canary.name, patch, namespace=canary.namespace
-            )
-            log.info("canary_initializing")
-        self._telemetry.set_status(name=canary.name, namespace=canary.namespace,
+        self._telemetry.set_status(name=canary.spec.target_ref.name, namespace=canary.namespace,
                                    phase=CanaryPhase.INITIALIZING)
+        if patch is None:
+            return obj
+        log.info("canary_initializing")
+        return await self._client.patch_status(
+            kube.CANARIES, canary.name, patch, namespace=canary.namespace
+        )
 
     async def _fail(self, obj: dict[str, Any], message: str) -> None:
         """Makes a spec problem visible: status, Event and log; the key is not retried."""

@@ -36,6 +36,17 @@ def promoted_message(phase: CanaryPhase, kind: str) -> tuple[str, str]:
             return "Unknown", f"New {kind} detected, starting initialization."
 
 
+def failed_message(kind: str, last_failed_check: str | None) -> str | None:
+    """The ``Failed`` condition's message: Flagger's text, then what failed, when known.
+
+    Flagger's message never says why; the last failed check is appended so that
+    ``kubectl describe canary`` answers it while text matching on the prefix keeps working.
+    """
+    if not last_failed_check:
+        return None
+    return f"{promoted_message(CanaryPhase.FAILED, kind)[1]} Last failed check: {last_failed_check}"
+
+
 def now_rfc3339() -> str:
     """Kubernetes' ``metav1.Time`` form: UTC, whole seconds, ``Z`` suffix."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,720 @@
+"""One analysis tick of one canary: Flagger's ``advanceCanary`` (spec §2.3), step by step.
+
+The engine is level-based: everything it needs comes from the Canary's status (phase, weight,
+iterations, failed checks, the applied and promoted revision hashes) and from the informer caches,
+so the process can be killed at any instant and the next reconcile continues where the status
+says the canary is. A step that already happened is not repeated: promotion copies the same spec
+again at most (idempotent), a gate that was passed is not asked again once the phase moved on.
+
+Ticks are paced by the work queue (``Result(requeue_after=interval)``). Watch events on the
+target, its configs and the primary enqueue the canary at once, so a new revision starts a run
+without waiting for the interval; inside a run, an early reconcile only re-checks for a new
+revision and otherwise waits for the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from flaggerpy import kube, plugins
+from flaggerpy.canary import alerting, status as canary_status, strategies
+from flaggerpy.canary.alerting import Alerter, AlertMessage
+from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
+from flaggerpy.canary.services import KubernetesDefaultRouter
+from flaggerpy.canary.strategies import Action, Step
+from flaggerpy.canary.webhooks import WebhookCaller
+from flaggerpy.canary.workloads import (
+    NotReadyError,
+    PrimaryAutoscaler,
+    WorkloadController,
+    workload_controller,
+)
+from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType
+from flaggerpy.routing import ProviderContext, Router, Weights
+from flaggerpy.runtime.controller import Result
+from flaggerpy.runtime.events import EventRecorder
+from flaggerpy.runtime.informer import SharedInformerFactory
+from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.settings import Settings
+from flaggerpy.telemetry import Recorder
+
+log = structlog.get_logger(__name__)
+
+ACTIVE_PHASES = frozenset({
+    CanaryPhase.PROGRESSING, CanaryPhase.WAITING_PROMOTION,
+    CanaryPhase.PROMOTING, CanaryPhase.FINALISING,
+})
+"""Phases in which a tick advances the run (Flagger's ``shouldAdvance`` without a change)."""
+REVISION_PHASES = frozenset({CanaryPhase.PROGRESSING, CanaryPhase.WAITING_PROMOTION})
+"""Phases in which a new revision restarts the run (Promoting/Finalising finish first)."""
+PACED_PHASES = ACTIVE_PHASES | {CanaryPhase.WAITING}
+"""Phases whose ticks wait for the analysis interval; a new revision elsewhere acts at once."""
+ROLLBACK_HOOK_PHASES = frozenset({
+    CanaryPhase.PROGRESSING, CanaryPhase.WAITING, CanaryPhase.WAITING_PROMOTION,
+})
+
+
+@dataclass
+class TickState:
+    """What the engine keeps in memory per canary: only pacing, never progress.
+
+    Losing it (a restart) costs at most one early tick; everything else is in the status.
+    """
+
+    next_tick: float = 0.0
+    router: Router | None = None
+    router_provider: str = ""
+    last_failure: str | None = None
+    """What made the last check fail, for the rollback alert."""
+
+
+@dataclass
+class Tick:
+    """The objects one tick works with, re-read after each status write."""
+
+    obj: dict[str, Any]
+    canary: Canary
+    provider: str
+    workload: WorkloadController
+    services: KubernetesDefaultRouter
+    router: Router
+    autoscaler: PrimaryAutoscaler | None
+    state: TickState
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.obj.get("status") or {}
+        return status
+
+    @property
+    def phase(self) -> CanaryPhase:
+        return CanaryPhase(self.status.get("phase") or "")
+
+    @property
+    def kind(self) -> str:
+        return self.canary.spec.target_ref.kind
+
+    @property
+    def name(self) -> str:
+        """``name.namespace``, as Flagger's events and logs spell a canary."""
+        return f"{self.canary.name}.{self.canary.namespace}"
+
+    def counter(self, key: str) -> int:
+        return int(self.status.get(key) or 0)
+
+
+class Lifecycle:
+    """Advances canaries; one instance per controller process."""
+
+    def __init__(
+        self,
+        *,
+        client: kube.KubeClient,
+        caches: SharedInformerFactory,
+        settings: Settings,
+        telemetry: Recorder,
+        events: EventRecorder,
+        webhooks: WebhookCaller,
+        analyzer: MetricsAnalyzer,
+        alerter: Alerter,
+    ) -> None:
+        self._client = client
+        self._caches = caches
+        self._settings = settings
+        self._telemetry = telemetry
+        self._events = events
+        self._webhooks = webhooks
+        self._analyzer = analyzer
+        self._alerter = alerter
+        self._services = caches.informer(kube.SERVICES)
+        self._ticks: dict[ObjectKey, TickState] = {}
+        self._written: dict[ObjectKey, dict[str, Any]] = {}
+
+    # -- entry -------------------------------------------------------------------------------
+
+    def freshest(self, key: ObjectKey, cached: Mapping[str, Any]) -> dict[str, Any]:
+        """The cached Canary, or our own last write of it if the cache has not caught up yet."""
+        ours = self._written.get(key)
+        if ours is not None and _older(cached, ours):
+            return ours
+        self._written.pop(key, None)
+        return dict(cached)
+
+    def _interval(self, canary: Canary) -> float:
+        return canary.get_analysis_interval(
+            minimum=self._settings.controller.min_analysis_interval
+        )
+
+    def forget(self, key: ObjectKey) -> None:
+        """The Canary is gone: drop its pacing state."""
+        self._ticks.pop(key, None)
+        self._written.pop(key, None)
+
+    async def advance(self, obj: dict[str, Any], canary: Canary, *, provider: str) -> Result:
+        """Runs one tick (or only the revision check, if the tick is not due yet)."""
+        key = ObjectKey(canary.namespace, canary.name)
+        interval = self._interval(canary)
+        state = self._ticks.setdefault(key, TickState())
+        if canary.spec.suspend:
+            await self._events.normal(obj, "skipping canary run as object is suspended")
+            return Result(requeue_after=interval)
+        try:
+            tick = await self._prepare(obj, canary, provider=provider, state=state)
+            if tick is None:
+                return Result(requeue_after=interval)
+            now = time.monotonic()
+            if tick.phase in PACED_PHASES and now < state.next_tick:
+                # An early reconcile (a watch event): only a new revision is worth acting on now.
+                if tick.phase in REVISION_PHASES and await self._revision_changed(tick):
+                    await self._restart(tick)
+                return Result(requeue_after=state.next_tick - now)
+            state.next_tick = now + interval
+            try:
+                await self._tick(tick)
+            finally:
+                self._telemetry.set_duration(name=canary.spec.target_ref.name,
+                                             namespace=canary.namespace,
+                                             seconds=time.monotonic() - tick.started)
+        except Exception as error:
+            # Shown on the Canary, then retried with backoff by the work queue.
+            await self._warn(obj, f"{type(error).__name__}: {error}")
+            raise
+        return Result(requeue_after=interval)
+
+    async def finalize(self, obj: dict[str, Any], canary: Canary, *, provider: str) -> None:
+        """revertOnDeletion (spec §2.8): give the target its traffic back before the Canary goes.
+
+        The primary, the generated Services and configs are owned by the Canary and removed by
+        the garbage collector; what is restored here is what the user owns.
+        """
+        key = ObjectKey(canary.namespace, canary.name)
+        state = self._ticks.setdefault(key, TickState())
+        name = f"{canary.name}.{canary.namespace}"
+        if (obj.get("status") or {}).get("phase") != CanaryPhase.TERMINATING:
+            updated = await self._client.patch_status(
+                kube.CANARIES, canary.name,
+                canary_status.set_phase_patch(
+                    current=obj.get("status"), phase=CanaryPhase.TERMINATING,
+                    kind=canary.spec.target_ref.kind,
+                    analysis_iterations=canary.spec.analysis.iterations or 0,
+                ),
+                namespace=canary.namespace,
+            )
+            self._written[key] = updated
+            await self._events.normal(updated, f"Terminating canary {name}")
+        workload = workload_controller(canary, client=self._client, caches=self._caches,
+                                       settings=self._settings)
+        await workload.finalize(canary)
+        await self._wait_target_ready(workload, canary)
+        metadata = await workload.get_metadata(canary)
+        services = KubernetesDefaultRouter(
+            client=self._client, services=self._services, label=metadata.label,
+            label_value=metadata.label_value, ports=metadata.ports,
+        )
+        await services.finalize(canary)
+        router = self._router(canary, provider=provider, state=state)
+        await router.finalize(canary)
+        await self._events.normal(obj, f"Terminated canary {name}")
+        self.forget(key)
+
+    async def _wait_target_ready(self, workload: WorkloadController, canary: Canary) -> None:
+        """Flagger's bounded wait for the restored target: 3 s doubling, capped, 4 tries."""
+        delay = 3.0
+        for attempt in range(4):
+            try:
+                await workload.is_canary_ready(canary)
+                return
+            except NotReadyError as error:
+                if attempt == 3:
+                    log.warning("target_not_ready_after_revert", reason=error.message)
+                    return
+            await asyncio.sleep(min(delay, self._interval(canary)))
+            delay *= 2
+
+    # -- steps 3..16: make sure every object exists ------------------------------------------
+
+    async def _prepare(
+        self, obj: dict[str, Any], canary: Canary, *, provider: str, state: TickState
+    ) -> Tick | None:
+        workload = workload_controller(canary, client=self._client, caches=self._caches,
+                                       settings=self._settings)
+        try:
+            metadata = await workload.get_metadata(canary)
+        except Exception as error:  # a missing target, no selector label: shown, retried
+            await self._warn(obj, str(error))
+            await self._explain_initializing(obj, canary, str(error))
+            return None
+        services = KubernetesDefaultRouter(
+            client=self._client, services=self._services, label=metadata.label,
+            label_value=metadata.label_value, ports=metadata.ports,
+        )
+        router = self._router(canary, provider=provider, state=state)
+        autoscaler = self._autoscaler(canary)
+        tick = Tick(obj=obj, canary=canary, provider=provider, workload=workload,
+                    services=services, router=router, autoscaler=autoscaler, state=state)
+        phase = tick.phase
+        initializing = phase in (CanaryPhase.UNSET, CanaryPhase.INITIALIZING)
+        try:
+            await services.initialize(canary)
+        except Exception as error:
+            await self._warn(obj, str(error))
+            return None
+        if initializing and not canary.should_skip_analysis():
+            problems = await self._analyzer.check_providers(canary)
+            if problems:
+                await self._warn(obj, f"Error checking metric providers: {'; '.join(problems)}")
+            else:
+                await self._events.normal(obj, "all the metrics providers are available!")
+        if provider.startswith("appmesh"):
+            await router.reconcile(canary)
+        try:
+            await workload.initialize(
+                canary, wait_primary_ready=initializing and not canary.should_skip_analysis()
+            )
+        except NotReadyError as error:
+            await self._warn(obj, error.message)
+            if not error.retriable:
+                await self._rollback(tick)
+            return None
+        except Exception as error:
+            await self._warn(obj, str(error))
+            return None
+        if autoscaler is not None:
+            await autoscaler.reconcile(canary, init=True)
+        await services.reconcile(canary)
+        if initializing:
+            await workload.scale_to_zero(canary)
+        if not provider.startswith("appmesh"):
+            await router.reconcile(canary)
+        if initializing:
+            await self._initialized(tick)
+        return tick
+
+    async def _explain_initializing(self, obj: dict[str, Any], canary: Canary, why: str) -> None:
+        """A canary stuck before initialization says why in its condition, not only in Events."""
+        current = obj.get("status") or {}
+        if current.get("phase") not in (None, "", CanaryPhase.INITIALIZING):
+            return
+        patch = canary_status.phase_patch(phase=CanaryPhase.INITIALIZING,
+                                          kind=canary.spec.target_ref.kind,
+                                          current=current, message=why)
+        if patch is not None:
+            updated = await self._client.patch_status(kube.CANARIES, canary.name, patch,
+                                                      namespace=canary.namespace)
+            self._written[ObjectKey(canary.namespace, canary.name)] = updated
+
+    def _autoscaler(self, canary: Canary) -> PrimaryAutoscaler | None:
+        ref = canary.spec.autoscaler_ref
+        if ref is None or ref.kind != "HorizontalPodAutoscaler":
+            # KEDA ScaledObjects are not reconciled yet: the primary keeps its own replicas.
+            return None
+        return PrimaryAutoscaler(client=self._client, caches=self._caches,
+                                 settings=self._settings)
+
+    def _router(self, canary: Canary, *, provider: str, state: TickState) -> Router:
+        """The mesh router for ``provider``, built once per canary and provider."""
+        if state.router is None or state.router_provider != provider:
+            plugin = plugins.routers.get(provider)
+            context = ProviderContext(api=self._client, settings=self._settings, log=log)
+            state.router = plugin.factory(ctx=context, variant=plugin.variant)
+            state.router_provider = provider
+        return state.router
+
+    async def _initialized(self, tick: Tick) -> None:
+        """Step 16: the primary runs; record the revision it runs as promoted."""
+        canary = tick.canary
+        await self._write(tick, canary_status.sync_status_patch(
+            current=tick.status,
+            phase=CanaryPhase.INITIALIZED,
+            kind=tick.kind,
+            last_applied_spec=await tick.workload.target_hash(canary),
+            tracked_configs=await tick.workload.tracked_configs(canary),
+        ))
+        self._set_status_metric(tick)
+        await self._events.normal(tick.obj, f"Initialization done! {tick.name}")
+        await self._alert(tick, alerting.initialization_completed(tick.kind))
+
+    # -- steps 17..32: one tick ---------------------------------------------------------------
+
+    async def _tick(self, tick: Tick) -> None:
+        canary = tick.canary
+        phase = tick.phase
+        if phase not in ACTIVE_PHASES and not await self._revision_changed(tick):
+            self._set_status_metric(tick)
+            return
+        if not canary.should_skip_analysis():
+            try:
+                await tick.workload.is_primary_ready(canary)
+            except NotReadyError as error:
+                await self._warn(tick.obj, error.message)
+                if not error.retriable:
+                    if phase in (CanaryPhase.PROMOTING, CanaryPhase.FINALISING):
+                        await self._failed_promotion(tick, error.message)
+                    else:
+                        await self._rollback(tick)
+                return
+        current = await tick.router.get_routes(canary)
+        self._telemetry.set_weight(name=canary.spec.target_ref.name, namespace=canary.namespace,
+                                   primary=current.primary, canary=current.canary)
+        if phase not in ACTIVE_PHASES:
+            await self._start_run(tick)
+            return
+        if phase in REVISION_PHASES and await self._revision_changed(tick):
+            await self._restart(tick)
+            return
+        try:
+            await tick.workload.is_canary_ready(canary)
+        except NotReadyError as error:
+            await self._warn(tick.obj, error.message)
+            if not error.retriable:
+                await self._rollback(tick)
+            return
+        if canary.should_skip_analysis():
+            await self._skip_analysis(tick)
+            return
+        if phase in ROLLBACK_HOOK_PHASES:
+            hook = await self._webhooks.rollback_requested(canary, phase=phase)
+            if hook is not None:
+                await self._warn(tick.obj, f"Rolling back {tick.name} manual webhook invoked")
+                await self._alert(tick, alerting.manual_rollback())
+                await self._rollback(tick)
+                return
+        if phase == CanaryPhase.PROMOTING:
+            if tick.autoscaler is not None:
+                await tick.autoscaler.reconcile(canary, init=False)
+            await self._promotion_traffic_shift(tick, current)
+            return
+        if phase == CanaryPhase.FINALISING:
+            await self._finalise(tick)
+            return
+        if tick.counter("failedChecks") >= canary.get_analysis_threshold():
+            await self._rollback(tick)
+            return
+        if not await self._analysis_passed(tick, current):
+            return
+        await self._advance(tick, current)
+
+    async def _start_run(self, tick: Tick) -> None:
+        """Step 21: a new revision; ask confirm-rollout, then scale up the canary."""
+        canary = tick.canary
+        refused = await self._webhooks.run(canary, HookType.CONFIRM_ROLLOUT, phase=tick.phase)
+        if refused is not None:
+            if tick.phase != CanaryPhase.WAITING:
+                await self._write(tick, canary_status.set_phase_patch(
+                    current=tick.status, phase=CanaryPhase.WAITING, kind=tick.kind,
+                    analysis_iterations=canary.spec.analysis.iterations or 0,
+                ))
+                if not refused.webhook.mute_alert:
+                    await self._alert(tick, alerting.waiting_for_approval())
+            await self._warn(tick.obj, f"Halt {tick.name} advancement waiting for approval "
+                                       f"{refused.webhook.name}")
+            return
+        await self._events.normal(tick.obj, f"New revision detected! Scaling up {tick.name}")
+        await self._alert(tick, alerting.new_revision())
+        await tick.workload.scale_from_zero(canary)
+        await self._write(tick, canary_status.sync_status_patch(
+            current=tick.status, phase=CanaryPhase.PROGRESSING, kind=tick.kind,
+            last_applied_spec=await tick.workload.target_hash(canary),
+            tracked_configs=await tick.workload.tracked_configs(canary),
+        ))
+        self._set_status_metric(tick)
+
+    async def _restart(self, tick: Tick) -> None:
+        """Step 22: a new revision during the run restarts it from weight 0."""
+        await self._events.normal(tick.obj, f"New revision detected! Restarting analysis for "
+                                            f"{tick.name}")
+        await tick.router.set_routes(tick.canary, Weights(primary=100, canary=0))
+        await self._write(tick, canary_status.sync_status_patch(
+            current=tick.status, phase=CanaryPhase.PROGRESSING, kind=tick.kind,
+            last_applied_spec=await tick.workload.target_hash(tick.canary),
+            tracked_configs=await tick.workload.tracked_configs(tick.canary),
+        ))
+
+    async def _revision_changed(self, tick: Tick) -> bool:
+        """A new target spec or a changed tracked config (``HasTargetChanged`` / configs)."""
+        if await tick.workload.has_target_changed(tick.canary):
+            return True
+        return await tick.workload.have_dependencies_changed(tick.canary)
+
+    async def _analysis_passed(self, tick: Tick, current: Weights) -> bool:
+        """Step 30: pre-rollout on the first tick of a run, else rollout hooks and metrics."""
+        canary = tick.canary
+        first = (
+            current.canary == 0 and tick.counter("iterations") == 0
+            and not (canary.spec.analysis.mirror and current.mirrored)
+        )
+        if first:
+            await self._events.normal(tick.obj, f"Starting canary analysis for {tick.name}")
+            failed = await self._webhooks.run(canary, HookType.PRE_ROLLOUT, phase=tick.phase)
+            if failed is not None:
+                await self._warn(tick.obj, f"Halt {tick.name} advancement pre-rollout check "
+                                           f"{failed.webhook.name} failed {failed.message}")
+                await self._fail_check(tick)
+                return False
+            return True
+        failed = await self._webhooks.run(canary, HookType.ROLLOUT, phase=tick.phase)
+        if failed is not None:
+            await self._warn(tick.obj, f"Halt {tick.name} advancement external check "
+                                       f"{failed.webhook.name} failed {failed.message}")
+            await self._fail_check(tick)
+            return False
+        outcome = await self._analyzer.run(canary)
+        if outcome.passed:
+            return True
+        failure = outcome.failure
+        if failure is not None:
+            tick.state.last_failure = failure.message
+            await self._warn(tick.obj, failure.message)
+        if not outcome.hold:
+            await self._fail_check(tick)
+        return False
+
+    async def _fail_check(self, tick: Tick) -> None:
+        await self._write(tick, canary_status.counters_patch(
+            failed_checks=tick.counter("failedChecks") + 1
+        ))
+
+    async def _advance(self, tick: Tick, current: Weights) -> None:
+        """Steps 31-32: the strategy's next step."""
+        canary = tick.canary
+        provider = tick.provider
+        strategy = canary.deployment_strategy()
+        if provider.split(":", 1)[0] == strategies.KUBERNETES_PROVIDER:
+            if canary.spec.analysis.match:
+                await self._warn(tick.obj, "A/B testing is not supported when using the "
+                                           "kubernetes provider")
+            if (canary.spec.analysis.iterations or 0) < 1:
+                await self._warn(tick.obj, "Progressive traffic is not supported when using "
+                                           "the kubernetes provider")
+                await self._warn(tick.obj, "Setting canaryAnalysis.iterations: 10")
+            strategy = DeploymentStrategy.BLUE_GREEN
+        done = tick.counter("iterations")
+        step: Step
+        if strategy == DeploymentStrategy.AB_TESTING:
+            step = strategies.ab_step(canary, done=done, provider=provider)
+        elif strategy == DeploymentStrategy.BLUE_GREEN:
+            step = strategies.blue_green_step(canary, done=done, mirrored=current.mirrored,
+                                              provider=provider)
+        else:
+            step = strategies.canary_step(canary, current)
+            if step.action is Action.SET_ROUTES and not current.mirrored and tick.phase not in (
+                CanaryPhase.PROMOTING, CanaryPhase.WAITING_PROMOTION, CanaryPhase.FINALISING
+            ):
+                refused = await self._webhooks.run(
+                    canary, HookType.CONFIRM_TRAFFIC_INCREASE, phase=tick.phase
+                )
+                if refused is not None:
+                    await self._warn(tick.obj, f"Halt {tick.name} advancement waiting for "
+                                               f"traffic increase approval {refused.webhook.name}")
+                    if not refused.webhook.mute_alert:
+                        await self._alert(tick, alerting.traffic_increase_waiting_for_approval())
+                    return
+        await self._apply_step(tick, step)
+
+    async def _apply_step(self, tick: Tick, step: Step) -> None:
+        canary = tick.canary
+        if step.action is Action.NOTHING:
+            return
+        if step.action is Action.CONFIRM_PROMOTION:
+            if not await self._promotion_confirmed(tick):
+                return
+            if step.weights is None:
+                if step.event:
+                    await self._events.normal(tick.obj, step.event)
+                await self._promote(tick)
+                return
+        assert step.weights is not None
+        await tick.router.set_routes(canary, step.weights)
+        if step.iterations is not None:
+            patch = canary_status.counters_patch(iterations=step.iterations)
+        else:
+            patch = canary_status.counters_patch(canary_weight=step.weights.canary)
+        await self._write(tick, patch)
+        self._telemetry.set_weight(name=canary.spec.target_ref.name, namespace=canary.namespace,
+                                   primary=step.weights.primary, canary=step.weights.canary)
+        if step.event:
+            await self._events.normal(tick.obj, step.event)
+
+    async def _promotion_confirmed(self, tick: Tick) -> bool:
+        """Confirm-promotion gates; a refusal parks the canary in WaitingPromotion."""
+        canary = tick.canary
+        refused = await self._webhooks.run(canary, HookType.CONFIRM_PROMOTION,
+                                           phase=CanaryPhase.PROGRESSING)
+        if refused is None:
+            return True
+        iterations = canary.spec.analysis.iterations or 0
+        if tick.phase != CanaryPhase.WAITING_PROMOTION:
+            await self._write(tick, canary_status.set_phase_patch(
+                current=tick.status, phase=CanaryPhase.WAITING_PROMOTION, kind=tick.kind,
+                analysis_iterations=iterations,
+            ))
+            await self._warn(tick.obj, f"Halt {tick.name} advancement waiting for promotion "
+                                       f"approval {refused.webhook.name}")
+            if not refused.webhook.mute_alert:
+                await self._alert(tick, alerting.promotion_waiting_for_approval())
+        else:
+            await self._write(tick, canary_status.counters_patch(
+                iterations=max(0, iterations - 1)
+            ))
+        return False
+
+    async def _promote(self, tick: Tick) -> None:
+        canary = tick.canary
+        target = canary.spec.target_ref.name
+        await self._events.normal(tick.obj, f"Copying {tick.name} template spec to "
+                                            f"{target}-primary.{canary.namespace}")
+        await tick.workload.promote(canary)
+        await self._write(tick, canary_status.set_phase_patch(
+            current=tick.status, phase=CanaryPhase.PROMOTING, kind=tick.kind,
+            analysis_iterations=canary.spec.analysis.iterations or 0,
+        ))
+        self._set_status_metric(tick)
+
+    async def _promotion_traffic_shift(self, tick: Tick, current: Weights) -> None:
+        step = strategies.promotion_step(tick.canary, current, provider=tick.provider)
+        assert step.weights is not None
+        if step.weights != current:
+            await tick.router.set_routes(tick.canary, step.weights)
+        if step.event:
+            await self._events.normal(tick.obj, step.event)
+        if step.action is Action.FINALISE:
+            await self._write(tick, canary_status.set_phase_patch(
+                current=tick.status, phase=CanaryPhase.FINALISING, kind=tick.kind,
+                analysis_iterations=tick.canary.spec.analysis.iterations or 0,
+            ))
+        else:
+            await self._write(tick, canary_status.counters_patch(
+                canary_weight=step.weights.canary
+            ))
+
+    async def _finalise(self, tick: Tick) -> None:
+        """Step 27: scale the canary down and declare success."""
+        canary = tick.canary
+        await tick.workload.scale_to_zero(canary)
+        await self._write(tick, canary_status.set_phase_patch(
+            current=tick.status, phase=CanaryPhase.SUCCEEDED, kind=tick.kind,
+            analysis_iterations=canary.spec.analysis.iterations or 0,
+        ))
+        self._set_status_metric(tick)
+        self._telemetry.inc_successes(
+            name=canary.spec.target_ref.name, namespace=canary.namespace,
+            deployment_strategy=canary.deployment_strategy().value, analysis_status="completed",
+        )
+        await self._post_rollout(tick, CanaryPhase.SUCCEEDED)
+        await self._events.normal(tick.obj, f"Promotion completed! Scaling down {tick.name}")
+        await self._alert(tick, alerting.promotion_completed())
+
+    async def _skip_analysis(self, tick: Tick) -> None:
+        """Step 24: promote at once, without analysis."""
+        canary = tick.canary
+        await tick.router.set_routes(canary, Weights(primary=100, canary=0))
+        await tick.workload.promote(canary)
+        if tick.autoscaler is not None:
+            await tick.autoscaler.reconcile(canary, init=False)
+        await tick.workload.scale_to_zero(canary)
+        await self._write(tick, canary_status.set_phase_patch(
+            current=tick.status, phase=CanaryPhase.SUCCEEDED, kind=tick.kind,
+            analysis_iterations=canary.spec.analysis.iterations or 0,
+        ))
+        self._set_status_metric(tick)
+        self._telemetry.inc_successes(
+            name=canary.spec.target_ref.name, namespace=canary.namespace,
+            deployment_strategy=canary.deployment_strategy().value, analysis_status="skipped",
+        )
+        await self._post_rollout(tick, CanaryPhase.SUCCEEDED)
+        await self._events.normal(tick.obj, f"Promotion completed! Canary analysis was skipped "
+                                            f"for {tick.name}")
+        await self._alert(tick, alerting.analysis_skipped())
+
+    async def _rollback(self, tick: Tick) -> None:
+        """Route everything back to the primary, scale the canary down, and say why."""
+        canary = tick.canary
+        failed = tick.counter("failedChecks")
+        threshold = canary.get_analysis_threshold()
+        if failed >= threshold:
+            await self._warn(tick.obj, f"Rolling back {tick.name} failed checks threshold "
+                                       f"reached {failed}")
+            await self._alert(tick, alerting.failed_checks_threshold_reached(
+                failed, last_failure=tick.state.last_failure
+            ))
+        try:
+            await tick.router.set_routes(canary, Weights(primary=100, canary=0))
+        except Exception as error:
+            await self._warn(tick.obj, str(error))
+            return
+        await self._warn(tick.obj, f"Canary failed! Scaling down {tick.name}")
+        self._telemetry.set_weight(name=canary.spec.target_ref.name, namespace=canary.namespace,
+                                   primary=100, canary=0)
+        await tick.workload.scale_to_zero(canary)
+        detail = tick.state.last_failure if failed >= threshold else None
+        await self._write(tick, canary_status.sync_status_patch(
+            current=tick.status, phase=CanaryPhase.FAILED, kind=tick.kind,
+            last_applied_spec=await tick.workload.target_hash(canary),
+            tracked_configs=await tick.workload.tracked_configs(canary),
+            message=canary_status.failed_message(tick.kind, detail),
+        ))
+        tick.state.last_failure = None
+        self._set_status_metric(tick)
+        self._telemetry.inc_failures(
+            name=canary.spec.target_ref.name, namespace=canary.namespace,
+            deployment_strategy=canary.deployment_strategy().value, analysis_status="completed",
+        )
+        await self._post_rollout(tick, CanaryPhase.FAILED)
+
+    async def _failed_promotion(self, tick: Tick, error: str) -> None:
+        """The primary did not roll out: all traffic to the canary, which still runs."""
+        canary = tick.canary
+        await self._warn(tick.obj, f"Promotion of {tick.name} failed, primary not ready: {error}")
+        await self._alert(tick, alerting.promotion_failed(error))
+        await tick.router.set_routes(canary, Weights(primary=0, canary=100))
+        await self._write(tick, canary_status.sync_status_patch(
+            current=tick.status, phase=CanaryPhase.FAILED, kind=tick.kind,
+            last_applied_spec=await tick.workload.target_hash(canary),
+            tracked_configs=await tick.workload.tracked_configs(canary), canary_weight=100,
+        ))
+        self._set_status_metric(tick)
+        await self._post_rollout(tick, CanaryPhase.FAILED)
+
+    async def _post_rollout(self, tick: Tick, phase: CanaryPhase) -> None:
+        failed = await self._webhooks.run(tick.canary, HookType.POST_ROLLOUT, phase=phase)
+        if failed is not None:
+            await self._warn(tick.obj, f"Post-rollout hook {failed.webhook.name} failed "
+                                       f"{failed.message}")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write(self, tick: Tick, patch: dict[str, Any]) -> None:
+        """Patches the status and carries on with the object the API server returned."""
+        canary = tick.canary
+        updated = await self._client.patch_status(kube.CANARIES, canary.name, patch,
+                                                  namespace=canary.namespace)
+        self._written[ObjectKey(canary.namespace, canary.name)] = updated
+        tick.obj = updated
+        tick.canary = Canary.model_validate(updated)
+
+    def _set_status_metric(self, tick: Tick) -> None:
+        self._telemetry.set_status(name=tick.canary.spec.target_ref.name,
+                                   namespace=tick.canary.namespace, phase=tick.phase.value)
+
+    async def _warn(self, obj: Mapping[str, Any], message: str) -> None:
+        log.warning("canary_event", message=message)
+        await self._events.warning(obj, message)
+
+    async def _alert(self, tick: Tick, message: AlertMessage) -> None:
+        await self._alerter.alert(tick.canary, message)
+
+
+def _older(cached: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
+    """Whether the cached object predates our own last write (resourceVersions as numbers)."""
+    def version(obj: Mapping[str, Any]) -> int:
+        text = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
+        return int(text) if text.isdigit() else 0
+
+    return version(cached) < version(ours)

@@ -1,0 +1,123 @@
+"""The canary lifecycle end to end: the controller process, the real cluster, a real Prometheus.
+
+Each test is a scenario a Flagger user runs: deploy, change the image (or a ConfigMap), and watch
+the Canary go through its phases while the analysis queries Prometheus for numbers the test sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from e2e.cluster.localcluster import LocalCluster
+from e2e.scenario import Scenario, canary, deployment
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
+
+
+@pytest.fixture
+async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
+    running = await Scenario(cluster, namespace).start()
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+async def set_image(scenario: Scenario, name: str, image: str) -> float:
+    """``kubectl set image``; returns when it was done (monotonic seconds)."""
+    await scenario.kubectl("set", "image", f"deployment/{name}", f"{name}={image}")
+    return time.monotonic()
+
+
+def container_image(obj: dict[str, Any] | None) -> str:
+    assert obj is not None
+    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def initialized(scenario: Scenario, name: str, *, image: str = "podinfo:6.0.0") -> None:
+    scenario.set_success_rate(name, 99)
+    await scenario.apply(deployment(name, image=image), canary(name))
+    await scenario.wait_phase(name, "Initialized", within=60)
+
+
+async def test_blue_green_promotion_end_to_end(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    await initialized(scenario, "podinfo")
+    primary = await scenario.get("deployment", "podinfo-primary")
+    assert container_image(primary) == "podinfo:6.0.0"
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 0
+    for service in ("podinfo", "podinfo-primary", "podinfo-canary"):
+        assert await scenario.get("service", service) is not None
+
+    changed_at = await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    seen: list[str] = []
+    await scenario.wait_phase("podinfo", "Progressing", within=10, seen=seen)
+    detected_after = time.monotonic() - changed_at
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120, seen=seen)
+
+    assert status["phase"] == "Succeeded", status
+    assert seen[-4:] == ["Progressing", "Promoting", "Finalising", "Succeeded"], seen
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.1"
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 0
+    [condition] = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "Promoted", "True", "Succeeded"
+    )
+    messages = [e["message"] for e in await scenario.events("podinfo")]
+    assert "New revision detected! Scaling up podinfo." + scenario.namespace in messages
+    assert "Promotion completed! Scaling down podinfo." + scenario.namespace in messages
+    print(f"new revision seen as Progressing {detected_after:.2f}s after kubectl set image")
+
+
+async def test_rollback_when_a_metric_breaks_its_threshold(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    await initialized(scenario, "podinfo")
+    scenario.set_success_rate("podinfo", 42)  # the new version is bad
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", "Failed", within=90)
+
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.0"
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 0
+    [condition] = status["conditions"]
+    assert (condition["status"], condition["reason"]) == ("False", "Failed")
+    assert condition["message"].startswith("Canary analysis failed, Deployment scaled to zero.")
+    assert "app-success-rate" in condition["message"]
+    assert "42" in condition["message"]
+    messages = [e["message"] for e in await scenario.events("podinfo")]
+    assert any("app-success-rate" in m and "42" in m for m in messages), messages
+    name = f"podinfo.{scenario.namespace}"
+    assert f"Rolling back {name} failed checks threshold reached 2" in messages
+    assert f"Canary failed! Scaling down podinfo.{scenario.namespace}" in messages
+
+
+async def test_a_missing_target_is_reported_and_others_carry_on(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(canary("ghost"), deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo"))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+
+    async def ghost_reported() -> list[str]:
+        return [e["message"] for e in await scenario.events("ghost") if e["type"] == "Warning"]
+
+    deadline = time.monotonic() + 20
+    while not await ghost_reported():
+        assert time.monotonic() < deadline, "no Warning event for the missing target"
+        await asyncio.sleep(0.3)
+    warnings = await ghost_reported()
+    assert any("ghost" in message and "not found" in message for message in warnings), warnings
+    ghost = await scenario.status("ghost")
+    assert ghost.get("phase") in ("Initializing", "Failed"), ghost
+    print(json.dumps(ghost))
