@@ -105,3 +105,54 @@ class ControllerProcess:
         if self.process is not None:
             self.process.wait(timeout=10)
         self._log_file.unlink(missing_ok=True)
+
+
+class LoadTesterProcess:
+    """``flaggerpy loadtester`` on a free loopback port, as a Canary's webhooks would call it."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.args = ["-host=127.0.0.1", f"-port={self.port}", *args]
+        self._log_file = Path(tempfile.mkstemp(prefix="flaggerpy-loadtester-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 20.0) -> LoadTesterProcess:
+        with self._log_file.open("wb") as log:
+            self.process = subprocess.Popen(
+                [FLAGGERPY, "loadtester", *self.args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"loadtester exited: {self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                    return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        raise TimeoutError(f"loadtester not serving after {timeout}s: {self.output()}")
+
+    def gate(self, action: str, canary: str) -> subprocess.CompletedProcess[str]:
+        """``flaggerpy gate <action> <canary>`` against this load tester."""
+        return subprocess.run(
+            [FLAGGERPY, "gate", action, canary, f"--url={self.url}"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )
+
+    def output(self) -> str:
+        return self._log_file.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.unlink(missing_ok=True)

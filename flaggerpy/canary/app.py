@@ -202,6 +202,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             await manager.run(handle_signals=handle_signals)
         finally:
             await alerter.aclose()
+            await lifecycle.aclose()
             await webhooks.aclose()
             await analyzer.aclose()
         log.info("controller_stopped")

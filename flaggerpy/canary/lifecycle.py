@@ -15,6 +15,7 @@ revision and otherwise waits for the next tick.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import structlog
 
 from flaggerpy import kube, plugins
 from flaggerpy.canary import alerting, status as canary_status, strategies
-from flaggerpy.canary.alerting import Alerter, AlertMessage
+from flaggerpy.canary.alerting import Alerter, AlertMessage, Dispatcher
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.canary.services import KubernetesDefaultRouter
 from flaggerpy.canary.strategies import Action, Step
@@ -136,6 +137,9 @@ class Lifecycle:
         self._services = caches.informer(kube.SERVICES)
         self._ticks: dict[ObjectKey, TickState] = {}
         self._written: dict[ObjectKey, dict[str, Any]] = {}
+        # Event webhooks are posted in the background, in order per canary, so a slow or
+        # unreachable sink never holds up a tick.
+        self._event_hooks = Dispatcher(name="event-webhooks")
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -163,7 +167,7 @@ class Lifecycle:
         interval = self._interval(canary)
         state = self._ticks.setdefault(key, TickState())
         if canary.spec.suspend:
-            await self._events.normal(obj, "skipping canary run as object is suspended")
+            await self._normal(obj, "skipping canary run as object is suspended")
             return Result(requeue_after=interval)
         try:
             tick = await self._prepare(obj, canary, provider=provider, state=state)
@@ -208,7 +212,7 @@ class Lifecycle:
                 namespace=canary.namespace,
             )
             self._written[key] = updated
-            await self._events.normal(updated, f"Terminating canary {name}")
+            await self._normal(updated, f"Terminating canary {name}")
         workload = workload_controller(canary, client=self._client, caches=self._caches,
                                        settings=self._settings)
         await workload.finalize(canary)
@@ -221,7 +225,7 @@ class Lifecycle:
         await services.finalize(canary)
         router = self._router(canary, provider=provider, state=state)
         await router.finalize(canary)
-        await self._events.normal(obj, f"Terminated canary {name}")
+        await self._normal(obj, f"Terminated canary {name}")
         self.forget(key)
 
     async def _wait_target_ready(self, workload: WorkloadController, canary: Canary) -> None:
@@ -271,7 +275,7 @@ class Lifecycle:
             if problems:
                 await self._warn(obj, f"Error checking metric providers: {'; '.join(problems)}")
             else:
-                await self._events.normal(obj, "all the metrics providers are available!")
+                await self._normal(obj, "all the metrics providers are available!")
         if provider.startswith("appmesh"):
             await router.reconcile(canary)
         try:
@@ -338,7 +342,7 @@ class Lifecycle:
             tracked_configs=await tick.workload.tracked_configs(canary),
         ))
         self._set_status_metric(tick)
-        await self._events.normal(tick.obj, f"Initialization done! {tick.name}")
+        await self._normal(tick.obj, f"Initialization done! {tick.name}")
         await self._alert(tick, alerting.initialization_completed(tick.kind))
 
     # -- steps 17..32: one tick ---------------------------------------------------------------
@@ -416,7 +420,7 @@ class Lifecycle:
             await self._warn(tick.obj, f"Halt {tick.name} advancement waiting for approval "
                                        f"{refused.webhook.name}")
             return
-        await self._events.normal(tick.obj, f"New revision detected! Scaling up {tick.name}")
+        await self._normal(tick.obj, f"New revision detected! Scaling up {tick.name}")
         await self._alert(tick, alerting.new_revision())
         await tick.workload.scale_from_zero(canary)
         await self._write(tick, canary_status.sync_status_patch(
@@ -428,7 +432,7 @@ class Lifecycle:
 
     async def _restart(self, tick: Tick) -> None:
         """Step 22: a new revision during the run restarts it from weight 0."""
-        await self._events.normal(tick.obj, f"New revision detected! Restarting analysis for "
+        await self._normal(tick.obj, f"New revision detected! Restarting analysis for "
                                             f"{tick.name}")
         await tick.router.set_routes(tick.canary, Weights(primary=100, canary=0))
         await self._write(tick, canary_status.sync_status_patch(
@@ -451,7 +455,7 @@ class Lifecycle:
             and not (canary.spec.analysis.mirror and current.mirrored)
         )
         if first:
-            await self._events.normal(tick.obj, f"Starting canary analysis for {tick.name}")
+            await self._normal(tick.obj, f"Starting canary analysis for {tick.name}")
             failed = await self._webhooks.run(canary, HookType.PRE_ROLLOUT, phase=tick.phase)
             if failed is not None:
                 await self._warn(tick.obj, f"Halt {tick.name} advancement pre-rollout check "
@@ -527,7 +531,7 @@ class Lifecycle:
                 return
             if step.weights is None:
                 if step.event:
-                    await self._events.normal(tick.obj, step.event)
+                    await self._normal(tick.obj, step.event)
                 await self._promote(tick)
                 return
         assert step.weights is not None
@@ -540,7 +544,7 @@ class Lifecycle:
         self._telemetry.set_weight(name=canary.spec.target_ref.name, namespace=canary.namespace,
                                    primary=step.weights.primary, canary=step.weights.canary)
         if step.event:
-            await self._events.normal(tick.obj, step.event)
+            await self._normal(tick.obj, step.event)
 
     async def _promotion_confirmed(self, tick: Tick) -> bool:
         """Confirm-promotion gates; a refusal parks the canary in WaitingPromotion."""
@@ -568,7 +572,7 @@ class Lifecycle:
     async def _promote(self, tick: Tick) -> None:
         canary = tick.canary
         target = canary.spec.target_ref.name
-        await self._events.normal(tick.obj, f"Copying {tick.name} template spec to "
+        await self._normal(tick.obj, f"Copying {tick.name} template spec to "
                                             f"{target}-primary.{canary.namespace}")
         await tick.workload.promote(canary)
         await self._write(tick, canary_status.set_phase_patch(
@@ -583,7 +587,7 @@ class Lifecycle:
         if step.weights != current:
             await tick.router.set_routes(tick.canary, step.weights)
         if step.event:
-            await self._events.normal(tick.obj, step.event)
+            await self._normal(tick.obj, step.event)
         if step.action is Action.FINALISE:
             await self._write(tick, canary_status.set_phase_patch(
                 current=tick.status, phase=CanaryPhase.FINALISING, kind=tick.kind,
@@ -608,7 +612,7 @@ class Lifecycle:
             deployment_strategy=canary.deployment_strategy().value, analysis_status="completed",
         )
         await self._post_rollout(tick, CanaryPhase.SUCCEEDED)
-        await self._events.normal(tick.obj, f"Promotion completed! Scaling down {tick.name}")
+        await self._normal(tick.obj, f"Promotion completed! Scaling down {tick.name}")
         await self._alert(tick, alerting.promotion_completed())
 
     async def _skip_analysis(self, tick: Tick) -> None:
@@ -629,7 +633,7 @@ class Lifecycle:
             deployment_strategy=canary.deployment_strategy().value, analysis_status="skipped",
         )
         await self._post_rollout(tick, CanaryPhase.SUCCEEDED)
-        await self._events.normal(tick.obj, f"Promotion completed! Canary analysis was skipped "
+        await self._normal(tick.obj, f"Promotion completed! Canary analysis was skipped "
                                             f"for {tick.name}")
         await self._alert(tick, alerting.analysis_skipped())
 
@@ -703,12 +707,39 @@ class Lifecycle:
         self._telemetry.set_status(name=tick.canary.spec.target_ref.name,
                                    namespace=tick.canary.namespace, phase=tick.phase.value)
 
+    async def _normal(self, obj: Mapping[str, Any], message: str) -> None:
+        log.info("canary_event", message=message)
+        await self._events.normal(obj, message)
+        self._post_event(obj, message, event_type="Normal")
+
     async def _warn(self, obj: Mapping[str, Any], message: str) -> None:
         log.warning("canary_event", message=message)
         await self._events.warning(obj, message)
+        self._post_event(obj, message, event_type="Warning")
+
+    def _post_event(self, obj: Mapping[str, Any], message: str, *, event_type: str) -> None:
+        """Flagger's event webhook: every Event of a canary, to its ``event`` hooks."""
+        global_url = self._settings.notifications.event_webhook
+        url = global_url.get_secret_value() if global_url is not None else None
+        if not url and not _has_event_hooks(obj):
+            return
+        key = str(kube.key_of(obj))
+        self._event_hooks.submit(key, functools.partial(
+            self._webhooks.event, dict(obj), message=message, event_type=event_type,
+            global_url=url,
+        ))
+
+    async def aclose(self) -> None:
+        """Lets pending event webhooks finish (bounded)."""
+        await self._event_hooks.aclose()
 
     async def _alert(self, tick: Tick, message: AlertMessage) -> None:
         await self._alerter.alert(tick.canary, message)
+
+
+def _has_event_hooks(obj: Mapping[str, Any]) -> bool:
+    analysis = (obj.get("spec") or {}).get("analysis") or {}
+    return any(hook.get("type") == HookType.EVENT for hook in analysis.get("webhooks") or [])
 
 
 def _older(cached: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:

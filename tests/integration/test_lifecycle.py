@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from e2e.cluster.localcluster import LocalCluster
+from e2e.processes import LoadTesterProcess
+from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, canary, deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
@@ -121,3 +123,136 @@ async def test_a_missing_target_is_reported_and_others_carry_on(scenario: Scenar
     ghost = await scenario.status("ghost")
     assert ghost.get("phase") in ("Initializing", "Failed"), ghost
     print(json.dumps(ghost))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    running = await WebhookReceiver().start()
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+@pytest.fixture
+def loadtester() -> Iterator[LoadTesterProcess]:
+    running = LoadTesterProcess().start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def analysis(**extra: Any) -> dict[str, Any]:
+    """The scenarios' blue/green analysis (2 iterations of 2 s) with ``extra`` fields."""
+    return {
+        "interval": "2s",
+        "threshold": 2,
+        "iterations": 2,
+        "metrics": [{
+            "name": "app-success-rate",
+            "templateRef": {"name": "app-success-rate"},
+            "thresholdRange": {"min": 90},
+        }],
+        **extra,
+    }
+
+
+async def stays(scenario: Scenario, name: str, phase: str, *, seconds: float) -> None:
+    """Asserts the canary keeps ``phase`` for ``seconds`` (several analysis ticks)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert (await scenario.status(name)).get("phase") == phase
+        await asyncio.sleep(0.3)
+
+
+async def test_gates_hold_the_canary_until_opened(
+    scenario: Scenario, receiver: WebhookReceiver, loadtester: LoadTesterProcess
+) -> None:
+    await scenario.start_controller()
+    receiver.answer("/promote", 403)
+    scenario.set_success_rate("podinfo", 99)
+    hooks = [
+        {"name": "gate", "type": "confirm-rollout", "url": f"{loadtester.url}/gate/check"},
+        {"name": "promotion-gate", "type": "confirm-promotion", "url": receiver.url("/promote")},
+        {"name": "events", "type": "event", "url": receiver.url("/events")},
+    ]
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", analysis=analysis(webhooks=hooks)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+
+    await scenario.wait_phase("podinfo", "Waiting", within=20)
+    await stays(scenario, "podinfo", "Waiting", seconds=4)
+    opened = loadtester.gate("open", f"podinfo.{scenario.namespace}")
+    assert opened.returncode == 0, opened.stderr
+    await scenario.wait_phase("podinfo", "Progressing", within=20)
+
+    await scenario.wait_phase("podinfo", "WaitingPromotion", within=60)
+    await stays(scenario, "podinfo", "WaitingPromotion", seconds=4)
+    primary = await scenario.get("deployment", "podinfo-primary")
+    assert container_image(primary) == "podinfo:6.0.0"  # nothing promoted behind the gate
+    receiver.answer("/promote", 200)
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=60)
+    assert status["phase"] == "Succeeded"
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.1"
+
+    gate_checks = receiver.bodies("/promote")
+    assert gate_checks
+    assert gate_checks[0]["name"] == "podinfo"
+    assert gate_checks[0]["namespace"] == scenario.namespace
+    assert gate_checks[0]["phase"] == "Progressing"
+    events = receiver.bodies("/events")
+    messages = [e["metadata"]["eventMessage"] for e in events]
+    assert f"New revision detected! Scaling up podinfo.{scenario.namespace}" in messages
+    assert {e["metadata"]["eventType"] for e in events} >= {"Normal", "Warning"}
+
+
+async def test_failed_pre_rollout_hook_counts_as_a_failed_check(
+    scenario: Scenario, receiver: WebhookReceiver
+) -> None:
+    await scenario.start_controller()
+    receiver.answer("/pre", 500)
+    scenario.set_success_rate("podinfo", 99)
+    hooks = [{"name": "acceptance", "type": "pre-rollout", "url": receiver.url("/pre")}]
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", analysis=analysis(webhooks=hooks)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    await scenario.wait_phase("podinfo", "Failed", within=60)
+    assert len(receiver.bodies("/pre")) >= 2
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.0"
+    warnings = [e["message"] for e in await scenario.events("podinfo") if e["type"] == "Warning"]
+    assert any("pre-rollout check acceptance failed" in m for m in warnings), warnings
+
+
+async def test_a_configmap_change_alone_runs_an_analysis(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    scenario.set_success_rate("podinfo", 99)
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "podinfo-config"},
+              "data": {"color": "blue"}}
+    workload = deployment("podinfo", image="podinfo:6.0.0")
+    workload["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [
+        {"configMapRef": {"name": "podinfo-config"}}
+    ]
+    await scenario.apply(config, workload, canary("podinfo"))
+    status = await scenario.wait_phase("podinfo", "Initialized", within=60)
+    assert "configmap/podinfo-config" in status["trackedConfigs"]
+    primary = await scenario.get("deployment", "podinfo-primary")
+    assert primary is not None
+    env_from = primary["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert env_from == [{"configMapRef": {"name": "podinfo-config-primary"}}]
+    copy = await scenario.get("configmap", "podinfo-config-primary")
+    assert copy is not None
+    assert copy["data"] == {"color": "blue"}
+
+    config["data"] = {"color": "green"}
+    await scenario.apply(config)
+    seen: list[str] = []
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=90, seen=seen)
+    assert status["phase"] == "Succeeded"
+    assert "Progressing" in seen
+    copy = await scenario.get("configmap", "podinfo-config-primary")
+    assert copy is not None
+    assert copy["data"] == {"color": "green"}
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.0"
