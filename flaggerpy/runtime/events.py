@@ -149,7 +149,7 @@ class EventRecorder:
                 seen.count += 1
                 seen.last_seen = now
                 self._seen.move_to_end(key)
-                log.debug("event_counted", event=seen.name, count=seen.count)
+                log.debug("event_counted", event_name=seen.name, count=seen.count)
                 return
         body = self._build(obj, key, timestamp)
         created = await self._client.create(kube.EVENTS, body)
@@ -163,7 +163,7 @@ class EventRecorder:
         self._seen.move_to_end(key)
         while len(self._seen) > self._cache_size:
             self._seen.popitem(last=False)
-        log.debug("event_recorded", event=body["metadata"]["name"], type=key.type,
+        log.debug("event_recorded", event_name=body["metadata"]["name"], type=key.type,
                   reason=key.reason)
 
     def _build(self, obj: Mapping[str, Any], key: _Key, timestamp: str) -> dict[str, Any]:

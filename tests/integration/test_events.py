@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
+from structlog.testing import capture_logs
 
 from e2e.cluster.localcluster import LocalCluster
 from flaggerpy import kube
@@ -28,9 +29,11 @@ async def test_identical_events_are_counted_not_repeated(
     target = await client.create(kube.CONFIGMAPS, {"metadata": {"name": "podinfo",
                                                                "namespace": namespace}})
     recorder = events.EventRecorder(client)
-    await recorder.warning(target, "Halt podinfo.test advancement success rate 90.00% < 99%")
-    await recorder.warning(target, "Halt podinfo.test advancement success rate 90.00% < 99%")
-    await recorder.normal(target, "Starting canary analysis for podinfo.test")
+    with capture_logs() as logs:
+        await recorder.warning(target, "Halt podinfo.test advancement success rate 90.00% < 99%")
+        await recorder.warning(target, "Halt podinfo.test advancement success rate 90.00% < 99%")
+        await recorder.normal(target, "Starting canary analysis for podinfo.test")
+    assert [e["event"] for e in logs] == ["event_recorded", "event_counted", "event_recorded"]
 
     recorded = await events_about(client, namespace, "podinfo")
     by_message = {e["message"]: e for e in recorded}
