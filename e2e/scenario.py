@@ -114,8 +114,23 @@ class Scenario:
         assert self.prometheus is not None
         return self.prometheus.url
 
-    def set_success_rate(self, target: str, value: float) -> None:
+    async def set_success_rate(self, target: str, value: float, *, within: float = 30) -> None:
+        """Sets the gauge and waits until Prometheus answers the new value.
+
+        Without the wait, an analysis tick right after the change could still read the old value
+        (or none yet): the scenario would test scrape timing instead of the canary.
+        """
         self.exporter.set(APP_METRIC, value, namespace=self.namespace, target=target)
+        assert self.prometheus is not None
+        query = f'{APP_METRIC}{{namespace="{self.namespace}",target="{target}"}}'
+        deadline = time.monotonic() + within
+        while True:
+            result = await asyncio.to_thread(self.prometheus.query, query)
+            if result and float(result[0]["value"][1]) == value:  # type: ignore[index]
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus did not see {query} = {value} in {within}s")
+            await asyncio.sleep(0.2)
 
     async def start_controller(self, *args: str) -> ControllerProcess:
         controller = ControllerProcess(

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
+from e2e.cluster.pytest_plugin import eventually
 from e2e.processes import LoadTesterProcess
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, canary, deployment
@@ -43,7 +47,7 @@ def container_image(obj: dict[str, Any] | None) -> str:
 
 
 async def initialized(scenario: Scenario, name: str, *, image: str = "podinfo:6.0.0") -> None:
-    scenario.set_success_rate(name, 99)
+    await scenario.set_success_rate(name, 99)
     await scenario.apply(deployment(name, image=image), canary(name))
     await scenario.wait_phase(name, "Initialized", within=60)
 
@@ -84,7 +88,7 @@ async def test_blue_green_promotion_end_to_end(scenario: Scenario) -> None:
 async def test_rollback_when_a_metric_breaks_its_threshold(scenario: Scenario) -> None:
     await scenario.start_controller()
     await initialized(scenario, "podinfo")
-    scenario.set_success_rate("podinfo", 42)  # the new version is bad
+    await scenario.set_success_rate("podinfo", 42)  # the new version is bad
     await set_image(scenario, "podinfo", "podinfo:6.0.1")
     status = await scenario.wait_phase("podinfo", "Failed", within=90)
 
@@ -106,7 +110,7 @@ async def test_rollback_when_a_metric_breaks_its_threshold(scenario: Scenario) -
 
 async def test_a_missing_target_is_reported_and_others_carry_on(scenario: Scenario) -> None:
     await scenario.start_controller()
-    scenario.set_success_rate("podinfo", 99)
+    await scenario.set_success_rate("podinfo", 99)
     await scenario.apply(canary("ghost"), deployment("podinfo", image="podinfo:6.0.0"),
                          canary("podinfo"))
     await scenario.wait_phase("podinfo", "Initialized", within=60)
@@ -171,7 +175,7 @@ async def test_gates_hold_the_canary_until_opened(
 ) -> None:
     await scenario.start_controller()
     receiver.answer("/promote", 403)
-    scenario.set_success_rate("podinfo", 99)
+    await scenario.set_success_rate("podinfo", 99)
     hooks = [
         {"name": "gate", "type": "confirm-rollout", "url": f"{loadtester.url}/gate/check"},
         {"name": "promotion-gate", "type": "confirm-promotion", "url": receiver.url("/promote")},
@@ -213,7 +217,7 @@ async def test_failed_pre_rollout_hook_counts_as_a_failed_check(
 ) -> None:
     await scenario.start_controller()
     receiver.answer("/pre", 500)
-    scenario.set_success_rate("podinfo", 99)
+    await scenario.set_success_rate("podinfo", 99)
     hooks = [{"name": "acceptance", "type": "pre-rollout", "url": receiver.url("/pre")}]
     await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
                          canary("podinfo", analysis=analysis(webhooks=hooks)))
@@ -228,7 +232,7 @@ async def test_failed_pre_rollout_hook_counts_as_a_failed_check(
 
 async def test_a_configmap_change_alone_runs_an_analysis(scenario: Scenario) -> None:
     await scenario.start_controller()
-    scenario.set_success_rate("podinfo", 99)
+    await scenario.set_success_rate("podinfo", 99)
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "podinfo-config"},
               "data": {"color": "blue"}}
     workload = deployment("podinfo", image="podinfo:6.0.0")
@@ -256,3 +260,167 @@ async def test_a_configmap_change_alone_runs_an_analysis(scenario: Scenario) -> 
     assert copy is not None
     assert copy["data"] == {"color": "green"}
     assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.0"
+
+
+async def test_daemonset_target(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    await scenario.set_success_rate("node-agent", 99)
+    daemonset = deployment("node-agent", image="agent:1.0")
+    daemonset["kind"] = "DaemonSet"
+    del daemonset["spec"]["replicas"], daemonset["spec"]["progressDeadlineSeconds"]
+    await scenario.apply(daemonset, canary("node-agent", kind="DaemonSet"))
+    await scenario.wait_phase("node-agent", "Initialized", within=60)
+    target = await scenario.get("daemonset", "node-agent")
+    assert target is not None
+    assert target["spec"]["template"]["spec"]["nodeSelector"] == {
+        "flagger.app/scale-to-zero": "true"
+    }
+    await scenario.kubectl("set", "image", "daemonset/node-agent", "node-agent=agent:1.1")
+    status = await scenario.wait_phase("node-agent", ("Succeeded", "Failed"), within=90)
+    assert status["phase"] == "Succeeded"
+    assert container_image(await scenario.get("daemonset", "node-agent-primary")) == "agent:1.1"
+
+
+async def test_hpa_primary_is_created_and_kept_in_sync(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80},
+            }}],
+        },
+    }
+    ref = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"), hpa,
+                         canary("podinfo", autoscalerRef=ref))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    primary_hpa = await scenario.get("hpa", "podinfo-primary")
+    assert primary_hpa is not None
+    assert primary_hpa["spec"]["scaleTargetRef"]["name"] == "podinfo-primary"
+    assert (primary_hpa["spec"]["minReplicas"], primary_hpa["spec"]["maxReplicas"]) == (2, 4)
+
+    hpa["spec"]["maxReplicas"] = 6
+    await scenario.apply(hpa)
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    await scenario.wait_phase("podinfo", "Succeeded", within=90)
+    primary_hpa = await scenario.get("hpa", "podinfo-primary")
+    assert primary_hpa is not None
+    assert primary_hpa["spec"]["maxReplicas"] == 6  # synced at promotion
+
+
+async def test_suspend_and_skip_analysis(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"), canary("podinfo"))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+
+    await scenario.kubectl("patch", "canary", "podinfo", "--type=merge",
+                           "-p", '{"spec":{"suspend":true}}')
+    await asyncio.sleep(1)
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    await stays(scenario, "podinfo", "Initialized", seconds=5)
+    messages = [e["message"] for e in await scenario.events("podinfo")]
+    assert "skipping canary run as object is suspended" in messages
+
+    await scenario.kubectl("patch", "canary", "podinfo", "--type=merge",
+                           "-p", '{"spec":{"suspend":false,"skipAnalysis":true}}')
+    await scenario.set_success_rate("podinfo", 10)  # would fail any analysis
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=60)
+    assert status["phase"] == "Succeeded"
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.1"
+    messages = [e["message"] for e in await scenario.events("podinfo")]
+    name = f"podinfo.{scenario.namespace}"
+    assert f"Promotion completed! Canary analysis was skipped for {name}" in messages
+
+
+async def test_revert_on_deletion_gives_the_target_back(scenario: Scenario) -> None:
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0", replicas=3),
+                         canary("podinfo", revertOnDeletion=True))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    obj = await scenario.get("canary", "podinfo")
+    assert obj is not None
+    assert "finalizer.flagger.app" in obj["metadata"]["finalizers"]
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 0
+
+    await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
+    deadline = time.monotonic() + 60
+    while await scenario.get("canary", "podinfo") is not None:
+        assert time.monotonic() < deadline, "the Canary was not finalized"
+        await asyncio.sleep(0.3)
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 3  # the primary's replicas, back on the target
+    apex = await scenario.get("service", "podinfo")
+    # The apex Service was generated (owned by the Canary): the garbage collector removes it.
+    assert apex is None or apex["spec"]["selector"] == {"app": "podinfo"}
+
+
+async def test_controller_killed_mid_analysis_resumes_without_repeating(
+    scenario: Scenario,
+) -> None:
+    first = await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", analysis=analysis(iterations=4)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    deadline = time.monotonic() + 60
+    while (await scenario.status("podinfo")).get("iterations", 0) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    first.signal(signal.SIGKILL)
+    killed_at = await scenario.status("podinfo")
+    assert killed_at["phase"] == "Progressing"
+
+    await scenario.start_controller()
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=90)
+    assert status["phase"] == "Succeeded"
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.1"
+    copies = [e for e in await scenario.events("podinfo")
+              if e["message"].startswith("Copying podinfo.")]
+    assert [e.get("count", 1) for e in copies] == [1], "the promotion was repeated"
+    replica_sets = json.loads(await scenario.kubectl(
+        "get", "replicasets", "-l", "app=podinfo-primary", "-o", "json"))["items"]
+    assert len(replica_sets) == 2  # the initial rollout and exactly one promotion
+
+
+async def test_steady_ticks_read_nothing_from_the_api_server(scenario: Scenario) -> None:
+    controller = await scenario.start_controller("-min-analysis-interval=1s")
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(
+        deployment("podinfo", image="podinfo:6.0.0"),
+        canary("podinfo", analysis=analysis(interval="1s", iterations=40)),
+    )
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+
+    async def iterations() -> int:
+        return int((await scenario.status("podinfo")).get("iterations") or 0)
+
+    async def reached(count: int) -> bool:
+        return await iterations() >= count
+
+    await eventually(lambda: reached(3), within=30, what="the analysis to run")
+    start = await iterations()
+    since = datetime.now(UTC)
+    await eventually(lambda: reached(start + 10), within=30, what="ten more ticks")
+    until = datetime.now(UTC)
+    await asyncio.sleep(1)  # let the audit log catch up
+    counts = audit.count_requests(scenario.cluster.audit_log, user_agent="flaggerpy/",
+                                  since=since, until=until)
+    print(f"10 analysis ticks: {dict(counts.by_resource)} reads={counts.reads} "
+          f"writes={counts.writes}")
+    assert counts.reads == 0, counts.by_resource
+    assert counts.by_resource["patch canaries/status"] >= 10
+    assert controller.exit_code() is None
