@@ -589,7 +589,7 @@ def _interval(canary: Canary, metric: CanaryMetric) -> str:
     """The metric's window: its ``interval``, else 1m, for builtin and template metrics alike.
 
     Flagger applies the default to builtin metrics only, so a template without an interval
-    renders ``[]`` and fails (spec §10.2); see docs/compatibility-metrics.md.
+    renders ``[]`` and fails (spec §10.2); see docs/compatibility.md.
     """
     return metric.interval or canary.get_metric_interval()
 

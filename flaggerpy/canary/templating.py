@@ -24,7 +24,7 @@ raised before anything is queried, never a silently wrong query. Errors say what
 ``line 1, column 38: function "targt" not defined (in {{ targt }})``.
 
 Where Go would print something rather than fail, we fail instead, because a query with a hole
-in it matches the wrong series without any error (docs/compatibility-metrics.md):
+in it matches the wrong series without any error (docs/compatibility.md):
 
 - a missing key is an error both for ``{{ variables.key }}`` (Flagger's ``missingkey=error``)
   and for ``{{ index variables "key" }}`` (Go's ``index`` returns an empty string);

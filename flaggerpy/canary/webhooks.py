@@ -25,7 +25,7 @@ load tester, gates, in-house services) works unchanged:
   is a failure whose message is the response body;
 - ``disableTLS: true`` turns certificate verification off for that hook.
 
-What changes from Flagger (each listed in ``docs/compatibility-webhooks.md``):
+What changes from Flagger (each listed in ``docs/compatibility.md``):
 
 - **A retried call does not re-run a blocking task.** Every attempt of one
   call carries the same ``X-Flaggerpy-Delivery`` header (and

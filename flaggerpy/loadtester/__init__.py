@@ -5,7 +5,7 @@ Canaries call it from their webhooks to generate traffic during analysis
 test``, ``kubectl``) and to hold a rollout at a manual gate. The HTTP API,
 the task types and the gate keys are Flagger's, so a Canary written for
 Flagger's load tester works unchanged; what differs is listed in
-``docs/compatibility-loadtester.md`` and explained in ``docs/loadtester.md``.
+``docs/compatibility.md`` and explained in ``docs/loadtester.md``.
 
 Modules, in the order a request meets them:
 

@@ -107,7 +107,7 @@ CANARY_PROVIDERS: tuple[str, ...] = (
 
 # ---------------------------------------------------------------------------------------------
 # flaggerpy's additions to Flagger's schema. Each rejects only what cannot work; each is
-# listed in docs/compatibility-crds.md (a unit test holds the two together).
+# listed in docs/compatibility.md (a unit test holds the two together).
 
 _PERCENT_REASON = "a traffic or pod percentage outside 0-100 cannot be applied"
 

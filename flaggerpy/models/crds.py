@@ -40,7 +40,7 @@ _HEADER = """\
 # flagger.app/v1beta1 CustomResourceDefinitions for flaggerpy.
 # Generated from flaggerpy.models (`flaggerpy crds`, or python -m flaggerpy.models.crds).
 # Do not edit.
-# A superset of Flagger's CRDs: the additions are listed in docs/compatibility-crds.md.
+# A superset of Flagger's CRDs: the additions are listed in docs/compatibility.md.
 """
 
 
