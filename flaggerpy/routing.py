@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from flaggerpy import kube
     from flaggerpy.models.canary import Canary
     from flaggerpy.settings import Settings
 
 __all__ = [
     "TOTAL_WEIGHT",
+    "CacheFactory",
     "KubernetesRouter",
     "ProviderContext",
     "Router",
@@ -145,6 +147,21 @@ class KubernetesRouter(Protocol):
         ...
 
 
+class CacheFactory(Protocol):
+    """Hands out a cache (an informer) per resource, so a plugin reads without requests.
+
+    Design rule 3: a steady reconcile reads its routing objects from watch-fed caches, never
+    from the API server. ``flaggerpy.runtime.informer.SharedInformerFactory`` is one; a plugin
+    asks for the resources it owns and shares the watch with everyone else who asks. The
+    reader may be one whose first list has not finished yet: a plugin that can tell (it has
+    ``has_synced``/``wait_synced``, as informers do) waits for it before trusting a miss.
+    """
+
+    def informer(self, resource: kube.Resource) -> kube.ObjectReader:
+        """The shared cache of ``resource`` in the controller's namespace scope."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderContext:
     """What the core hands a plugin when it builds one: clients, settings, a logger.
@@ -161,6 +178,12 @@ class ProviderContext:
     """A structlog logger already bound to the plugin's name."""
     mesh_api: Any = None
     """The client for mesh objects when ``-kubeconfig-service-mesh`` names another cluster."""
+    caches: CacheFactory | None = None
+    """Informer caches of the workload cluster, or None to read with GETs (tests, tools).
+
+    Only for objects on :attr:`api`: with a separate ``mesh_api`` the mesh objects live on
+    another API server, whose objects these caches do not watch.
+    """
     set_owner_refs: bool = True
     """Whether mesh objects get an ownerReference to the Canary.
 

@@ -326,7 +326,8 @@ class Lifecycle:
         """The mesh router for ``provider``, built once per canary and provider."""
         if state.router is None or state.router_provider != provider:
             plugin = plugins.routers.get(provider)
-            context = ProviderContext(api=self._client, settings=self._settings, log=log)
+            context = ProviderContext(api=self._client, settings=self._settings, log=log,
+                                      caches=self._caches)
             state.router = plugin.factory(ctx=context, variant=plugin.variant)
             state.router_provider = provider
         return state.router
