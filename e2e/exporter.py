@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from e2e.receiver import serve
+
 
 def _labels(labels: Mapping[str, str]) -> str:
     inner = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
@@ -42,14 +44,7 @@ class GaugeExporter:
     async def start(self) -> GaugeExporter:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1])
+        self._runner, self.port = await serve(app)
         return self
 
     @property

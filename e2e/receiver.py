@@ -6,11 +6,23 @@ and in which order, and answers each path with the status the scenario chose (20
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serves ``app`` on a free loopback port; a slow handler does not delay the shutdown."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    return runner, int(getattr(server, "sockets", [])[0].getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -25,11 +37,14 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self._answers: dict[str, int] = {}
+        self._delays: dict[str, float] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    def answer(self, path: str, status: int) -> None:
+    def answer(self, path: str, status: int, *, delay: float = 0.0) -> None:
+        """Answer ``path`` with ``status``, after ``delay`` seconds (a slow or hung endpoint)."""
         self._answers[path] = status
+        self._delays[path] = delay
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -44,19 +59,14 @@ class WebhookReceiver:
         except ValueError:
             body = {"_raw": text}
         self.calls.append(Call(request.path, body))
+        await asyncio.sleep(self._delays.get(request.path, 0.0))
         status = self._answers.get(request.path, 200)
         return web.Response(status=status, text="ok" if status < 300 else "refused by the test")
 
     async def start(self) -> WebhookReceiver:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(getattr(server, "sockets", [])[0].getsockname()[1])
+        self._runner, self.port = await serve(app)
         return self
 
     async def aclose(self) -> None:

@@ -534,22 +534,24 @@ class Alerter:
             self._metrics.failed(UNKNOWN_PROVIDER)
             return
         who = canary_id(body.workload, body.namespace)
+        # One ordered queue per destination: a receiver that hangs delays only its own alerts,
+        # never the ones to healthy receivers of the same canary.
+        jobs: list[tuple[str, Callable[[], Awaitable[None]], str]]
         if alerts:
-            wanted = [alert for alert in alerts if _admits(alert, body.severity, who=who)]
-            if not wanted:
-                return
-            job: Callable[[], Awaitable[None]] = functools.partial(
-                self._deliver_alerts, who, wanted, body)
-            labels = [UNKNOWN_PROVIDER] * len(wanted)
+            jobs = [
+                (f"{who}/{alert.name}", functools.partial(self._deliver_alerts, who, [alert], body),
+                 UNKNOWN_PROVIDER)
+                for alert in alerts if _admits(alert, body.severity, who=who)
+            ]
         elif self._global_config is not None:
-            job = functools.partial(self._deliver_global, who, body)
-            labels = [self._global_config.provider]
+            jobs = [(who, functools.partial(self._deliver_global, who, body),
+                     self._global_config.provider)]
         else:
             return
-        if not self._dispatcher.submit(who, job):
-            log.error("alert_dropped", canary=who, text=text, pending=len(self._dispatcher),
-                      reason="too many alerts in flight")
-            for label in labels:
+        for key, job, label in jobs:
+            if not self._dispatcher.submit(key, job):
+                log.error("alert_dropped", canary=who, text=text,
+                          pending=len(self._dispatcher), reason="too many alerts in flight")
                 self._metrics.failed(label)
 
     async def flush(self, within: float | None = None) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from e2e.cluster import audit
-from e2e.cluster.localcluster import LocalCluster
+from e2e.cluster.localcluster import LocalCluster, free_port
 from e2e.cluster.pytest_plugin import eventually
 from e2e.processes import LoadTesterProcess
 from e2e.receiver import WebhookReceiver
@@ -82,6 +82,12 @@ async def test_blue_green_promotion_end_to_end(scenario: Scenario) -> None:
     messages = [e["message"] for e in await scenario.events("podinfo")]
     assert "New revision detected! Scaling up podinfo." + scenario.namespace in messages
     assert "Promotion completed! Scaling down podinfo." + scenario.namespace in messages
+    metrics = scenario.controllers[0].get("/metrics")[1]
+    labels = f'name="podinfo",namespace="{scenario.namespace}"'
+    assert f"flagger_canary_status{{{labels}}} 1.0" in metrics
+    assert f'flagger_canary_total{{namespace="{scenario.namespace}"}} 1.0' in metrics
+    assert f'flagger_canary_metric_analysis{{metric="app-success-rate",{labels}}} 99.0' in metrics
+    assert "flagger_canary_successes_total{" in metrics
     print(f"new revision seen as Progressing {detected_after:.2f}s after kubectl set image")
 
 
@@ -424,3 +430,42 @@ async def test_steady_ticks_read_nothing_from_the_api_server(scenario: Scenario)
     assert counts.reads == 0, counts.by_resource
     assert counts.by_resource["patch canaries/status"] >= 10
     assert controller.exit_code() is None
+
+
+async def test_broken_alert_receivers_do_not_hold_the_canary(
+    scenario: Scenario, receiver: WebhookReceiver
+) -> None:
+    await scenario.start_controller()
+    receiver.answer("/failing", 500)
+    receiver.answer("/hanging", 200, delay=120)
+    closed_port = free_port()
+    providers = [
+        ("chat", receiver.url("/slack")),
+        ("failing", receiver.url("/failing")),
+        ("hanging", receiver.url("/hanging")),
+        ("refused", f"http://127.0.0.1:{closed_port}/"),
+    ]
+    await scenario.apply(*(
+        {"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+         "metadata": {"name": name}, "spec": {"type": "slack", "channel": "deploys",
+                                              "address": address}}
+        for name, address in providers
+    ))
+    alerts = [{"name": name, "severity": "info", "providerRef": {"name": name}}
+              for name, _ in providers]
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", analysis=analysis(alerts=alerts)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    started = await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    await scenario.wait_phase("podinfo", "Succeeded", within=60)
+    took = time.monotonic() - started
+    assert took < 45, f"the run took {took:.0f}s with broken receivers"
+
+    texts = [json.dumps(body) for body in receiver.bodies("/slack")]
+    assert any("New revision detected, progressing canary analysis." in t for t in texts), texts
+    assert any("Canary analysis completed successfully, promotion finished." in t
+               for t in texts), texts
+    assert receiver.bodies("/failing")  # tried (and retried) without holding anything up
+    metrics = scenario.controllers[0].get("/metrics")[1]
+    assert 'flaggerpy_notification_failures_total{provider="slack"}' in metrics
