@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := openssl prometheus hey
 
-.PHONY: test demo lint typecheck unit cluster-bin debian-deps venv cluster-up cluster-down clean
+.PHONY: test demo lint typecheck unit bench cluster-bin debian-deps venv cluster-up cluster-down clean
 
 test: venv debian-deps cluster-bin lint ## everything CI runs: lint, type check, unit, component, integration
 	$(BIN)/pytest -ra
@@ -53,3 +53,6 @@ cluster-down:
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+
+bench: venv debian-deps cluster-bin ## benchmarks under e2e/bench (numbers, not pass/fail)
+	$(BIN)/python -m e2e.bench.detection --samples 30

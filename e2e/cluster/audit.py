@@ -88,11 +88,18 @@ def count_requests(
     user_agent: str,
     since: datetime | None = None,
     until: datetime | None = None,
+    namespace: str | None = None,
 ) -> RequestCounts:
-    """Counts requests whose user agent starts with ``user_agent``, received in [since, until)."""
+    """Counts requests whose user agent starts with ``user_agent``, received in [since, until).
+
+    ``namespace`` keeps only requests about objects in that namespace, so two processes with
+    the same user agent working in different namespaces can be told apart.
+    """
     counts = RequestCounts()
     for record in records(path):
         if not record.user_agent.startswith(user_agent):
+            continue
+        if namespace is not None and record.namespace != namespace:
             continue
         if since is not None and record.received < since:
             continue

@@ -424,7 +424,7 @@ async def test_steady_ticks_read_nothing_from_the_api_server(scenario: Scenario)
     until = datetime.now(UTC)
     await asyncio.sleep(1)  # let the audit log catch up
     counts = audit.count_requests(scenario.cluster.audit_log, user_agent="flaggerpy/",
-                                  since=since, until=until)
+                                  since=since, until=until, namespace=scenario.namespace)
     print(f"10 analysis ticks: {dict(counts.by_resource)} reads={counts.reads} "
           f"writes={counts.writes}")
     assert counts.reads == 0, counts.by_resource

@@ -104,7 +104,8 @@ def test_every_upstream_crd_installs(cluster: LocalCluster) -> None:
     for path in files:
         if path.name in UPSTREAM_CRDS_EXCLUDED:
             # Flagger's own CRDs would replace ours in the shared test cluster: prove they apply.
-            cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", str(path))
+            cluster.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server",
+                            "-f", str(path))
     established = [
         crd["metadata"]["name"]
         for crd in crds
@@ -270,6 +271,10 @@ async def test_audit_log_counts_one_clients_requests(
     # The window excludes what happened before it.
     later = audit.count_requests(cluster.audit_log, user_agent=agent, since=until)
     assert later.total == 0
+    # So does the namespace filter, for other namespaces.
+    here = audit.count_requests(cluster.audit_log, user_agent=agent, namespace=namespace)
+    elsewhere = audit.count_requests(cluster.audit_log, user_agent=agent, namespace="default")
+    assert (here.total, elsewhere.total) == (7, 0)
 
 
 def test_second_cluster_runs_beside_and_down_stops_only_its_own(cluster: LocalCluster) -> None:
