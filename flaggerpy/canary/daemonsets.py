@@ -88,29 +88,9 @@ def build_primary_daemonset(
     The same metadata rules as a primary Deployment; no replicas. ``template`` must already be
     free of the scale-to-zero selector.
     """
-    meta = target.get("metadata") or {}
-    spec = target.get("spec") or {}
-    primary_value = workloads.primary_name(value)
-    primary_spec: JsonObject = {
-        "selector": {"matchLabels": {label: primary_value}},
-        "template": copy.deepcopy(template),
-    }
-    for field in COPIED_SPEC_FIELDS:
-        workloads.set_or_drop(primary_spec, field, spec.get(field))
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {
-            "name": workloads.primary_name(str(meta.get("name"))),
-            "namespace": meta.get("namespace"),
-            "labels": workloads.primary_labels(
-                workloads.include_by_prefix(meta.get("labels"), include_label_prefix),
-                label=label, value=primary_value),
-            "annotations": workloads.filter_metadata(meta.get("annotations")),
-            "ownerReferences": [owner],
-        },
-        "spec": primary_spec,
-    }
+    return workloads.build_primary_workload(
+        target, kind="DaemonSet", copied_fields=COPIED_SPEC_FIELDS, label=label, value=value,
+        template=template, owner=owner, include_label_prefix=include_label_prefix)
 
 
 def promoted_daemonset(
@@ -123,22 +103,9 @@ def promoted_daemonset(
         include_label_prefix: Sequence[str],
 ) -> JsonObject:
     """``current`` (the primary) with the target's spec and metadata promoted onto it."""
-    wanted: JsonObject = copy.deepcopy(dict(current))
-    spec = wanted.setdefault("spec", {})
-    source = target.get("spec") or {}
-    for field in COPIED_SPEC_FIELDS:
-        workloads.set_or_drop(spec, field, source.get(field))
-    spec["template"] = workloads.with_template(current, template)
-    target_meta = target.get("metadata") or {}
-    meta = wanted.setdefault("metadata", {})
-    meta["labels"] = workloads.merged_metadata(meta.get("labels"), workloads.primary_labels(
-        workloads.include_by_prefix(target_meta.get("labels"), include_label_prefix),
-        label=label, value=workloads.primary_name(value)))
-    annotations = workloads.merged_metadata(
-        meta.get("annotations"),
-        workloads.include_by_prefix(target_meta.get("annotations"), include_label_prefix))
-    workloads.set_or_drop(meta, "annotations", annotations or None)
-    return wanted
+    return workloads.promoted_workload(
+        current, target, copied_fields=COPIED_SPEC_FIELDS, label=label, value=value,
+        template=template, include_label_prefix=include_label_prefix)
 
 
 def daemonset_readiness(

@@ -7,7 +7,6 @@ and writes the difference.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -48,31 +47,12 @@ def build_primary_deployment(
     already scaled to zero must not create an empty primary); ``template`` is the primary pod
     template (:func:`flaggerpy.canary.workloads.primary_pod_template`).
     """
-    meta = target.get("metadata") or {}
-    spec = target.get("spec") or {}
-    primary_value = workloads.primary_name(value)
-    replicas = spec.get("replicas")
-    primary_spec: JsonObject = {
-        "replicas": replicas if isinstance(replicas, int) and replicas > 0 else 1,
-        "selector": {"matchLabels": {label: primary_value}},
-        "template": copy.deepcopy(template),
-    }
-    for field in COPIED_SPEC_FIELDS:
-        workloads.set_or_drop(primary_spec, field, spec.get(field))
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": workloads.primary_name(str(meta.get("name"))),
-            "namespace": meta.get("namespace"),
-            "labels": workloads.primary_labels(
-                workloads.include_by_prefix(meta.get("labels"), include_label_prefix),
-                label=label, value=primary_value),
-            "annotations": workloads.filter_metadata(meta.get("annotations")),
-            "ownerReferences": [owner],
-        },
-        "spec": primary_spec,
-    }
+    primary = workloads.build_primary_workload(
+        target, kind="Deployment", copied_fields=COPIED_SPEC_FIELDS, label=label, value=value,
+        template=template, owner=owner, include_label_prefix=include_label_prefix)
+    replicas = (target.get("spec") or {}).get("replicas")
+    primary["spec"]["replicas"] = replicas if isinstance(replicas, int) and replicas > 0 else 1
+    return primary
 
 
 def promoted_deployment(
@@ -93,24 +73,12 @@ def promoted_deployment(
     matching ``-include-label-prefix`` are laid over the primary's own, so keys set on it by
     others (``deployment.kubernetes.io/revision``) stay.
     """
-    wanted: JsonObject = copy.deepcopy(dict(current))
-    spec = wanted.setdefault("spec", {})
-    source = target.get("spec") or {}
-    for field in COPIED_SPEC_FIELDS:
-        workloads.set_or_drop(spec, field, source.get(field))
-    replicas = source.get("replicas")
+    wanted = workloads.promoted_workload(
+        current, target, copied_fields=COPIED_SPEC_FIELDS, label=label, value=value,
+        template=template, include_label_prefix=include_label_prefix)
+    replicas = (target.get("spec") or {}).get("replicas")
     if copy_replicas and isinstance(replicas, int) and replicas > 0:
-        spec["replicas"] = replicas
-    spec["template"] = workloads.with_template(current, template)
-    target_meta = target.get("metadata") or {}
-    meta = wanted.setdefault("metadata", {})
-    meta["labels"] = workloads.merged_metadata(meta.get("labels"), workloads.primary_labels(
-        workloads.include_by_prefix(target_meta.get("labels"), include_label_prefix),
-        label=label, value=workloads.primary_name(value)))
-    annotations = workloads.merged_metadata(
-        meta.get("annotations"),
-        workloads.include_by_prefix(target_meta.get("annotations"), include_label_prefix))
-    workloads.set_or_drop(meta, "annotations", annotations or None)
+        wanted["spec"]["replicas"] = replicas
     return wanted
 
 

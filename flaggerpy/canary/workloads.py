@@ -826,3 +826,78 @@ def __getattr__(name: str) -> Any:
 
         return PrimaryAutoscaler
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_primary_workload(
+        target: Mapping[str, Any],
+        *,
+        kind: str,
+        copied_fields: Sequence[str],
+        label: str,
+        value: str,
+        template: JsonObject,
+        owner: JsonObject,
+        include_label_prefix: Sequence[str],
+) -> JsonObject:
+    """The primary ``kind`` for ``target``: the metadata and spec rules both kinds share.
+
+    Labels: the target's labels matching ``-include-label-prefix``, with ``<label>:
+    <value>-primary``; annotations: all of the target's but Flux's; owned by the Canary; the
+    selector matches ``<value>-primary`` only; ``copied_fields`` of the spec are the target's.
+    """
+    meta = target.get("metadata") or {}
+    spec = target.get("spec") or {}
+    primary_value = primary_name(value)
+    primary_spec: JsonObject = {
+        "selector": {"matchLabels": {label: primary_value}},
+        "template": copy.deepcopy(template),
+    }
+    for name in copied_fields:
+        set_or_drop(primary_spec, name, spec.get(name))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": primary_name(str(meta.get("name"))),
+            "namespace": meta.get("namespace"),
+            "labels": primary_labels(
+                include_by_prefix(meta.get("labels"), include_label_prefix),
+                label=label, value=primary_value),
+            "annotations": filter_metadata(meta.get("annotations")),
+            "ownerReferences": [owner],
+        },
+        "spec": primary_spec,
+    }
+
+
+def promoted_workload(
+        current: Mapping[str, Any],
+        target: Mapping[str, Any],
+        *,
+        copied_fields: Sequence[str],
+        label: str,
+        value: str,
+        template: JsonObject,
+        include_label_prefix: Sequence[str],
+) -> JsonObject:
+    """``current`` (the primary) with the target's spec fields, template and metadata on it.
+
+    Labels and annotations matching ``-include-label-prefix`` are laid over the primary's own,
+    so keys set on it by others (``deployment.kubernetes.io/revision``) stay.
+    """
+    wanted: JsonObject = copy.deepcopy(dict(current))
+    spec = wanted.setdefault("spec", {})
+    source = target.get("spec") or {}
+    for name in copied_fields:
+        set_or_drop(spec, name, source.get(name))
+    spec["template"] = with_template(current, template)
+    target_meta = target.get("metadata") or {}
+    meta = wanted.setdefault("metadata", {})
+    meta["labels"] = merged_metadata(meta.get("labels"), primary_labels(
+        include_by_prefix(target_meta.get("labels"), include_label_prefix),
+        label=label, value=primary_name(value)))
+    annotations = merged_metadata(
+        meta.get("annotations"),
+        include_by_prefix(target_meta.get("annotations"), include_label_prefix))
+    set_or_drop(meta, "annotations", annotations or None)
+    return wanted
