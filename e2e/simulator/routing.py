@@ -1,0 +1,412 @@
+"""Istio's HTTP routing, as a pure function: a VirtualService and a request give a destination.
+
+This is the part of the mesh data plane the simulator must get *right*, because a scenario only
+proves something if a routing object the controller wrote sends traffic exactly where Envoy would.
+So it follows Istio's documented semantics (``networking.istio.io/v1beta1`` ``VirtualService``):
+
+- ``http`` rules are tried in order; the first rule with no ``match`` or with one matching
+  ``match`` entry wins (entries are ORed, the conditions inside an entry ANDed). No rule → no route
+  (Envoy answers 404 ``NR``).
+- String matches are ``exact``, ``prefix`` or ``regex``; a regex is RE2 and must match the *whole*
+  value, as Envoy's ``safe_regex`` does (Python's ``re.fullmatch`` stands in for RE2 on the
+  patterns the controller writes). An empty match object ``{}`` only requires presence.
+- Header names are case-insensitive; the ``cookie`` header is matched as the raw ``Cookie`` line,
+  which is how Flagger's session-affinity rule (``regex: ".*canary.*<value>.*"``) works.
+- ``uri`` matches the path without the query string; ``queryParams`` match single parameters
+  (``exact``/``regex``, as Istio supports); ``withoutHeaders`` is the negation of ``headers``.
+- Destinations are chosen by ``weight``; a single destination without a weight gets everything;
+  a destination with weight 0 is never chosen; if every weight is 0 there is nothing to route to.
+- ``mirror`` (+ ``mirrorPercentage.value``, or the older ``mirrorPercent``; 100 % by default) and
+  ``mirrors[]`` copy a request to another host; the copy's response is ignored by the caller.
+- ``headers.request`` / ``headers.response`` (``set``/``add``/``remove``) of the rule and of the
+  chosen destination are returned so the caller applies them: that is how a session-affinity
+  ``Set-Cookie`` reaches a simulated user.
+
+Nothing here does I/O or reads a clock; randomness comes from the ``random.Random`` passed in, so
+unit tests can seed it and check the weights statistically.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = [
+    "CLUSTER_DOMAIN",
+    "Destination",
+    "HeaderOps",
+    "Request",
+    "RouteDecision",
+    "ServiceKey",
+    "canonical_host",
+    "hosts_match",
+    "match_request",
+    "parse_duration",
+    "route",
+    "select_rule",
+    "selector_matches",
+    "service_key",
+    "string_matches",
+]
+
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a sidecar sees of an outgoing HTTP request.
+
+    ``headers`` keys must be lower case (HTTP/2 style, as Envoy normalises them).
+    ``source_namespace`` and ``source_labels`` describe the calling workload, for
+    ``sourceNamespace``/``sourceLabels`` matches.
+    """
+
+    host: str
+    path: str = "/"
+    method: str = "GET"
+    scheme: str = "http"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    source_namespace: str = ""
+    source_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """A header's value by case-insensitive name, or None when absent."""
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    """Header operations, applied in order: ``set`` overwrites, ``add`` appends, ``remove``."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | None) -> HeaderOps:
+        """Reads one ``headers.request`` or ``headers.response`` object."""
+        spec = spec or {}
+        return cls(
+            set=tuple((str(k), str(v)) for k, v in (spec.get("set") or {}).items()),
+            add=tuple((str(k), str(v)) for k, v in (spec.get("add") or {}).items()),
+            remove=tuple(str(name) for name in spec.get("remove") or ()),
+        )
+
+    def __add__(self, other: HeaderOps) -> HeaderOps:
+        return HeaderOps(self.set + other.set, self.add + other.add, self.remove + other.remove)
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+    def apply(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The header list after these operations (names compared case-insensitively)."""
+        result = list(headers)
+        for name, value in self.set:
+            result = [(k, v) for k, v in result if k.lower() != name.lower()]
+            result.append((name, value))
+        result.extend(self.add)
+        removed = {name.lower() for name in self.remove}
+        return [(k, v) for k, v in result if k.lower() not in removed]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One ``route[]`` entry: where a share of the traffic goes."""
+
+    host: str
+    weight: int
+    port: int | None = None
+    subset: str | None = None
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """The outcome of routing one request through a VirtualService.
+
+    ``destination`` is None when the matched rule has nothing to route to (no ``route``, or
+    every weight 0): the caller answers 503 as Envoy would. ``mirrors`` are the hosts this
+    request is copied to, already drawn against their percentages. Header operations combine
+    the rule's and the destination's, rule first.
+    """
+
+    rule_index: int
+    rule_name: str
+    destination: Destination | None
+    mirrors: tuple[str, ...] = ()
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    """A Kubernetes Service by namespace and name."""
+
+    namespace: str
+    name: str
+
+    @property
+    def fqdn(self) -> str:
+        """``<name>.<namespace>.svc.cluster.local``: Istio's ``destination_service``."""
+        return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+# -- hosts -------------------------------------------------------------------------------------
+
+
+def _strip_port(host: str) -> str:
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("["):  # IPv6 literal
+        return host.split("]")[0] + "]"
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() else host
+
+
+def service_key(
+    host: str, *, namespace: str, namespaces: Collection[str] | None = None
+) -> ServiceKey | None:
+    """The Service a host names, resolved the way cluster DNS and Istio resolve it.
+
+    ``podinfo`` is the Service in ``namespace`` (the namespace of the VirtualService, or of
+    the caller); ``podinfo.test``, ``podinfo.test.svc`` and ``podinfo.test.svc.cluster.local``
+    name Service ``podinfo`` in ``test``. A two-label name counts as ``<name>.<namespace>``
+    only when ``namespaces`` is None or holds that namespace, so ``example.com`` stays an
+    external host. Anything else (``app.example.com``) is not a Service: None.
+    """
+    name = _strip_port(host)
+    if not name or name == "*" or name.startswith("*"):
+        return None
+    if name.endswith("." + CLUSTER_DOMAIN):
+        name = name[: -len(CLUSTER_DOMAIN) - 1]
+    elif name.endswith(".svc"):
+        name = name[: -len(".svc")]
+    else:
+        labels = name.split(".")
+        if len(labels) == 1:
+            return ServiceKey(namespace, name)
+        if len(labels) == 2 and (namespaces is None or labels[1] in namespaces):
+            return ServiceKey(labels[1], labels[0])
+        return None
+    labels = name.split(".")
+    if len(labels) != 2 or not all(labels):
+        return None
+    return ServiceKey(labels[1], labels[0])
+
+
+def canonical_host(
+    host: str, *, namespace: str, namespaces: Collection[str] | None = None
+) -> str:
+    """A host in the form Istio compares: a Service's FQDN, or the bare host name otherwise."""
+    key = service_key(host, namespace=namespace, namespaces=namespaces)
+    return key.fqdn if key is not None else _strip_port(host)
+
+
+def hosts_match(
+    vs_hosts: Iterable[str],
+    host: str,
+    *,
+    vs_namespace: str,
+    request_namespace: str,
+    namespaces: Collection[str] | None = None,
+) -> bool:
+    """Whether a VirtualService whose ``hosts`` are ``vs_hosts`` serves requests for ``host``.
+
+    Short names in ``hosts`` are relative to the VirtualService's namespace, short names in the
+    request to the caller's, as in Istio; ``*.example.com`` wildcards match by suffix.
+    """
+    wanted = canonical_host(host, namespace=request_namespace, namespaces=namespaces)
+    for candidate in vs_hosts:
+        if candidate == "*":
+            return True
+        if candidate.startswith("*."):
+            if wanted.endswith(candidate[1:].lower()):
+                return True
+            continue
+        if canonical_host(candidate, namespace=vs_namespace, namespaces=namespaces) == wanted:
+            return True
+    return False
+
+
+def selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str] | None) -> bool:
+    """A Service's selector selects a pod with ``labels``; an empty selector selects nothing
+    (a Service without a selector has no endpoints Kubernetes manages)."""
+    if not selector:
+        return False
+    labels = labels or {}
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+# -- matching ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def string_matches(spec: Mapping[str, Any] | None, value: str | None) -> bool:
+    """Istio's ``StringMatch``: ``exact``, ``prefix`` or a whole-value ``regex``.
+
+    An absent value never matches; an empty spec (``{}``) matches any present value. A regex
+    that does not compile matches nothing (Istio would have rejected the object).
+    """
+    if value is None:
+        return False
+    if not spec:
+        return True
+    if "exact" in spec:
+        return value == str(spec["exact"])
+    if "prefix" in spec:
+        return value.startswith(str(spec["prefix"]))
+    if "regex" in spec:
+        pattern = _regex(str(spec["regex"]))
+        return pattern is not None and pattern.fullmatch(value) is not None
+    return True
+
+
+def match_request(match: Mapping[str, Any], request: Request) -> bool:
+    """One ``HTTPMatchRequest``: every condition it sets must hold."""
+    path, _, query = request.path.partition("?")
+    if "uri" in match:
+        uri_spec = match["uri"] or {}
+        if match.get("ignoreUriCase"):
+            uri_spec = {k: str(v).lower() for k, v in uri_spec.items()}
+            path = path.lower()
+        if not string_matches(uri_spec, path):
+            return False
+    if "scheme" in match and not string_matches(match["scheme"], request.scheme):
+        return False
+    if "method" in match and not string_matches(match["method"], request.method.upper()):
+        return False
+    if "authority" in match and not string_matches(match["authority"], request.host):
+        return False
+    for name, spec in (match.get("headers") or {}).items():
+        if not string_matches(spec, request.header(name)):
+            return False
+    for name, spec in (match.get("withoutHeaders") or {}).items():
+        if string_matches(spec, request.header(name)):
+            return False
+    if match.get("queryParams"):
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        for name, spec in match["queryParams"].items():
+            if not string_matches(spec, params.get(name)):
+                return False
+    if match.get("sourceNamespace") and match["sourceNamespace"] != request.source_namespace:
+        return False
+    return selector_matches(match["sourceLabels"], request.source_labels) \
+        if match.get("sourceLabels") else True
+
+
+def select_rule(
+    http: Sequence[Mapping[str, Any]], request: Request
+) -> tuple[int, Mapping[str, Any]] | None:
+    """The first ``http`` rule that applies to the request, with its index; None if none does."""
+    for index, rule in enumerate(http):
+        matches = rule.get("match") or []
+        if not matches or any(match_request(m or {}, request) for m in matches):
+            return index, rule
+    return None
+
+
+# -- choosing ----------------------------------------------------------------------------------
+
+
+def _destinations(rule: Mapping[str, Any]) -> list[Destination]:
+    entries = [entry for entry in rule.get("route") or [] if (entry.get("destination") or {})]
+    result = []
+    for entry in entries:
+        destination = entry["destination"]
+        weight = entry.get("weight")
+        if weight is None:
+            weight = 100 if len(entries) == 1 else 0
+        port = (destination.get("port") or {}).get("number")
+        headers = entry.get("headers") or {}
+        result.append(Destination(
+            host=str(destination.get("host") or ""),
+            weight=max(0, int(weight)),
+            port=int(port) if port is not None else None,
+            subset=destination.get("subset"),
+            request_headers=HeaderOps.parse(headers.get("request")),
+            response_headers=HeaderOps.parse(headers.get("response")),
+        ))
+    return result
+
+
+def _percent(value: Any, default: float = 100.0) -> float:
+    if value is None:
+        return default
+    if isinstance(value, Mapping):
+        value = value.get("value")
+        if value is None:
+            return 0.0  # an empty Percent message is 0 %
+    return float(value)
+
+
+def _mirrors(rule: Mapping[str, Any], rng: random.Random) -> tuple[str, ...]:
+    drawn: list[str] = []
+    mirror = rule.get("mirror") or {}
+    if mirror.get("host"):
+        if "mirrorPercentage" in rule:
+            percent = _percent(rule["mirrorPercentage"])
+        else:
+            percent = _percent(rule.get("mirrorPercent", rule.get("mirror_percent")))
+        if rng.random() * 100 < percent:
+            drawn.append(str(mirror["host"]))
+    for entry in rule.get("mirrors") or []:
+        host = (entry.get("destination") or {}).get("host")
+        if host and rng.random() * 100 < _percent(entry.get("percentage")):
+            drawn.append(str(host))
+    return tuple(drawn)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """A protobuf duration string (``"10s"``, ``"1.5s"``, ``"250ms"``, ``"1m"``) in seconds."""
+    if not text:
+        return None
+    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)\s*", str(text))
+    if not found:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[found.group(2)]
+    return float(found.group(1)) * scale
+
+
+def route(
+    spec: Mapping[str, Any], request: Request, rng: random.Random
+) -> RouteDecision | None:
+    """Routes one request through a VirtualService ``spec``; None when no rule matches (404 NR)."""
+    selected = select_rule(spec.get("http") or [], request)
+    if selected is None:
+        return None
+    index, rule = selected
+    destinations = [d for d in _destinations(rule) if d.weight > 0]
+    chosen: Destination | None = None
+    if destinations:
+        chosen = rng.choices(destinations, weights=[d.weight for d in destinations])[0]
+    headers = rule.get("headers") or {}
+    request_ops = HeaderOps.parse(headers.get("request"))
+    response_ops = HeaderOps.parse(headers.get("response"))
+    if chosen is not None:
+        request_ops = request_ops + chosen.request_headers
+        response_ops = response_ops + chosen.response_headers
+    return RouteDecision(
+        rule_index=index,
+        rule_name=str(rule.get("name") or ""),
+        destination=chosen,
+        mirrors=_mirrors(rule, rng),
+        request_headers=request_ops,
+        response_headers=response_ops,
+        timeout=parse_duration(rule.get("timeout")),
+    )
