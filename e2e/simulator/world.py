@@ -1,0 +1,211 @@
+"""The cluster as the simulated mesh sees it: VirtualServices, Services and Deployments.
+
+Three informers per namespace (flaggerpy's :class:`SharedInformerFactory`: list, then watch,
+resume, relist) keep a current copy; every lookup the data plane makes per request is a read of
+those caches, never an API request. A change to any of them calls the listeners registered with
+:meth:`World.on_change` (the simulator re-syncs its backends and traffic streams then).
+
+VirtualServices are watched at ``networking.istio.io/v1beta1``, the version Flagger (and the
+Istio router) writes; the API server serves ``v1`` and ``v1beta1`` of the same objects.
+
+:meth:`World.of` builds the same views over fixed objects, so the data plane can be tested
+without a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from e2e.simulator.backends import BackendSpec, backend_spec, ready_replicas
+from e2e.simulator.routing import ServiceKey, hosts_match, selector_matches
+from flaggerpy import kube
+from flaggerpy.runtime.informer import Informer, SharedInformerFactory
+from flaggerpy.runtime.keys import ObjectKey
+
+__all__ = ["VIRTUAL_SERVICES", "StaticStore", "Store", "Workload", "World"]
+
+VIRTUAL_SERVICES = kube.Resource(
+    "networking.istio.io", "v1beta1", "virtualservices", "VirtualService")
+"""Istio's VirtualService at the version Flagger writes (spec §3.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A Deployment as an endpoint source: pod labels, ready replicas and backend behaviour."""
+
+    key: ObjectKey
+    spec: BackendSpec
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ready_replicas: int = 0
+
+
+def _key(obj: Mapping[str, Any]) -> ObjectKey:
+    metadata = obj.get("metadata") or {}
+    return ObjectKey(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+class Store(Protocol):
+    """What the world reads: an informer's cache, or a :class:`StaticStore`."""
+
+    def list(self) -> list[kube.JsonObject]: ...
+
+    def get(self, key: ObjectKey) -> kube.JsonObject | None: ...
+
+
+class StaticStore:
+    """A fixed set of objects with an informer's read interface (tests, dry runs)."""
+
+    def __init__(self, objects: Iterable[kube.JsonObject] = ()) -> None:
+        self._objects = {_key(obj): obj for obj in objects}
+
+    def list(self) -> list[kube.JsonObject]:
+        return [self._objects[key] for key in sorted(self._objects)]
+
+    def get(self, key: ObjectKey) -> kube.JsonObject | None:
+        return self._objects.get(key)
+
+
+class World:
+    """Views of the watched namespaces: VirtualServices, Services, Deployments.
+
+    Build it with :meth:`watching` (informers on a cluster) or :meth:`of` (fixed objects).
+    """
+
+    def __init__(
+        self,
+        namespaces: Sequence[str],
+        *,
+        virtual_services: Mapping[str, Store],
+        services: Mapping[str, Store],
+        deployments: Mapping[str, Store],
+        factory: SharedInformerFactory | None = None,
+    ) -> None:
+        if not namespaces:
+            raise ValueError("at least one namespace must be watched")
+        self.namespaces: tuple[str, ...] = tuple(dict.fromkeys(namespaces))
+        self._virtual_services = dict(virtual_services)
+        self._services = dict(services)
+        self._deployments = dict(deployments)
+        self._factory = factory
+        self._workloads: dict[ObjectKey, tuple[str, Workload]] = {}
+
+    @classmethod
+    def watching(cls, client: kube.KubeClient, namespaces: Sequence[str]) -> World:
+        """A world kept current by list+watch informers, one per resource and namespace."""
+        factory = SharedInformerFactory(client)
+        unique = tuple(dict.fromkeys(namespaces))
+        return cls(
+            unique,
+            virtual_services={ns: factory.informer(VIRTUAL_SERVICES, namespace=ns)
+                              for ns in unique},
+            services={ns: factory.informer(kube.SERVICES, namespace=ns) for ns in unique},
+            deployments={ns: factory.informer(kube.DEPLOYMENTS, namespace=ns) for ns in unique},
+            factory=factory,
+        )
+
+    @classmethod
+    def of(cls, namespaces: Sequence[str], objects: Iterable[kube.JsonObject]) -> World:
+        """A world of fixed objects (sorted by ``kind`` and ``metadata.namespace``)."""
+        by_kind: dict[str, dict[str, list[kube.JsonObject]]] = {}
+        for obj in objects:
+            namespace = _key(obj).namespace
+            by_kind.setdefault(str(obj.get("kind")), {}).setdefault(namespace, []).append(obj)
+
+        def stores(kind: str) -> dict[str, Store]:
+            found = by_kind.get(kind, {})
+            return {ns: StaticStore(found.get(ns, ())) for ns in namespaces}
+
+        return cls(namespaces, virtual_services=stores("VirtualService"),
+                   services=stores("Service"), deployments=stores("Deployment"))
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Runs the informers until cancelled (a world of fixed objects just waits)."""
+        if self._factory is None:
+            await asyncio.Event().wait()
+        else:
+            await self._factory.start()
+
+    async def wait_synced(self) -> None:
+        if self._factory is not None:
+            await self._factory.wait_synced()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Calls ``listener()`` (which must not block) after any change to any watched object."""
+        def changed(*_: kube.JsonObject) -> None:
+            listener()
+        stores = [*self._virtual_services.values(), *self._services.values(),
+                  *self._deployments.values()]
+        for store in stores:
+            if isinstance(store, Informer):
+                store.add_handler(on_add=changed, on_update=changed, on_delete=changed)
+
+    # -- VirtualServices ---------------------------------------------------------------------
+
+    def virtual_services(self) -> list[kube.JsonObject]:
+        """Every cached VirtualService, oldest first (Istio's order when hosts overlap)."""
+        found = [vs for informer in self._virtual_services.values() for vs in informer.list()]
+        return sorted(found, key=lambda vs: (
+            str((vs.get("metadata") or {}).get("creationTimestamp") or ""), str(_key(vs))))
+
+    def virtual_service(self, key: ObjectKey) -> kube.JsonObject | None:
+        informer = self._virtual_services.get(key.namespace)
+        return informer.get(key) if informer is not None else None
+
+    def virtual_service_for(self, host: str, *, namespace: str) -> kube.JsonObject | None:
+        """The VirtualService that routes ``host`` for a caller in ``namespace``, if any."""
+        for vs in self.virtual_services():
+            hosts = (vs.get("spec") or {}).get("hosts") or []
+            if hosts_match(hosts, host, vs_namespace=_key(vs).namespace,
+                           request_namespace=namespace, namespaces=self.namespaces):
+                return vs
+        return None
+
+    # -- Services and workloads --------------------------------------------------------------
+
+    def service(self, key: ServiceKey) -> kube.JsonObject | None:
+        informer = self._services.get(key.namespace)
+        return informer.get(ObjectKey(key.namespace, key.name)) if informer is not None else None
+
+    def workloads(self, namespace: str) -> list[Workload]:
+        """Every Deployment of a namespace as a :class:`Workload` (cached per resourceVersion)."""
+        informer = self._deployments.get(namespace)
+        if informer is None:
+            return []
+        result = []
+        seen = set()
+        for deployment in informer.list():
+            key = _key(deployment)
+            seen.add(key)
+            version = str((deployment.get("metadata") or {}).get("resourceVersion") or "")
+            cached = self._workloads.get(key)
+            if cached is None or cached[0] != version:
+                template = (deployment.get("spec") or {}).get("template") or {}
+                workload = Workload(
+                    key=key,
+                    labels=dict((template.get("metadata") or {}).get("labels") or {}),
+                    ready_replicas=ready_replicas(deployment),
+                    spec=backend_spec(deployment),
+                )
+                cached = (version, workload)
+                self._workloads[key] = cached
+            result.append(cached[1])
+        for key in [k for k in self._workloads if k.namespace == namespace and k not in seen]:
+            del self._workloads[key]  # deleted Deployments
+        return result
+
+    def endpoints(self, service: Mapping[str, Any]) -> list[Workload]:
+        """The ready workloads a Service selects (its endpoints, grouped by Deployment)."""
+        selector = (service.get("spec") or {}).get("selector") or {}
+        namespace = _key(service).namespace
+        return [w for w in self.workloads(namespace)
+                if w.ready_replicas > 0 and selector_matches(selector, w.labels)]
+
+    def desired_backends(self) -> dict[ObjectKey, BackendSpec]:
+        """One backend per Deployment that has ready replicas."""
+        return {w.key: w.spec for ns in self.namespaces for w in self.workloads(ns)
+                if w.ready_replicas > 0}
