@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from e2e.cluster.localcluster import LocalCluster
@@ -132,9 +133,15 @@ class Scenario:
                 raise TimeoutError(f"Prometheus did not see {query} = {value} in {within}s")
             await asyncio.sleep(0.2)
 
-    async def start_controller(self, *args: str) -> ControllerProcess:
+    async def start_controller(
+        self, *args: str, kubeconfig: Path | None = None
+    ) -> ControllerProcess:
+        """Starts ``flaggerpy controller`` for this namespace; as the cluster admin by default.
+
+        ``kubeconfig`` runs it as someone else, e.g. the chart's ServiceAccount (its token).
+        """
         controller = ControllerProcess(
-            kubeconfig=self.cluster.kubeconfig,
+            kubeconfig=kubeconfig or self.cluster.kubeconfig,
             args=[
                 f"-namespace={self.namespace}",
                 f"-metrics-server={self.prometheus_url}",
