@@ -1,0 +1,338 @@
+"""charts/flaggerpy on the real control plane: install, run as its ServiceAccount, upgrade, remove.
+
+The chart is installed with the real helm into the test's namespace. The controller then runs as a
+local process with the chart's own args and a token of the chart's ServiceAccount (not the cluster
+admin), and takes a blue/green canary from Initialized to Succeeded: the ClusterRole is enough.
+The audit log shows it was never refused anything, and requests the chart does not grant are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import audit
+from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
+from e2e.scenario import Scenario, canary, deployment
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
+
+CHART = REPO_ROOT / "charts" / "flaggerpy"
+CRDS = ("canaries.flagger.app", "metrictemplates.flagger.app", "alertproviders.flagger.app")
+HPA = {
+    "apiVersion": "autoscaling/v2",
+    "kind": "HorizontalPodAutoscaler",
+    "metadata": {"name": "podinfo"},
+    "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "minReplicas": 2,
+        "maxReplicas": 4,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+    },
+}
+HPA_REF = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"}
+
+
+class Release:
+    """One Helm release of the chart in a test namespace, driven with the real helm binary."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        # Unique per test: the ClusterRole and its binding are named after the release.
+        self.name = f"fp-{secrets.token_hex(3)}"
+        self.fullname = f"{self.name}-flagger"
+        self.installed = False
+
+    @property
+    def service_account(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+    async def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        process = await asyncio.create_subprocess_exec(
+            str(self.cluster.bin_dir / "helm"), f"--kubeconfig={self.cluster.kubeconfig}",
+            *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout, stderr = await process.communicate()
+        result = subprocess.CompletedProcess(
+            ["helm", *args], process.returncode or 0, stdout.decode(), stderr.decode())
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    async def install(self, *sets: str, command: str = "install") -> str:
+        args = [command, self.name, str(CHART), "--namespace", self.namespace,
+                "--wait", "--timeout=90s"]
+        for item in sets:
+            args += ["--set", item]
+        result = await self.helm(*args)
+        self.installed = True
+        return result.stdout
+
+    async def uninstall(self) -> None:
+        await self.helm("uninstall", self.name, "--namespace", self.namespace, "--wait")
+        self.installed = False
+
+    async def controller_args(self) -> list[str]:
+        obj = await get(self.cluster, "deployment", self.fullname, namespace=self.namespace)
+        assert obj is not None
+        [container] = obj["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["flaggerpy", "controller"]
+        return list(container["args"])
+
+    async def token_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig holding a fresh token of the chart's ServiceAccount (TokenRequest)."""
+        result = await self.cluster.akubectl(
+            "create", "token", self.fullname, "-n", self.namespace, "--duration=1h")
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": self.cluster.server,
+                "certificate-authority": str(self.cluster.pki_dir / "ca.crt")}}],
+            "users": [{"name": self.fullname, "user": {"token": result.stdout.strip()}}],
+            "contexts": [{"name": "chart", "context": {
+                "cluster": "local", "user": self.fullname, "namespace": self.namespace}}],
+            "current-context": "chart",
+        }
+        await asyncio.to_thread(write_private, path, json.dumps(config))
+        return path
+
+    async def can_i(self, *args: str) -> bool:
+        result = await self.cluster.akubectl(
+            "auth", "can-i", *args, f"--as={self.service_account}", check=False)
+        answer = result.stdout.strip()
+        assert answer in ("yes", "no"), result.stderr
+        return answer == "yes"
+
+
+def write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+async def get(cluster: LocalCluster, kind: str, name: str, *,
+              namespace: str | None = None) -> dict[str, Any] | None:
+    scope = ["-n", namespace] if namespace else []
+    result = await cluster.akubectl("get", kind, name, *scope, "-o", "json", check=False)
+    if result.returncode != 0:
+        assert "NotFound" in result.stderr, result.stderr
+        return None
+    obj: dict[str, Any] = json.loads(result.stdout)
+    return obj
+
+
+@pytest.fixture
+async def release(cluster: LocalCluster, namespace: str) -> AsyncIterator[Release]:
+    chart = Release(cluster, namespace)
+    try:
+        yield chart
+    finally:
+        if chart.installed:  # cluster-scoped objects would outlive the namespace
+            await chart.helm("uninstall", chart.name, "--namespace", namespace, check=False)
+
+
+@pytest.fixture
+async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
+    running = await Scenario(cluster, namespace).start()
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+def audit_size(cluster: LocalCluster) -> int:
+    return cluster.audit_log.stat().st_size
+
+
+def requests_since(cluster: LocalCluster, offset: int, user: str) -> list[audit.AuditRecord]:
+    """The audit records of ``user`` written after ``offset`` bytes of the log."""
+    tail = cluster.audit_log.parent / f".audit-tail-{secrets.token_hex(4)}.log"
+    try:
+        with cluster.audit_log.open("rb") as log:
+            log.seek(offset)
+            tail.write_bytes(log.read())
+        return [r for r in audit.records(tail) if r.user == user]
+    finally:
+        tail.unlink(missing_ok=True)
+
+
+async def test_the_service_account_reconciles_a_blue_green_release(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # -namespace: the chart binds the ClusterRole in this namespace only, and the Lease gets a
+    # Role: the narrowest grant the chart makes, so the strictest test of it.
+    await release.install("meshProvider=kubernetes", f"namespace={namespace}",
+                          "leaderElection.enabled=true", "logLevel=debug")
+    for kind in ("deployment", "service", "serviceaccount", "rolebinding"):
+        assert await get(cluster, kind, release.fullname, namespace=namespace), kind
+    assert await get(cluster, "clusterrole", release.fullname)
+    assert await get(cluster, "clusterrolebinding", release.fullname) is None
+    assert await get(cluster, "role", f"{release.fullname}-leader-election", namespace=namespace)
+
+    chart_args = await release.controller_args()
+    assert "-mesh-provider=kubernetes" in chart_args
+    assert "-enable-leader-election=true" in chart_args
+    # The scenario's Prometheus replaces the chart's metrics server; the process logs at debug.
+    args = [a for a in chart_args if not a.startswith(("-metrics-server=", "-log-level="))]
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    # What the controller touches in a release: a tracked ConfigMap, a primary HPA, a finalizer.
+    await scenario.set_success_rate("podinfo", 99)
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "podinfo-config"},
+              "data": {"color": "blue"}}
+    workload = deployment("podinfo", image="podinfo:6.0.0")
+    workload["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [
+        {"configMapRef": {"name": "podinfo-config"}}]
+    await scenario.apply(config, workload, HPA, canary(
+        "podinfo", autoscalerRef=HPA_REF, revertOnDeletion=True))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    seen: list[str] = []
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120, seen=seen)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    assert "Progressing" in seen
+    primary = await scenario.get("deployment", "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.1"
+    assert await scenario.get("configmap", "podinfo-config-primary") is not None
+    assert await scenario.get("hpa", "podinfo-primary") is not None
+    messages = [e["message"] for e in await scenario.events("podinfo")]
+    assert f"Promotion completed! Scaling down podinfo.{namespace}" in messages
+    lease = await get(cluster, "lease", "flagger-leader-election", namespace=namespace)
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"]
+
+    # revertOnDeletion: the finalizer gives the target back, then goes.
+    await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
+    for _ in range(240):
+        if await scenario.get("canary", "podinfo") is None:
+            break
+        await asyncio.sleep(0.25)
+    else:
+        raise AssertionError(f"the Canary was not finalized: {controller.output()[-4000:]}")
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 2
+
+    requests = requests_since(cluster, offset, release.service_account)
+    assert len(requests) > 20, "the controller did not run as the chart's ServiceAccount"
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+               for r in requests if r.code < 300}
+    assert {"create deployments", "create services", "create configmaps",
+            "create horizontalpodautoscalers", "patch canaries", "patch canaries/status",
+            "create leases"} <= written, written
+    print("requests of the chart's ServiceAccount:", sorted(
+        {f"{r.verb} {r.resource}/{r.subresource}".rstrip("/") for r in requests}))
+
+
+async def test_what_the_chart_does_not_grant_is_denied(
+        release: Release, cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    await release.install("meshProvider=kubernetes")
+    granted = [
+        ("list", "deployments", "--all-namespaces"),
+        ("update", "deployments", "-n", "default"),
+        ("patch", "canaries.flagger.app", "--subresource=status", "-n", "default"),
+        ("update", "canaries.flagger.app", "--subresource=finalizers", "-n", "default"),
+        ("create", "events", "-n", "default"),
+        ("watch", "secrets", "--all-namespaces"),
+    ]
+    denied = [
+        ("delete", "nodes"),
+        ("get", "nodes"),
+        ("delete", "deployments", "-n", "default"),
+        ("delete", "services", "-n", "default"),
+        ("delete", "canaries.flagger.app", "-n", "default"),
+        ("create", "metrictemplates.flagger.app", "-n", "default"),
+        ("get", "pods", "-n", "default"),
+        ("create", "pods", "-n", "default"),
+        ("create", "virtualservices.networking.istio.io", "-n", "default"),
+        ("create", "leases.coordination.k8s.io", "-n", namespace),  # no leader election
+        ("create", "clusterrolebindings"),
+        ("impersonate", "users"),
+    ]
+    for check in granted:
+        assert await release.can_i(*check), check
+    for check in denied:
+        assert not await release.can_i(*check), check
+
+    # A real request with the ServiceAccount's token: 403 from the API server.
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    for request in (["get", "nodes"],
+                    ["delete", "deployment", "nothing", "-n", namespace],
+                    ["get", "pods", "-n", namespace]):
+        result = await cluster.akubectl(f"--kubeconfig={kubeconfig}", *request, check=False)
+        assert result.returncode != 0, request
+        assert "Forbidden" in result.stderr, result.stderr
+        assert release.service_account in result.stderr
+    allowed = await cluster.akubectl(f"--kubeconfig={kubeconfig}", "get", "canaries",
+                                     "--all-namespaces", check=False)
+    assert allowed.returncode == 0, allowed.stderr
+
+
+async def test_upgrade_changes_args_and_rbac_and_uninstall_keeps_the_crds(
+        release: Release, cluster: LocalCluster, namespace: str) -> None:
+    # The optional objects go through the real API too, with the upstream monitoring CRDs.
+    await release.install("meshProvider=kubernetes", "serviceMonitor.enabled=true",
+                          "podMonitor.enabled=true", "podDisruptionBudget.enabled=true",
+                          "grafanaDashboard.enabled=true")
+    for kind, name in (("servicemonitor", release.fullname), ("podmonitor", release.fullname),
+                       ("poddisruptionbudget", release.fullname),
+                       ("configmap", f"{release.fullname}-dashboard")):
+        assert await get(cluster, kind, name, namespace=namespace), kind
+    before = await release.controller_args()
+    assert "-log-level=info" in before
+    role = await get(cluster, "clusterrole", release.fullname)
+    assert role is not None
+    assert not any("networking.istio.io" in r.get("apiGroups", []) for r in role["rules"])
+
+    await release.install("meshProvider=istio", "logLevel=debug", "clusterName=prod",
+                          command="upgrade")
+    after = await release.controller_args()
+    assert "-log-level=debug" in after
+    assert "-cluster-name=prod" in after
+    assert "-mesh-provider=istio" in after
+    assert await release.can_i("create", "virtualservices.networking.istio.io", "-n", "default")
+    # Values not given again are back to their defaults (helm upgrade without --reuse-values).
+    assert await get(cluster, "servicemonitor", release.fullname, namespace=namespace) is None
+
+    await scenario_objects(cluster, namespace)
+    await release.uninstall()
+    assert await get(cluster, "deployment", release.fullname, namespace=namespace) is None
+    assert await get(cluster, "clusterrole", release.fullname) is None
+    assert await get(cluster, "clusterrolebinding", release.fullname) is None
+    for crd in CRDS:
+        kept = await get(cluster, "crd", crd)
+        assert kept is not None, crd
+        assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # ... and with them the Canaries of every team.
+    assert await get(cluster, "canary", "podinfo", namespace=namespace) is not None
+
+
+async def scenario_objects(cluster: LocalCluster, namespace: str) -> None:
+    body = {"apiVersion": "v1", "kind": "List", "items": [
+        deployment("podinfo", image="podinfo:6.0.0"), canary("podinfo")]}
+    await cluster.akubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+
+async def test_the_schema_refuses_a_typo_before_anything_is_installed(
+        release: Release, cluster: LocalCluster, namespace: str) -> None:
+    result = await release.helm("install", release.name, str(CHART), "--namespace", namespace,
+                                "--set", "meshProvider=istoi", check=False)
+    assert result.returncode != 0
+    assert "at '/meshProvider': value must be one of" in result.stderr
+    listed = await release.helm("list", "--namespace", namespace, "--short")
+    assert listed.stdout.strip() == ""
