@@ -440,3 +440,42 @@ async def test_a_kubectl_applied_virtual_service_is_given_back_from_kubectls_rec
 
     await router.finalize(canary)
     assert (await vs_of(admin, namespace))["spec"] == USER_SPEC
+
+
+class FrozenCache:
+    """A cache that never catches up: it answers with the snapshots it was given, forever."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        self._objects = {kube.key_of(obj): obj for obj in objects}
+
+    def informer(self, resource: kube.Resource) -> FrozenCache:
+        return self
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        return self._objects.get(key)
+
+
+async def test_a_stale_cache_costs_a_retry_never_a_lost_update(
+        cluster: LocalCluster, namespace: str, admin: kube.KubeClient,
+        client: kube.KubeClient, router: IstioRouter,
+) -> None:
+    canary = await store_canary(admin, namespace)
+    await router.reconcile(canary)
+    await router.set_routes(canary, Weights(90, 10))
+    snapshot = await vs_of(admin, namespace)
+    # Someone else writes after the snapshot: a write based on it must not win blindly.
+    edited = json.loads(json.dumps(snapshot))
+    edited["spec"]["http"][0]["timeout"] = "9s"
+    await admin.replace(VIRTUAL_SERVICES, edited)
+
+    stale = IstioRouter(ctx=ProviderContext(
+        api=client, settings=Settings(), log=structlog.get_logger("istio"),
+        caches=FrozenCache(snapshot)))
+    since = datetime.now(UTC)
+    await stale.set_routes(canary, Weights(80, 20))
+    counts = await requests_between(cluster, client, since, namespace)
+    # The conditional update fails (409), the object is read again, rebuilt and written.
+    assert dict(counts.by_resource) == {"update virtualservices": 2, "get virtualservices": 1}
+    assert (await vs_of(admin, namespace))["spec"]["http"] == [{"route": split(80, 20)}]
+    # Its own write is what it reads back while its cache stays behind.
+    assert await stale.get_routes(canary) == Weights(80, 20)
