@@ -760,7 +760,8 @@ class IstioRouter:
         """Gives a taken-over VirtualService its original spec back (``revertOnDeletion``).
 
         A VirtualService with no recorded configuration is left alone (Flagger logs the same
-        warning); one that is gone has nothing to revert.
+        warning; for one the Canary created, which the garbage collector removes, there is
+        nothing to warn about); one that is gone has nothing to revert.
         """
         apex = canary.get_service_names().apex
         vs = await self._services.get(namespace=canary.namespace, name=apex)
@@ -769,8 +770,13 @@ class IstioRouter:
                            reason="not_found")
             return
         if restored_virtual_service(vs) is None:
-            self._log.warning("virtual_service_original_configuration_not_found",
-                              canary=_flagger_name(canary), name=apex)
+            if _mesh.controlled_by(vs, canary):
+                # Ours: the garbage collector deletes it with the Canary; nothing to give back.
+                self._log.debug("virtual_service_finalize_skipped",
+                                canary=_flagger_name(canary), reason="owned")
+            else:
+                self._log.warning("virtual_service_original_configuration_not_found",
+                                  canary=_flagger_name(canary), name=apex)
             return
         applied = await self._services.apply(namespace=canary.namespace, name=apex,
                                              build=restored_virtual_service)

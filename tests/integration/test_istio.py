@@ -305,6 +305,11 @@ async def test_reconcile_set_and_get_routes(
     await router.set_routes(changed, Weights(100, 0, mirrored=True))
     assert await router.get_routes(changed) == Weights(100, 0, mirrored=True)
 
+    # Our own VirtualService has nothing to give back on finalize: it goes with the Canary.
+    before = await vs_of(admin, namespace)
+    await router.finalize(changed)
+    assert kube.resource_version(await vs_of(admin, namespace)) == kube.resource_version(before)
+
     # The ownerReferences are real: deleting the Canary garbage-collects the Istio objects.
     await admin.delete(kube.CANARIES, canary.name, namespace=namespace)
 
