@@ -86,12 +86,12 @@ default, istio.
 {{- end }}
 
 {{/*
-The verbs for objects the controller generates whole: it reads them from its caches (list,
-watch), re-reads one after a conflicting write (get), and creates or rewrites them. Deletion is
-left to the garbage collector (every generated object has an ownerReference to its Canary).
+The verbs for mesh objects, as the routers' shared apply path uses them: read from a watch cache
+(list, watch), re-read after a conflicting write (get), created, or replaced whole (update).
+No patch, and no delete: the garbage collector removes what has an ownerReference to a Canary.
 */}}
 {{- define "flaggerpy.writeVerbs" -}}
-["get", "list", "watch", "create", "update", "patch"]
+["get", "list", "watch", "create", "update"]
 {{- end }}
 
 {{- define "flaggerpy.rules.istio" -}}
@@ -143,7 +143,7 @@ left to the garbage collector (every generated object has an ownerReference to i
 # skipper: as nginx, and deleting the canary Ingress is how its router finalizes a Canary.
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 {{- end }}
 
 {{- define "flaggerpy.rules.traefik" -}}
@@ -178,7 +178,7 @@ left to the garbage collector (every generated object has an ownerReference to i
 # knative: the target Knative Service's traffic split; its Revisions are only read.
 - apiGroups: ["serving.knative.dev"]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "update", "patch"]
+  verbs: ["get", "list", "watch", "update"]
 - apiGroups: ["serving.knative.dev"]
   resources: ["revisions"]
   verbs: ["get", "list", "watch"]
