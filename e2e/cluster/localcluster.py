@@ -512,7 +512,9 @@ class LocalCluster:
         """Compacts etcd at its current revision, so older resourceVersions get 410 Gone."""
         state = self.state()
         status = _post_json(f"{state.etcd_url}/v3/kv/range", {"key": "Lw=="})  # "/"
-        revision = int(status["header"]["revision"])
+        header = status["header"]
+        assert isinstance(header, dict)
+        revision = int(header["revision"])
         _post_json(
             f"{state.etcd_url}/v3/kv/compaction", {"revision": str(revision), "physical": True}
         )
