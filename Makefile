@@ -11,11 +11,8 @@ DEBIAN_PACKAGES := openssl prometheus hey
 test: venv debian-deps cluster-bin lint ## everything CI runs: lint, type check, unit, component, integration
 	$(BIN)/pytest -ra
 
-demo: ## placeholder until the Istio demo lands
-	@echo "make demo will start the local control plane, Prometheus, the mesh traffic simulator and"
-	@echo "the flaggerpy controller, then run a canary release and an A/B test on a frontend and a"
-	@echo "backend and show their progress live. It is not built yet: today only 'make test' works."
-	@exit 1
+demo: venv debian-deps cluster-bin ## canary release + A/B test on Istio (simulated data plane), live
+	$(BIN)/python -m e2e.demo
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
