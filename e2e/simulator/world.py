@@ -90,7 +90,24 @@ class World:
         self._services = dict(services)
         self._deployments = dict(deployments)
         self._factory = factory
+        # Per-request lookups are answered from these; any change to the objects they were
+        # computed from clears them (handlers registered first, so before any listener runs).
         self._workloads: dict[ObjectKey, tuple[str, Workload]] = {}
+        self._by_namespace: dict[str, list[Workload]] = {}
+        self._hosts: dict[tuple[str, str], ObjectKey | None] = {}
+        self._endpoints: dict[ObjectKey, list[Workload]] = {}
+        self._watch(self._virtual_services.values(), self._hosts.clear)
+        self._watch(self._services.values(), self._endpoints.clear)
+        self._watch(self._deployments.values(), self._endpoints.clear, self._by_namespace.clear)
+
+    @staticmethod
+    def _watch(stores: Iterable[Store], *clear: Callable[[], None]) -> None:
+        def changed(*_: kube.JsonObject) -> None:
+            for func in clear:
+                func()
+        for store in stores:
+            if isinstance(store, Informer):
+                store.add_handler(on_add=changed, on_update=changed, on_delete=changed)
 
     @classmethod
     def watching(cls, client: kube.KubeClient, namespaces: Sequence[str]) -> World:
@@ -136,13 +153,8 @@ class World:
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Calls ``listener()`` (which must not block) after any change to any watched object."""
-        def changed(*_: kube.JsonObject) -> None:
-            listener()
-        stores = [*self._virtual_services.values(), *self._services.values(),
-                  *self._deployments.values()]
-        for store in stores:
-            if isinstance(store, Informer):
-                store.add_handler(on_add=changed, on_update=changed, on_delete=changed)
+        self._watch([*self._virtual_services.values(), *self._services.values(),
+                     *self._deployments.values()], listener)
 
     # -- VirtualServices ---------------------------------------------------------------------
 
@@ -158,12 +170,17 @@ class World:
 
     def virtual_service_for(self, host: str, *, namespace: str) -> kube.JsonObject | None:
         """The VirtualService that routes ``host`` for a caller in ``namespace``, if any."""
-        for vs in self.virtual_services():
-            hosts = (vs.get("spec") or {}).get("hosts") or []
-            if hosts_match(hosts, host, vs_namespace=_key(vs).namespace,
-                           request_namespace=namespace, namespaces=self.namespaces):
-                return vs
-        return None
+        lookup = (host, namespace)
+        if lookup not in self._hosts:
+            self._hosts[lookup] = None
+            for vs in self.virtual_services():
+                hosts = (vs.get("spec") or {}).get("hosts") or []
+                if hosts_match(hosts, host, vs_namespace=_key(vs).namespace,
+                               request_namespace=namespace, namespaces=self.namespaces):
+                    self._hosts[lookup] = _key(vs)
+                    break
+        key = self._hosts[lookup]
+        return self.virtual_service(key) if key is not None else None
 
     # -- Services and workloads --------------------------------------------------------------
 
@@ -173,6 +190,9 @@ class World:
 
     def workloads(self, namespace: str) -> list[Workload]:
         """Every Deployment of a namespace as a :class:`Workload` (cached per resourceVersion)."""
+        cached_list = self._by_namespace.get(namespace)
+        if cached_list is not None:
+            return cached_list
         informer = self._deployments.get(namespace)
         if informer is None:
             return []
@@ -196,14 +216,19 @@ class World:
             result.append(cached[1])
         for key in [k for k in self._workloads if k.namespace == namespace and k not in seen]:
             del self._workloads[key]  # deleted Deployments
+        self._by_namespace[namespace] = result
         return result
 
     def endpoints(self, service: Mapping[str, Any]) -> list[Workload]:
         """The ready workloads a Service selects (its endpoints, grouped by Deployment)."""
-        selector = (service.get("spec") or {}).get("selector") or {}
-        namespace = _key(service).namespace
-        return [w for w in self.workloads(namespace)
-                if w.ready_replicas > 0 and selector_matches(selector, w.labels)]
+        key = _key(service)
+        found = self._endpoints.get(key)
+        if found is None:
+            selector = (service.get("spec") or {}).get("selector") or {}
+            found = [w for w in self.workloads(key.namespace)
+                     if w.ready_replicas > 0 and selector_matches(selector, w.labels)]
+            self._endpoints[key] = found
+        return found
 
     def desired_backends(self) -> dict[ObjectKey, BackendSpec]:
         """One backend per Deployment that has ready replicas."""
