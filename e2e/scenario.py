@@ -18,6 +18,7 @@ from e2e.cluster.localcluster import LocalCluster
 from e2e.exporter import GaugeExporter
 from e2e.processes import ControllerProcess
 from e2e.prometheus import LocalPrometheus, ScrapeJob
+from e2e.simulator.process import SimulatorProcess
 
 APP_METRIC = "app_success_rate"
 
@@ -101,11 +102,25 @@ class Scenario:
         self.namespace = namespace
         self.exporter = GaugeExporter()
         self.prometheus: LocalPrometheus | None = None
+        self.simulator: SimulatorProcess | None = None
         self.controllers: list[ControllerProcess] = []
 
-    async def start(self) -> Scenario:
+    async def start(self, *, mesh: bool = False, simulator_args: Sequence[str] = ()) -> Scenario:
+        """Starts the exporter and Prometheus; with ``mesh``, also the traffic simulator.
+
+        The simulator routes traffic through the VirtualServices of this namespace and exports
+        Istio's metrics, which Prometheus scrapes beside the exporter's gauges.
+        """
         await self.exporter.start()
-        prometheus = LocalPrometheus([ScrapeJob("app", [self.exporter.target])])
+        jobs = [ScrapeJob("app", [self.exporter.target])]
+        if mesh:
+            self.simulator = SimulatorProcess(
+                kubeconfig=self.cluster.kubeconfig, namespaces=[self.namespace],
+                args=list(simulator_args),
+            ).start()
+            await asyncio.to_thread(self.simulator.wait_ready)
+            jobs.append(ScrapeJob("simulator", [self.simulator.target]))
+        prometheus = LocalPrometheus(jobs)
         self.prometheus = await asyncio.to_thread(prometheus.start)
         await self.apply(metric_template("app-success-rate", prometheus_url=self.prometheus_url))
         return self
@@ -206,6 +221,8 @@ class Scenario:
     async def aclose(self) -> None:
         for controller in self.controllers:
             controller.stop()
+        if self.simulator is not None:
+            await asyncio.to_thread(self.simulator.stop)
         if self.prometheus is not None:
             await asyncio.to_thread(self.prometheus.stop)
         await self.exporter.aclose()
