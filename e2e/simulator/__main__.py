@@ -117,8 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Istio's proxies export no ``*_created`` series; neither should their stand-in.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python keeps it so; take it back so an interrupt before the loop runs still stops it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         asyncio.run(_run(config))
+    except KeyboardInterrupt:
+        return 130
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
