@@ -16,19 +16,30 @@ Modules: ``routing`` (pure Istio routing), ``users`` (simulated users and cookie
 
 from __future__ import annotations
 
-from e2e.simulator.metrics import ADAPTERS, Exchange, IstioAdapter, LinkerdAdapter, MeshAdapter
-from e2e.simulator.routing import Request, RouteDecision, route
-from e2e.simulator.simulator import Simulator, SimulatorConfig
+import importlib
+from typing import Any
 
-__all__ = [
-    "ADAPTERS",
-    "Exchange",
-    "IstioAdapter",
-    "LinkerdAdapter",
-    "MeshAdapter",
-    "Request",
-    "RouteDecision",
-    "Simulator",
-    "SimulatorConfig",
-    "route",
-]
+# Names re-exported lazily: every backend process imports this package on its way to
+# ``e2e.simulator.backend``, and should not pay for the Kubernetes client it never uses.
+_EXPORTS = {
+    "ADAPTERS": "e2e.simulator.metrics",
+    "Exchange": "e2e.simulator.metrics",
+    "IstioAdapter": "e2e.simulator.metrics",
+    "LinkerdAdapter": "e2e.simulator.metrics",
+    "MeshAdapter": "e2e.simulator.metrics",
+    "Request": "e2e.simulator.routing",
+    "RouteDecision": "e2e.simulator.routing",
+    "Simulator": "e2e.simulator.simulator",
+    "SimulatorConfig": "e2e.simulator.simulator",
+    "SimulatorProcess": "e2e.simulator.process",
+    "route": "e2e.simulator.routing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
