@@ -23,6 +23,8 @@ from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
+    from flaggerpy.kube import KubeClient
+
 CLUSTER_ENV = "FLAGGERPY_CLUSTER"
 FLAGGERPY_CRDS = REPO_ROOT / "charts" / "flaggerpy" / "crds"
 
@@ -92,6 +94,23 @@ async def api_client(cluster: LocalCluster) -> AsyncIterator[ApiClient]:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def counted_client(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
+    """A flaggerpy kube client with a user agent no other client shares.
+
+    What it does can be counted exactly in the audit log
+    (``audit.count_requests(cluster.audit_log, user_agent=counted_client.user_agent)``).
+    """
+    from flaggerpy import kube
+
+    client = await kube.KubeClient.connect(
+        kubeconfig=cluster.kubeconfig, user_agent=f"flaggerpy-test-{secrets.token_hex(6)}")
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -3,9 +3,17 @@
 from e2e.cluster.pytest_plugin import (
     api_client,
     cluster,
+    counted_client,
     flagger_crds,
     namespace,
     pytest_collection_modifyitems,
 )
 
-__all__ = ["api_client", "cluster", "flagger_crds", "namespace", "pytest_collection_modifyitems"]
+__all__ = [
+    "api_client",
+    "cluster",
+    "counted_client",
+    "flagger_crds",
+    "namespace",
+    "pytest_collection_modifyitems",
+]

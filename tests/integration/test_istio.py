@@ -91,14 +91,9 @@ AFFINITY = {"cookieName": "flagger-cookie", "primaryCookieName": "primary-cookie
 
 
 @pytest.fixture
-async def client(cluster: LocalCluster) -> AsyncIterator[kube.KubeClient]:
+def client(counted_client: kube.KubeClient) -> kube.KubeClient:
     """The router's client: a user agent no other client shares, for the audit log."""
-    router_client = await kube.KubeClient.connect(
-        kubeconfig=cluster.kubeconfig, user_agent=f"flaggerpy-test-{secrets.token_hex(6)}")
-    try:
-        yield router_client
-    finally:
-        await router_client.aclose()
+    return counted_client
 
 
 @pytest.fixture
