@@ -202,16 +202,11 @@ class Lifecycle:
         state = self._ticks.setdefault(key, TickState())
         name = f"{canary.name}.{canary.namespace}"
         if (obj.get("status") or {}).get("phase") != CanaryPhase.TERMINATING:
-            updated = await self._client.patch_status(
-                kube.CANARIES, canary.name,
-                canary_status.set_phase_patch(
-                    current=obj.get("status"), phase=CanaryPhase.TERMINATING,
-                    kind=canary.spec.target_ref.kind,
-                    analysis_iterations=canary.spec.analysis.iterations or 0,
-                ),
-                namespace=canary.namespace,
-            )
-            self._written[key] = updated
+            updated = await self._patch_status(canary, canary_status.set_phase_patch(
+                current=obj.get("status"), phase=CanaryPhase.TERMINATING,
+                kind=canary.spec.target_ref.kind,
+                analysis_iterations=canary.spec.analysis.iterations or 0,
+            ))
             await self._normal(updated, f"Terminating canary {name}")
         workload = workload_controller(canary, client=self._client, caches=self._caches,
                                        settings=self._settings)
@@ -310,9 +305,7 @@ class Lifecycle:
                                           kind=canary.spec.target_ref.kind,
                                           current=current, message=why)
         if patch is not None:
-            updated = await self._client.patch_status(kube.CANARIES, canary.name, patch,
-                                                      namespace=canary.namespace)
-            self._written[ObjectKey(canary.namespace, canary.name)] = updated
+            await self._patch_status(canary, patch)
 
     def _autoscaler(self, canary: Canary) -> PrimaryAutoscaler | None:
         ref = canary.spec.autoscaler_ref
@@ -601,20 +594,11 @@ class Lifecycle:
 
     async def _finalise(self, tick: Tick) -> None:
         """Step 27: scale the canary down and declare success."""
-        canary = tick.canary
-        await tick.workload.scale_to_zero(canary)
-        await self._write(tick, canary_status.set_phase_patch(
-            current=tick.status, phase=CanaryPhase.SUCCEEDED, kind=tick.kind,
-            analysis_iterations=canary.spec.analysis.iterations or 0,
-        ))
-        self._set_status_metric(tick)
-        self._telemetry.inc_successes(
-            name=canary.spec.target_ref.name, namespace=canary.namespace,
-            deployment_strategy=canary.deployment_strategy().value, analysis_status="completed",
+        await self._succeeded(
+            tick, analysis_status="completed",
+            event=f"Promotion completed! Scaling down {tick.name}",
+            alert=alerting.promotion_completed(),
         )
-        await self._post_rollout(tick, CanaryPhase.SUCCEEDED)
-        await self._normal(tick.obj, f"Promotion completed! Scaling down {tick.name}")
-        await self._alert(tick, alerting.promotion_completed())
 
     async def _skip_analysis(self, tick: Tick) -> None:
         """Step 24: promote at once, without analysis."""
@@ -623,6 +607,17 @@ class Lifecycle:
         await tick.workload.promote(canary)
         if tick.autoscaler is not None:
             await tick.autoscaler.reconcile(canary, init=False)
+        await self._succeeded(
+            tick, analysis_status="skipped",
+            event=f"Promotion completed! Canary analysis was skipped for {tick.name}",
+            alert=alerting.analysis_skipped(),
+        )
+
+    async def _succeeded(
+        self, tick: Tick, *, analysis_status: str, event: str, alert: AlertMessage
+    ) -> None:
+        """The end of a successful run: canary scaled down, Succeeded, post-rollout, told."""
+        canary = tick.canary
         await tick.workload.scale_to_zero(canary)
         await self._write(tick, canary_status.set_phase_patch(
             current=tick.status, phase=CanaryPhase.SUCCEEDED, kind=tick.kind,
@@ -631,12 +626,12 @@ class Lifecycle:
         self._set_status_metric(tick)
         self._telemetry.inc_successes(
             name=canary.spec.target_ref.name, namespace=canary.namespace,
-            deployment_strategy=canary.deployment_strategy().value, analysis_status="skipped",
+            deployment_strategy=canary.deployment_strategy().value,
+            analysis_status=analysis_status,
         )
         await self._post_rollout(tick, CanaryPhase.SUCCEEDED)
-        await self._normal(tick.obj, f"Promotion completed! Canary analysis was skipped "
-                                            f"for {tick.name}")
-        await self._alert(tick, alerting.analysis_skipped())
+        await self._normal(tick.obj, event)
+        await self._alert(tick, alert)
 
     async def _rollback(self, tick: Tick) -> None:
         """Route everything back to the primary, scale the canary down, and say why."""
@@ -695,12 +690,16 @@ class Lifecycle:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def _write(self, tick: Tick, patch: dict[str, Any]) -> None:
-        """Patches the status and carries on with the object the API server returned."""
-        canary = tick.canary
+    async def _patch_status(self, canary: Canary, patch: dict[str, Any]) -> dict[str, Any]:
+        """Patches the status and remembers the result until the cache has caught up."""
         updated = await self._client.patch_status(kube.CANARIES, canary.name, patch,
                                                   namespace=canary.namespace)
         self._written[ObjectKey(canary.namespace, canary.name)] = updated
+        return updated
+
+    async def _write(self, tick: Tick, patch: dict[str, Any]) -> None:
+        """Patches the status and carries on with the object the API server returned."""
+        updated = await self._patch_status(tick.canary, patch)
         tick.obj = updated
         tick.canary = Canary.model_validate(updated)
 
