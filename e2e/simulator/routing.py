@@ -21,6 +21,9 @@ So it follows Istio's documented semantics (``networking.istio.io/v1beta1`` ``Vi
 - ``headers.request`` / ``headers.response`` (``set``/``add``/``remove``) of the rule and of the
   chosen destination are returned so the caller applies them: that is how a session-affinity
   ``Set-Cookie`` reaches a simulated user.
+- A rule with ``delegate: {name, namespace}`` hands the requests it matches to the ``http`` rules
+  of that delegate VirtualService (one without ``hosts``), as if Istio's merge of the two were
+  inlined: see :func:`route`.
 
 Nothing here does I/O or reads a clock; randomness comes from the ``random.Random`` passed in, so
 unit tests can seed it and check the weights statistically.
@@ -31,18 +34,20 @@ from __future__ import annotations
 import functools
 import random
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 __all__ = [
     "CLUSTER_DOMAIN",
+    "DelegateResolver",
     "Destination",
     "HeaderOps",
     "Request",
     "RouteDecision",
     "ServiceKey",
+    "VirtualServiceRef",
     "canonical_host",
     "hosts_match",
     "match_request",
@@ -126,6 +131,25 @@ class Destination:
     response_headers: HeaderOps = HeaderOps()
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class VirtualServiceRef:
+    """A VirtualService by namespace and name: the target of an ``http[].delegate``."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+DelegateResolver = Callable[[str, str], Mapping[str, Any] | None]
+"""Looks a delegate VirtualService up by ``(namespace, name)``: its ``spec``, or None if absent.
+
+It is how :func:`route` reads other objects while staying free of I/O: the caller answers from
+whatever view of the cluster it holds.
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     """The outcome of routing one request through a VirtualService.
@@ -134,6 +158,13 @@ class RouteDecision:
     every weight 0): the caller answers 503 as Envoy would. ``mirrors`` are the hosts this
     request is copied to, already drawn against their percentages. Header operations combine
     the rule's and the destination's, rule first.
+
+    ``rule_index`` and ``rule_name`` identify the rule that routed. When a root rule delegated,
+    that rule is the delegate's: ``delegate`` names the delegate VirtualService and
+    ``rule_index`` counts in its ``http`` list, ``root_rule_index`` is the root rule that
+    delegated, and ``rule_name`` is the two names joined with ``-`` as Istio names the merged
+    route. Short hosts of a delegate are relative to the delegate's namespace, so the caller
+    resolves ``destination`` and ``mirrors`` in :meth:`hosts_namespace`.
     """
 
     rule_index: int
@@ -143,6 +174,14 @@ class RouteDecision:
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
     timeout: float | None = None
+    delegate: VirtualServiceRef | None = None
+    root_rule_index: int | None = None
+
+    def hosts_namespace(self, root_namespace: str) -> str:
+        """The namespace short hosts of this decision name Services in: the delegate's when a
+        delegate routed (Istio resolves a VirtualService's hosts in its own namespace), else
+        ``root_namespace``, the namespace of the VirtualService that was routed through."""
+        return self.delegate.namespace if self.delegate is not None else root_namespace
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -310,13 +349,18 @@ def match_request(match: Mapping[str, Any], request: Request) -> bool:
         if match.get("sourceLabels") else True
 
 
+def _applies(rule: Mapping[str, Any], request: Request) -> bool:
+    """Whether a rule takes the request: no ``match``, or any entry of it holds."""
+    matches = rule.get("match") or []
+    return not matches or any(match_request(m or {}, request) for m in matches)
+
+
 def select_rule(
     http: Sequence[Mapping[str, Any]], request: Request
 ) -> tuple[int, Mapping[str, Any]] | None:
     """The first ``http`` rule that applies to the request, with its index; None if none does."""
     for index, rule in enumerate(http):
-        matches = rule.get("match") or []
-        if not matches or any(match_request(m or {}, request) for m in matches):
+        if _applies(rule, request):
             return index, rule
     return None
 
@@ -383,14 +427,68 @@ def parse_duration(text: str | None) -> float | None:
     return float(found.group(1)) * scale
 
 
-def route(
-    spec: Mapping[str, Any], request: Request, rng: random.Random
-) -> RouteDecision | None:
-    """Routes one request through a VirtualService ``spec``; None when no rule matches (404 NR)."""
-    selected = select_rule(spec.get("http") or [], request)
-    if selected is None:
-        return None
-    index, rule = selected
+_INHERITED = ("timeout", "headers", "mirror", "mirrorPercent", "mirror_percent",
+              "mirrorPercentage", "mirrors")
+"""Fields of a root rule that a delegate rule inherits when it leaves them unset, as Istio's merge
+does (``mergeHTTPRoute`` in istio/istio ``pilot/pkg/model/virtualservice.go``); of the fields
+Istio also inherits, ``rewrite``, ``retries``, ``fault``, ``corsPolicy`` and ``directResponse``
+are not simulated."""
+
+
+def _qualified(host: str, namespace: str) -> str:
+    """A short host as the FQDN it means in ``namespace``: Istio resolves each VirtualService's
+    short names in its own namespace before merging a delegate into its root."""
+    if not host or "." in host or "*" in host:
+        return host
+    return f"{host}.{namespace}.{CLUSTER_DOMAIN}"
+
+
+def _unset(value: Any) -> bool:
+    """Unset as protobuf sees a field: absent, null, or an empty list."""
+    return value is None or value == []
+
+
+def _inherit(
+    root: Mapping[str, Any], rule: Mapping[str, Any], root_namespace: str | None
+) -> dict[str, Any]:
+    """A delegate's rule completed with the root rule's fields it leaves unset (``_INHERITED``).
+
+    An inherited mirror host is the root's, relative to the root's namespace, so a short one is
+    qualified before it joins a rule whose hosts are resolved in the delegate's namespace.
+    """
+    merged = dict(rule)
+    for name in _INHERITED:
+        value: Any = root.get(name)
+        if not _unset(merged.get(name)) or _unset(value):
+            continue
+        if root_namespace is not None and name == "mirror":
+            value = {**value, "host": _qualified(str(value.get("host") or ""), root_namespace)}
+        elif root_namespace is not None and name == "mirrors":
+            value = [{**entry, "destination": {
+                **(entry.get("destination") or {}),
+                "host": _qualified(str((entry.get("destination") or {}).get("host") or ""),
+                                   root_namespace)}} for entry in value]
+        merged[name] = value
+    return merged
+
+
+def _merged_name(root: str, delegate: str) -> str:
+    """Istio's name for a merged route: ``<root>-<delegate>``, or whichever of the two is set."""
+    if root and delegate:
+        return f"{root}-{delegate}"
+    return delegate or root
+
+
+def _decide(
+    index: int,
+    name: str,
+    rule: Mapping[str, Any],
+    rng: random.Random,
+    *,
+    delegate: VirtualServiceRef | None = None,
+    root_rule_index: int | None = None,
+) -> RouteDecision:
+    """The weighted choice, mirrors, header operations and timeout of the rule that routes."""
     destinations = [d for d in _destinations(rule) if d.weight > 0]
     chosen: Destination | None = None
     if destinations:
@@ -403,10 +501,84 @@ def route(
         response_ops = response_ops + chosen.response_headers
     return RouteDecision(
         rule_index=index,
-        rule_name=str(rule.get("name") or ""),
+        rule_name=name,
         destination=chosen,
         mirrors=_mirrors(rule, rng),
         request_headers=request_ops,
         response_headers=response_ops,
         timeout=parse_duration(rule.get("timeout")),
+        delegate=delegate,
+        root_rule_index=root_rule_index,
     )
+
+
+def _delegated(
+    index: int,
+    root: Mapping[str, Any],
+    request: Request,
+    rng: random.Random,
+    namespace: str | None,
+    delegates: DelegateResolver | None,
+) -> RouteDecision | None:
+    """Routes a request that matched root rule ``index`` through that rule's delegate.
+
+    None when the delegate cannot route it (absent, not a delegate, or none of its rules
+    matches), so that the caller goes on with the root's next rule.
+    """
+    target = root["delegate"] or {}
+    name = str(target.get("name") or "")
+    if delegates is None or not name:
+        return None
+    delegate_namespace = str(target.get("namespace") or namespace or "")
+    if not delegate_namespace:
+        raise ValueError(f"delegate {name!r} names no namespace and the root's is not given")
+    spec = delegates(delegate_namespace, name)
+    # Only a VirtualService without hosts is a delegate; one with hosts is a root of its own.
+    if spec is None or spec.get("hosts"):
+        return None
+    selected = select_rule(spec.get("http") or [], request)  # the root's match already held
+    if selected is None:
+        return None
+    sub_index, rule = selected
+    # One level only: the rule's own ``delegate``, if any, is not followed (_decide ignores it),
+    # so without a ``route`` such a rule routes nowhere.
+    return _decide(
+        sub_index, _merged_name(str(root.get("name") or ""), str(rule.get("name") or "")),
+        _inherit(root, rule, namespace), rng,
+        delegate=VirtualServiceRef(delegate_namespace, name), root_rule_index=index)
+
+
+def route(
+    spec: Mapping[str, Any],
+    request: Request,
+    rng: random.Random,
+    *,
+    namespace: str | None = None,
+    delegates: DelegateResolver | None = None,
+) -> RouteDecision | None:
+    """Routes one request through a VirtualService ``spec``; None when no rule matches (404 NR).
+
+    ``namespace`` is the VirtualService's own, where a ``delegate`` without a namespace is
+    looked up; ``delegates`` finds delegate VirtualServices (without it, every delegate is
+    missing). Delegation follows Istio, which merges the delegate's rules into the root in place
+    of the delegating rule:
+
+    - a root rule that matches and carries ``delegate`` routes through the delegate's ``http``
+      rules, the first that matches winning (Istio ANDs each delegate match with the root's,
+      and the root's already held);
+    - a missing delegate, one with ``hosts`` (so not a delegate), or one of whose rules none
+      matches, drops the root rule: the next root rule is tried, and with none left, no route;
+    - a delegate rule inherits ``timeout``, ``headers`` and the mirror fields from the root rule
+      only where it leaves them unset: a rule that sets them replaces the root's;
+    - one level only: a delegate rule that delegates again is not followed (Istio rejects it).
+    """
+    for index, rule in enumerate(spec.get("http") or []):
+        if not _applies(rule, request):
+            continue
+        if rule.get("delegate") is not None:
+            decision = _delegated(index, rule, request, rng, namespace, delegates)
+            if decision is not None:
+                return decision
+            continue
+        return _decide(index, str(rule.get("name") or ""), rule, rng)
+    return None

@@ -1,10 +1,12 @@
 """The simulated data plane and the traffic that goes through it.
 
 :class:`DataPlane` is what the sidecars would do for one request: find the VirtualService for the
-host, route (``routing.route``), resolve the destination host to a Service and the Service's
-selector to the ready Deployments behind it, send the request to that Deployment's backend
-process over real HTTP, copy it to mirror hosts, apply the route's header operations to the
-response, and report the exchange to the mesh adapter (``metrics.py``).
+host, route (``routing.route``, following a rule's ``delegate`` to the delegate VirtualService in
+the cache), resolve the destination host to a Service (in the delegate's namespace when a
+delegate routed) and the Service's selector to the ready Deployments behind it, send the request
+to that Deployment's backend process over real HTTP, copy it to mirror hosts, apply the route's
+header operations to the response, and report the exchange to the mesh adapter
+(``metrics.py``).
 
 Failures look like Envoy's: no matching rule → 404 ``NR``; a route to a host with no Service →
 503 ``NC``; no ready endpoint → 503 ``UH`` (reported by the source proxy only, since no
@@ -139,16 +141,19 @@ class DataPlane:
                 return self._report(request, source, None, None, 404, 0.0, "NR")
         else:
             vs_namespace = str(vs["metadata"]["namespace"])
-            decision = route(vs.get("spec") or {}, request, self.rng)
+            decision = route(vs.get("spec") or {}, request, self.rng, namespace=vs_namespace,
+                             delegates=self._delegate)
             own = service_key(request.host, namespace=namespace,
                               namespaces=self.world.namespaces)
             if decision is None:
                 return self._report(request, source, own, None, 404, 0.0, "NR")
+            # A delegate's hosts name Services in the delegate's namespace, not the root's.
+            hosts_namespace = decision.hosts_namespace(vs_namespace)
             for host in decision.mirrors:
-                self._mirror(request, host, source=source, namespace=vs_namespace, body=body)
+                self._mirror(request, host, source=source, namespace=hosts_namespace, body=body)
             if decision.destination is None:
                 return self._report(request, source, own, None, 503, 0.0, "UH")
-            key = service_key(decision.destination.host, namespace=vs_namespace,
+            key = service_key(decision.destination.host, namespace=hosts_namespace,
                               namespaces=self.world.namespaces)
             if key is None or self.world.service(key) is None:
                 return self._report(request, source, key or own, None, 503, 0.0, "NC")
@@ -160,6 +165,12 @@ class DataPlane:
             return Response(response.status, response_ops.apply(response.headers),
                             response.body, response.workload, response.flags)
         return response
+
+    def _delegate(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A delegate VirtualService's spec from the world's cache, for ``routing.route``
+        (which does no I/O itself); None when it is not there or not in a watched namespace."""
+        vs = self.world.virtual_service(ObjectKey(namespace, name))
+        return (vs.get("spec") or {}) if vs is not None else None
 
     def _choose(self, key: ServiceKey) -> tuple[Workload, BackendProcess] | None:
         service = self.world.service(key)
@@ -261,8 +272,10 @@ class TrafficGenerator:
     """One request stream per VirtualService, sent by simulated users.
 
     :meth:`sync` (called whenever the cluster changes) starts a stream for each new
-    VirtualService and stops those whose VirtualService is gone; a host without a
-    VirtualService gets no generated traffic.
+    VirtualService that has a host to address (:func:`stream_host`) and stops those whose
+    VirtualService is gone or lost its hosts; a host without a VirtualService gets no generated
+    traffic, and neither does a delegate VirtualService (no hosts: it is reached only through
+    the root that delegates to it, whose stream already covers it).
     """
 
     def __init__(
@@ -307,7 +320,7 @@ class TrafficGenerator:
     def sync(self) -> None:
         """Starts and stops streams to match the cached VirtualServices (never blocks)."""
         present = {ObjectKey(vs["metadata"]["namespace"], vs["metadata"]["name"])
-                   for vs in self.world.virtual_services()}
+                   for vs in self.world.virtual_services() if stream_host(vs) is not None}
         for key in [k for k in self._streams if k not in present]:
             self._streams.pop(key).cancel()
             log.info("traffic_stream_stopped", virtual_service=str(key))
@@ -360,7 +373,10 @@ class TrafficGenerator:
 
 
 def stream_host(vs: Mapping[str, Any]) -> str | None:
-    """The host generated traffic addresses for a VirtualService: its first concrete host."""
+    """The host generated traffic addresses for a VirtualService: its first concrete host.
+
+    None for a VirtualService with only wildcard hosts, or none at all (a delegate).
+    """
     for host in (vs.get("spec") or {}).get("hosts") or []:
         if host and "*" not in host:
             return str(host)

@@ -169,7 +169,11 @@ class World:
         return informer.get(key) if informer is not None else None
 
     def virtual_service_for(self, host: str, *, namespace: str) -> kube.JsonObject | None:
-        """The VirtualService that routes ``host`` for a caller in ``namespace``, if any."""
+        """The VirtualService that routes ``host`` for a caller in ``namespace``, if any.
+
+        Never a delegate VirtualService: it has no ``hosts``, so it serves no host of its own and
+        is reached only through a root's ``delegate`` (:meth:`virtual_service`).
+        """
         lookup = (host, namespace)
         if lookup not in self._hosts:
             self._hosts[lookup] = None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -27,10 +28,11 @@ from flaggerpy.runtime.keys import ObjectKey
 NS = "test"
 
 
-def deployment(name: str, *, image: str, ready: int = 1, **env: str) -> dict[str, Any]:
+def deployment(name: str, *, image: str, ready: int = 1, namespace: str = NS,
+               **env: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS, "resourceVersion": "1"},
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
         "spec": {"replicas": max(ready, 1), "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
                      {"name": "app", "image": image,
@@ -39,16 +41,21 @@ def deployment(name: str, *, image: str, ready: int = 1, **env: str) -> dict[str
     }
 
 
-def service(name: str, app: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+def service(name: str, app: str, namespace: str = NS) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"selector": {"app": app}, "ports": [{"port": 9898}]}}
 
 
-def virtual_service(http: list[dict[str, Any]], name: str = "podinfo") -> dict[str, Any]:
+def virtual_service(http: list[dict[str, Any]], name: str = "podinfo", *,
+                    namespace: str = NS, delegate: bool = False,
+                    created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    """A VirtualService for host ``name``; with ``delegate``, one as Flagger writes for
+    ``service.delegation: true``: no hosts, no gateways."""
+    hosts, gateways = ([], []) if delegate else ([name], ["mesh"])
     return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": name, "namespace": NS,
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"hosts": [name], "gateways": ["mesh"], "http": http}}
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+            "spec": {"hosts": hosts, "gateways": gateways, "http": http}}
 
 
 def split(primary: int, canary: int, **rule: Any) -> list[dict[str, Any]]:
@@ -101,9 +108,10 @@ MakePlane = Callable[..., DataPlane]
 async def plane(backends: dict[str, FakeBackend]) -> Any:
     planes: list[DataPlane] = []
 
-    async def make(*objects: dict[str, Any], mesh: type = IstioAdapter, seed: int = 1) -> Any:
+    async def make(*objects: dict[str, Any], mesh: type = IstioAdapter, seed: int = 1,
+                   namespaces: Sequence[str] = (NS,)) -> Any:
         registry = CollectorRegistry()
-        world = World.of([NS], [*BASE, *objects])
+        world = World.of(namespaces, [*BASE, *objects])
         dp = DataPlane(world, FakePool(backends), mesh(registry),  # type: ignore[arg-type]
                        rng=random.Random(seed), timeout=5)
         await dp.__aenter__()
@@ -204,7 +212,7 @@ async def test_mirror_is_reported_but_not_returned(plane: Any) -> None:
 
 
 async def test_set_cookie_and_session_affinity_through_the_data_plane(plane: Any) -> None:
-    sticky = [
+    sticky: list[dict[str, Any]] = [
         {"match": [{"headers": {"Cookie": {"regex": ".*flagger-cookie.*xyz.*"}}}],
          "route": [{"destination": {"host": "podinfo-primary"}, "weight": 0},
                    {"destination": {"host": "podinfo-canary"}, "weight": 100}]},
@@ -252,6 +260,111 @@ async def test_generator_streams_follow_virtual_services(plane: Any) -> None:
 def test_stream_host_skips_wildcards() -> None:
     assert stream_host({"spec": {"hosts": ["*.example.com", "podinfo"]}}) == "podinfo"
     assert stream_host({"spec": {"hosts": ["*"]}}) is None
+
+
+# -- delegation --------------------------------------------------------------------------------
+
+
+def root(*rules: dict[str, Any], name: str = "podinfo") -> dict[str, Any]:
+    """A root VirtualService for host ``name`` whose rules delegate."""
+    return virtual_service(list(rules), name=name)
+
+
+async def test_delegate_weights_are_followed_through_the_data_plane(plane: Any) -> None:
+    dp, registry = await plane(
+        root({"delegate": {"name": "podinfo-delegate"}}),
+        virtual_service(split(80, 20), name="podinfo-delegate", delegate=True))
+    workloads: Counter[str | None] = Counter()
+    for _ in range(20):
+        responses = await asyncio.gather(*(
+            dp.send(Request(host="podinfo"), source=GENERATOR, namespace=NS) for _ in range(10)))
+        workloads.update(response.workload for response in responses)
+    assert set(workloads) == {"podinfo", "podinfo-primary"}
+    assert 15 < workloads["podinfo"] < 65  # 20 % of 200 = 40, sd ≈ 5.7
+    assert value(registry, "istio_requests_total", reporter="destination",
+                 destination_workload="podinfo",
+                 destination_service="podinfo-canary.test.svc.cluster.local") == \
+        workloads["podinfo"]
+
+
+async def test_root_match_gates_the_delegate_through_the_data_plane(plane: Any) -> None:
+    dp, _ = await plane(
+        root({"match": [{"uri": {"prefix": "/api"}}], "delegate": {"name": "podinfo-delegate"}},
+             {"route": [{"destination": {"host": "podinfo-primary"}}]}),
+        virtual_service(split(0, 100), name="podinfo-delegate", delegate=True))
+    api = await dp.send(Request(host="podinfo", path="/api/x"), source=GENERATOR, namespace=NS)
+    web = await dp.send(Request(host="podinfo", path="/web"), source=GENERATOR, namespace=NS)
+    assert (api.workload, web.workload) == ("podinfo", "podinfo-primary")
+
+
+async def test_missing_delegate_is_404_nr(plane: Any) -> None:
+    dp, registry = await plane(
+        root({"delegate": {"name": "podinfo-delegate"}}),
+        # In a namespace not watched, and named as the delegate: still not found.
+        virtual_service(split(0, 100), name="podinfo-delegate", namespace="elsewhere",
+                        delegate=True))
+    response = await dp.send(Request(host="podinfo"), source=GENERATOR, namespace=NS)
+    assert (response.status, response.flags, response.workload) == (404, "NR", None)
+    assert value(registry, "istio_requests_total", reporter="destination") == 0
+    assert value(registry, "istio_requests_total", reporter="source", response_code="404",
+                 response_flags="NR", destination_workload="unknown") == 1
+
+
+async def test_nested_delegate_is_not_followed_through_the_data_plane(plane: Any) -> None:
+    dp, registry = await plane(
+        root({"delegate": {"name": "podinfo-delegate"}}),
+        virtual_service([{"delegate": {"name": "podinfo-deeper"}}], name="podinfo-delegate",
+                        delegate=True),
+        virtual_service(split(0, 100), name="podinfo-deeper", delegate=True))
+    response = await dp.send(Request(host="podinfo"), source=GENERATOR, namespace=NS)
+    assert response.workload is None  # neither backend got it
+    assert response.status == 503
+    assert value(registry, "istio_requests_total", reporter="destination") == 0
+
+
+async def test_delegate_in_another_namespace_resolves_hosts_there(
+    plane: Any, backends: dict[str, FakeBackend]
+) -> None:
+    backends["podinfo-prod"] = backends["podinfo-primary"]  # prod's pods answer 200
+    dp, registry = await plane(
+        root({"delegate": {"name": "podinfo", "namespace": "prod"}}),
+        # Short hosts of the delegate: "podinfo-canary" is prod's Service, not test's.
+        virtual_service([{"mirror": {"host": "podinfo-canary"},
+                          "route": [{"destination": {"host": "podinfo-canary"}}]}],
+                        namespace="prod", delegate=True),
+        deployment("podinfo-prod", image="podinfo:3", namespace="prod"),
+        service("podinfo-canary", "podinfo-prod", namespace="prod"),
+        namespaces=(NS, "prod"))
+    for _ in range(10):
+        response = await dp.send(Request(host="podinfo"), source=GENERATOR, namespace=NS)
+        assert (response.status, response.workload) == (200, "podinfo-prod")
+    await dp.drain()
+    prod = {"reporter": "destination", "destination_workload": "podinfo-prod",
+            "destination_service": "podinfo-canary.prod.svc.cluster.local"}
+    assert value(registry, "istio_requests_total", **prod) == 20  # ten sent, ten mirrored
+    assert value(registry, "istio_requests_total", reporter="destination",
+                 destination_workload_namespace=NS) == 0
+
+
+async def test_delegate_gets_no_stream_and_no_host(plane: Any) -> None:
+    # The delegate is older than the root: were it matched by host, it would win the lookup.
+    delegate = virtual_service(split(0, 100), name="podinfo-delegate", delegate=True,
+                               created="2025-01-01T00:00:00Z")
+    dp, registry = await plane(root({"delegate": {"name": "podinfo-delegate"}}), delegate)
+    assert stream_host(delegate) is None
+    world: World = dp.world
+    found = world.virtual_service_for("podinfo", namespace=NS)
+    assert found is not None
+    assert found["metadata"]["name"] == "podinfo"
+    assert world.virtual_service_for("podinfo-delegate", namespace=NS) is None
+    generator = TrafficGenerator(world, dp, UserPool(1, rng=random.Random(1)), rps=50,
+                                 max_rps=50, registry=registry)
+    generator.sync()
+    try:
+        assert generator.streams == [ObjectKey(NS, "podinfo")]
+        assert generator.rate() == 50  # the delegate takes no share of the cap
+    finally:
+        await generator.aclose()
 
 
 async def test_linkerd_adapter_reports_inbound_and_outbound(plane: Any) -> None:

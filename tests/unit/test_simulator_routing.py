@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from e2e.simulator.routing import (
     HeaderOps,
     Request,
     ServiceKey,
+    VirtualServiceRef,
     canonical_host,
     hosts_match,
     match_request,
@@ -48,11 +50,11 @@ def weighted(primary: int, canary: int, **rule: Any) -> dict[str, Any]:
 
 
 def shares(spec: dict[str, Any], request: Request, *, draws: int = DRAWS,
-           seed: int = 7) -> dict[str, float]:
+           seed: int = 7, **routing: Any) -> dict[str, float]:
     rng = random.Random(seed)
     counts: Counter[str] = Counter()
     for _ in range(draws):
-        decision = route(spec, request, rng)
+        decision = route(spec, request, rng, **routing)
         assert decision is not None
         counts[decision.destination.host if decision.destination else "-"] += 1
     return {host: n / draws for host, n in counts.items()}
@@ -184,7 +186,8 @@ def test_match_conditions_are_anded_and_entries_ored() -> None:
                                             headers={"x-user": "42"}))
     assert not match_request(match, Request(host="h", path="/api", method="GET",
                                             headers={"x-user": "42"}))
-    rules = [{"match": [match, {"uri": {"exact": "/health"}}], "name": "a"}, {"name": "b"}]
+    rules: list[dict[str, Any]] = [
+        {"match": [match, {"uri": {"exact": "/health"}}], "name": "a"}, {"name": "b"}]
     chosen = select_rule(rules, Request(host="h", path="/health"))
     assert chosen is not None
     assert chosen[1]["name"] == "a"
@@ -318,7 +321,7 @@ def test_session_affinity_keeps_a_user_on_the_canary_until_the_cookie_expires() 
     assert 0.75 < len(on_canary) / len(pool) < 0.97
     # After Max-Age the cookie is gone: routing is by weight again.
     now += 21600 + 1
-    hosts = Counter()
+    hosts: Counter[str] = Counter()
     for user in pool.users:
         decision = route(spec, Request(host="podinfo",
                                        headers=user.request_headers("podinfo", now=now)), rng)
@@ -341,6 +344,180 @@ def test_rule_timeout_is_parsed() -> None:
     assert parse_duration("250ms") == 0.25
     assert parse_duration("2m") == 120
     assert parse_duration("soon") is None
+
+
+# -- delegation --------------------------------------------------------------------------------
+
+
+class Delegates:
+    """A resolver over fixed delegate specs that records every lookup."""
+
+    def __init__(self, specs: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self.specs = specs
+        self.lookups: list[tuple[str, str]] = []
+
+    def __call__(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        self.lookups.append((namespace, name))
+        return self.specs.get((namespace, name))
+
+
+def root_spec(*rules: dict[str, Any]) -> dict[str, Any]:
+    """A root VirtualService, as a user writes it around Flagger's delegate."""
+    return {"hosts": ["podinfo.example.com"], "gateways": ["public-gateway"], "http": list(rules)}
+
+
+def delegate_spec(primary: int, canary: int, **rule: Any) -> dict[str, Any]:
+    """What Flagger writes with ``service.delegation: true``: no hosts, no gateways."""
+    return {**weighted(primary, canary, **rule), "hosts": [], "gateways": []}
+
+
+@pytest.mark.parametrize(
+    ("primary", "canary"),
+    [pytest.param(100, 0, id="initial"), pytest.param(80, 20, id="80-20"),
+     pytest.param(0, 100, id="promoting")],
+)
+def test_delegate_weights_are_followed(primary: int, canary: int) -> None:
+    delegates = Delegates({("test", "podinfo"): delegate_spec(primary, canary)})
+    # The root's own weights (0/100) would send everything to the canary: they must not count.
+    root = root_spec({"delegate": {"name": "podinfo"},
+                      "route": [{"destination": {"host": "podinfo-canary"}}]})
+    got = shares(root, Request(host="podinfo.example.com"), namespace="test", delegates=delegates)
+    expected = canary / 100
+    assert abs(got.get("podinfo-canary", 0.0) - expected) <= tolerance(expected)
+    if canary == 0:
+        assert "podinfo-canary" not in got
+    if primary == 0:
+        assert "podinfo-primary" not in got
+    decision = route(root, Request(host="podinfo.example.com"), random.Random(1),
+                     namespace="test", delegates=delegates)
+    assert decision is not None
+    assert decision.delegate == VirtualServiceRef("test", "podinfo")
+    assert (decision.rule_index, decision.root_rule_index) == (0, 0)
+    assert decision.hosts_namespace("test") == "test"
+
+
+def test_root_match_gates_the_delegate() -> None:
+    delegate = {"hosts": [], "http": [
+        {"name": "insiders", "match": [{"headers": {"x-canary": {"exact": "insider"}}}],
+         "route": [{"destination": {"host": "podinfo-canary"}}]},
+        {"name": "everyone", "route": [{"destination": {"host": "podinfo-primary"}}]},
+    ]}
+    delegates = Delegates({("test", "podinfo"): delegate})
+    root = root_spec(
+        {"name": "api", "match": [{"uri": {"prefix": "/api"}}], "delegate": {"name": "podinfo"}},
+        {"name": "web", "route": [{"destination": {"host": "frontend"}}]},
+    )
+
+    def routed(path: str, **headers: str) -> tuple[str | None, int, str, VirtualServiceRef | None]:
+        decision = route(root, Request(host="podinfo.example.com", path=path, headers=headers),
+                         random.Random(1), namespace="test", delegates=delegates)
+        assert decision is not None
+        assert decision.destination is not None
+        return (decision.destination.host, decision.rule_index, decision.rule_name,
+                decision.delegate)
+
+    ref = VirtualServiceRef("test", "podinfo")
+    assert routed("/api/v1", **{"x-canary": "insider"}) == ("podinfo-canary", 0, "api-insiders",
+                                                           ref)
+    assert routed("/api/v1") == ("podinfo-primary", 1, "api-everyone", ref)
+    # The delegate's first rule would take this request, but the root's match does not hold.
+    assert routed("/web", **{"x-canary": "insider"}) == ("frontend", 1, "web", None)
+    assert delegates.lookups == [("test", "podinfo")] * 2  # looked up only when the root matched
+
+
+def test_a_delegate_with_no_matching_rule_falls_through_to_the_next_root_rule() -> None:
+    delegate = {"hosts": [], "http": [{"match": [{"headers": {"x-canary": {}}}],
+                                       "route": [{"destination": {"host": "podinfo-canary"}}]}]}
+    root = root_spec({"delegate": {"name": "podinfo"}},
+                     {"name": "fallback", "route": [{"destination": {"host": "podinfo-primary"}}]})
+    decision = route(root, Request(host="podinfo.example.com"), random.Random(1),
+                     namespace="test", delegates=Delegates({("test", "podinfo"): delegate}))
+    assert decision is not None
+    assert decision.destination is not None
+    assert (decision.destination.host, decision.rule_index, decision.delegate) == (
+        "podinfo-primary", 1, None)
+
+
+def test_missing_delegate_is_no_route() -> None:
+    root = root_spec({"delegate": {"name": "podinfo"}})
+    request = Request(host="podinfo.example.com")
+    delegates = Delegates({("other", "podinfo"): delegate_spec(100, 0)})
+    assert route(root, request, random.Random(1), namespace="test", delegates=delegates) is None
+    assert delegates.lookups == [("test", "podinfo")]  # the root's namespace, not any other
+    # Without a resolver every delegate is missing.
+    assert route(root, request, random.Random(1), namespace="test") is None
+    # A VirtualService with hosts is a root of its own, never a delegate.
+    with_hosts = Delegates({("test", "podinfo"): weighted(100, 0)})
+    assert route(root, request, random.Random(1), namespace="test", delegates=with_hosts) is None
+    # Istio drops the root rule, so a later rule still routes.
+    fallback = root_spec({"delegate": {"name": "podinfo"}},
+                         {"route": [{"destination": {"host": "podinfo-primary"}}]})
+    decision = route(fallback, request, random.Random(1), namespace="test", delegates=delegates)
+    assert decision is not None
+    assert decision.rule_index == 1
+
+
+def test_nested_delegation_is_not_followed() -> None:
+    delegates = Delegates({
+        ("test", "podinfo"): {"hosts": [], "http": [{"delegate": {"name": "deeper"}}]},
+        ("test", "deeper"): delegate_spec(0, 100),
+    })
+    decision = route(root_spec({"delegate": {"name": "podinfo"}}),
+                     Request(host="podinfo.example.com"), random.Random(1), namespace="test",
+                     delegates=delegates)
+    assert decision is not None
+    assert decision.delegate == VirtualServiceRef("test", "podinfo")
+    assert decision.destination is None  # the rule has no route of its own: nowhere to go
+    assert delegates.lookups == [("test", "podinfo")]
+
+
+def test_delegate_in_another_namespace_resolves_hosts_there() -> None:
+    delegates = Delegates({("prod", "podinfo"): delegate_spec(0, 100)})
+    root = root_spec({"delegate": {"name": "podinfo", "namespace": "prod"}})
+    decision = route(root, Request(host="podinfo.example.com"), random.Random(1),
+                     namespace="test", delegates=delegates)
+    assert decision is not None
+    assert decision.destination is not None
+    assert decision.delegate == VirtualServiceRef("prod", "podinfo")
+    assert decision.hosts_namespace("test") == "prod"
+    assert service_key(decision.destination.host, namespace=decision.hosts_namespace("test")) == \
+        ServiceKey("prod", "podinfo-canary")
+    # A delegate without a namespace is in the root's, which then must be known.
+    with pytest.raises(ValueError, match="namespace"):
+        route(root_spec({"delegate": {"name": "podinfo"}}), Request(host="podinfo.example.com"),
+              random.Random(1), delegates=delegates)
+
+
+def test_delegate_rule_inherits_only_what_it_leaves_unset() -> None:
+    """Istio's merge: the delegate rule's timeout, headers and mirrors win; the root's fill in."""
+    own = {"hosts": [], "http": [{
+        "match": [{"uri": {"prefix": "/own"}}], "timeout": "1s",
+        "headers": {"response": {"set": {"x-from": "delegate"}}},
+        "mirror": {"host": "shadow"}, "mirrorPercentage": {"value": 100},
+        "route": [{"destination": {"host": "podinfo-primary"}}],
+    }, {"route": [{"destination": {"host": "podinfo-primary"}}]}]}
+    delegates = Delegates({("prod", "podinfo"): own})
+    root = root_spec({"delegate": {"name": "podinfo", "namespace": "prod"}, "timeout": "5s",
+                      "headers": {"response": {"set": {"x-from": "root"}}},
+                      "mirror": {"host": "audit"}, "mirrorPercentage": {"value": 100}})
+
+    def decide(path: str) -> Any:
+        decision = route(root, Request(host="podinfo.example.com", path=path), random.Random(1),
+                         namespace="test", delegates=delegates)
+        assert decision is not None
+        return decision
+
+    overriding = decide("/own")
+    assert overriding.timeout == 1.0
+    assert overriding.response_headers.apply([]) == [("x-from", "delegate")]
+    assert overriding.mirrors == ("shadow",)  # a delegate host: resolved in prod by the caller
+    inheriting = decide("/other")
+    assert inheriting.timeout == 5.0
+    assert inheriting.response_headers.apply([]) == [("x-from", "root")]
+    # The root's short mirror host means "audit" in the root's namespace, not in prod.
+    assert inheriting.mirrors == ("audit.test.svc.cluster.local",)
+    assert service_key(inheriting.mirrors[0], namespace=inheriting.hosts_namespace("test")) == \
+        ServiceKey("test", "audit")
 
 
 # -- hosts -------------------------------------------------------------------------------------
