@@ -1,0 +1,140 @@
+"""What the Istio scenarios share: a Canary manifest, the routes a VirtualService holds, and
+what traffic did, measured two ways.
+
+- :func:`settled_share` asks Prometheus which share of the simulated requests reached a
+  workload, from the ``istio_requests_total`` series the simulator exports: the same numbers the
+  controller's builtin metrics are computed from.
+- :class:`Client` sends requests through the simulator's ingress port as a user would (by
+  ``Host``), keeping its own cookies, and tells which version answered (``X-Version``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from e2e.scenario import Scenario
+from e2e.simulator.users import CookieJar
+
+__all__ = [
+    "Client",
+    "Reply",
+    "canary_share",
+    "gateway",
+    "istio_canary",
+    "routes",
+    "settled_share",
+]
+
+SHARE_QUERY = (
+    'sum(rate(istio_requests_total{{reporter="destination",'
+    'destination_workload_namespace="{ns}",destination_workload="{workload}"}}[10s]))'
+    ' / sum(rate(istio_requests_total{{reporter="destination",'
+    'destination_workload_namespace="{ns}",destination_workload=~"{workload}|{workload}-primary"'
+    '}}[10s]))'
+)
+"""The share of requests (reported by the destination proxies) that reached ``workload``
+rather than its primary, over the last 10 s."""
+
+
+def istio_canary(name: str, *, service: dict[str, Any] | None = None,
+                 **analysis: Any) -> dict[str, Any]:
+    """A Canary of Deployment ``name`` on Istio, analysed every 2 s, threshold 3."""
+    return {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": name},
+        "spec": {
+            "provider": "istio",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "progressDeadlineSeconds": 60,
+            "service": service or {"port": 9898},
+            "analysis": {"interval": "2s", "threshold": 3, **analysis},
+        },
+    }
+
+
+def routes(virtual_service: dict[str, Any] | None, *, rule: int = -1) -> dict[str, int]:
+    """``{destination host: weight}`` of one http rule (the last, weighted one by default)."""
+    assert virtual_service is not None, "the VirtualService does not exist"
+    http = virtual_service["spec"]["http"]
+    return {r["destination"]["host"]: r.get("weight", 100) for r in http[rule]["route"]}
+
+
+def gateway() -> dict[str, Any]:
+    """Gateway ``public-gateway`` on the ingress gateway's port 80, for every host."""
+    return {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "Gateway",
+        "metadata": {"name": "public-gateway"},
+        "spec": {"selector": {"istio": "ingressgateway"},
+                 "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                              "hosts": ["*"]}]},
+    }
+
+
+async def canary_share(scenario: Scenario, workload: str) -> float | None:
+    """``workload``'s share of its and its primary's requests over the last 10 s, if any."""
+    assert scenario.prometheus is not None
+    query = SHARE_QUERY.format(ns=scenario.namespace, workload=workload)
+    result = await asyncio.to_thread(scenario.prometheus.query, query)
+    return float(result[0]["value"][1]) if result else None  # type: ignore[index]
+
+
+async def settled_share(scenario: Scenario, workload: str, expected: float,
+                        *, tolerance: float = 0.1) -> float:
+    """The share once a 10 s window lies entirely after the route change; fails if it is not
+    within ``tolerance`` of ``expected`` for 40 s."""
+    deadline = time.monotonic() + 40
+    share = None
+    await asyncio.sleep(12)
+    while time.monotonic() < deadline:
+        share = await canary_share(scenario, workload)
+        if share is not None and abs(share - expected) <= tolerance:
+            return share
+        await asyncio.sleep(1)
+    raise AssertionError(f"{workload} got {share} of the requests, expected {expected}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One response through the ingress: status, the version that answered, its cookies."""
+
+    status: int
+    version: str
+    set_cookies: list[str]
+
+
+@dataclass
+class Client:
+    """A user calling ``host`` through the simulator's ingress, with a browser's cookie jar
+    (the simulated users' own: ``Max-Age`` honoured, 0 or less deletes)."""
+
+    scenario: Scenario
+    host: str
+    jar: CookieJar = field(default_factory=CookieJar)
+
+    def cookie(self, name: str) -> str | None:
+        """The jar's ``name=value`` for cookie ``name``, if it holds one."""
+        stored = self.jar.cookies.get(name)
+        return f"{name}={stored[0]}" if stored is not None else None
+
+    async def get(self, path: str = "/", *, cookie: str | None = None) -> Reply:
+        """One GET; ``cookie`` replaces the jar's ``Cookie`` line for this request."""
+        assert self.scenario.simulator is not None
+        line = cookie if cookie is not None else self.jar.header(now=time.monotonic())
+        headers = {"Host": self.host, **({"Cookie": line} if line else {})}
+        async with aiohttp.ClientSession() as session, session.get(
+            self.scenario.simulator.ingress_url + path, headers=headers,
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as response:
+            await response.read()
+            reply = Reply(response.status, response.headers.get("X-Version", ""),
+                          list(response.headers.getall("Set-Cookie", [])))
+        for value in reply.set_cookies:
+            self.jar.receive(value, now=time.monotonic())
+        return reply
