@@ -8,7 +8,7 @@ and a real Prometheus scraping the simulator. The cluster fixtures are the integ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,9 +19,9 @@ from e2e.cluster.pytest_plugin import (
     namespace,
     pytest_collection_modifyitems,
 )
-from e2e.processes import LoadTesterProcess
-from e2e.receiver import WebhookReceiver
+from e2e.fixtures import loadtester, receiver
 from e2e.scenario import Scenario
+from e2e.scenarios.mesh import MeshStarter
 
 __all__ = [
     "cluster",
@@ -33,9 +33,6 @@ __all__ = [
     "receiver",
     "start_mesh",
 ]
-
-MeshStarter = Callable[..., Awaitable[Scenario]]
-
 
 @pytest.fixture
 async def start_mesh(cluster: LocalCluster, namespace: str) -> AsyncIterator[MeshStarter]:
@@ -62,23 +59,3 @@ async def start_mesh(cluster: LocalCluster, namespace: str) -> AsyncIterator[Mes
 async def mesh(start_mesh: MeshStarter) -> Scenario:
     """The mesh with 30 % of the simulated users sending ``x-canary: insider``."""
     return await start_mesh("--user-header=x-canary=insider:0.3")
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    """An HTTP endpoint for webhooks whose answers a test sets (gates, post-rollout)."""
-    running = await WebhookReceiver().start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
-
-
-@pytest.fixture
-def loadtester() -> Iterator[LoadTesterProcess]:
-    """``flaggerpy loadtester`` for bash/cmd webhooks (acceptance tests, load)."""
-    running = LoadTesterProcess().start()
-    try:
-        yield running
-    finally:
-        running.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from e2e.simulator.users import CookieJar
 
 __all__ = [
     "Client",
+    "MeshStarter",
     "Reply",
     "canary_share",
     "gateway",
@@ -29,6 +31,9 @@ __all__ = [
     "routes",
     "settled_share",
 ]
+
+MeshStarter = Callable[..., Awaitable[Scenario]]
+"""The ``start_mesh`` fixture: starts the scenario with the simulator options it is given."""
 
 SHARE_QUERY = (
     'sum(rate(istio_requests_total{{reporter="destination",'

@@ -10,8 +10,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, deployment
-from e2e.scenarios.conftest import MeshStarter
-from e2e.scenarios.mesh import istio_canary, routes, settled_share
+from e2e.scenarios.mesh import MeshStarter, istio_canary, routes, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 

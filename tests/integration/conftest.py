@@ -8,12 +8,15 @@ from e2e.cluster.pytest_plugin import (
     namespace,
     pytest_collection_modifyitems,
 )
+from e2e.fixtures import loadtester, receiver
 
 __all__ = [
     "api_client",
     "cluster",
     "counted_client",
     "flagger_crds",
+    "loadtester",
     "namespace",
     "pytest_collection_modifyitems",
+    "receiver",
 ]

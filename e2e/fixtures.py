@@ -1,0 +1,34 @@
+"""Fixtures of the processes a scenario talks to besides the cluster: a webhook receiver and
+``flaggerpy loadtester``. Shared by the integration tests and the end-to-end scenarios (each
+conftest imports them)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from e2e.processes import LoadTesterProcess
+from e2e.receiver import WebhookReceiver
+
+__all__ = ["loadtester", "receiver"]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    """An HTTP endpoint for webhooks whose answers a test sets (gates, post-rollout)."""
+    running = await WebhookReceiver().start()
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+@pytest.fixture
+def loadtester() -> Iterator[LoadTesterProcess]:
+    """``flaggerpy loadtester`` on a free loopback port, for bash/cmd webhooks and gates."""
+    running = LoadTesterProcess().start()
+    try:
+        yield running
+    finally:
+        running.stop()
