@@ -712,6 +712,11 @@ class Lifecycle:
         await self._events.normal(obj, message)
         self._post_event(obj, message, event_type="Normal")
 
+    async def warn(self, obj: Mapping[str, Any], message: str) -> None:
+        """A Warning Event from outside the run (an invalid spec), reported like the run's own:
+        recorded, logged and sent to the event webhooks, as every Flagger Event is."""
+        await self._warn(obj, message)
+
     async def _warn(self, obj: Mapping[str, Any], message: str) -> None:
         log.warning("canary_event", message=message)
         await self._events.warning(obj, message)
@@ -738,8 +743,14 @@ class Lifecycle:
 
 
 def _has_event_hooks(obj: Mapping[str, Any]) -> bool:
-    analysis = (obj.get("spec") or {}).get("analysis") or {}
-    return any(hook.get("type") == HookType.EVENT for hook in analysis.get("webhooks") or [])
+    """Whether the raw object lists an ``event`` webhook; any shape, even an invalid spec."""
+    spec = obj.get("spec")
+    analysis = spec.get("analysis") if isinstance(spec, Mapping) else None
+    hooks = analysis.get("webhooks") if isinstance(analysis, Mapping) else None
+    if not isinstance(hooks, list):
+        return False
+    return any(isinstance(hook, Mapping) and hook.get("type") == HookType.EVENT
+               for hook in hooks)
 
 
 def _older(cached: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:

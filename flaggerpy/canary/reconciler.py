@@ -157,5 +157,8 @@ class CanaryReconciler:
         )
         if patch is not None:
             await self._client.patch_status(kube.CANARIES, name, patch, namespace=namespace)
-            await self._events.warning(obj, message)
+            if self._lifecycle is not None:
+                await self._lifecycle.warn(obj, message)
+            else:
+                await self._events.warning(obj, message)
         self._telemetry.set_status(name=name, namespace=namespace, phase=CanaryPhase.FAILED)

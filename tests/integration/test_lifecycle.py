@@ -10,7 +10,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,24 +135,6 @@ async def test_a_missing_target_is_reported_and_others_carry_on(scenario: Scenar
     print(json.dumps(ghost))
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    running = await WebhookReceiver().start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
-
-
-@pytest.fixture
-def loadtester() -> Iterator[LoadTesterProcess]:
-    running = LoadTesterProcess().start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 def analysis(**extra: Any) -> dict[str, Any]:
     """The scenarios' blue/green analysis (2 iterations of 2 s) with ``extra`` fields."""
     return {
@@ -174,6 +156,33 @@ async def stays(scenario: Scenario, name: str, phase: str, *, seconds: float) ->
     while time.monotonic() < deadline:
         assert (await scenario.status(name)).get("phase") == phase
         await asyncio.sleep(0.3)
+
+
+async def test_an_invalid_spec_is_failed_evented_and_sent_to_event_hooks(
+    scenario: Scenario, receiver: WebhookReceiver
+) -> None:
+    """A provider the CRD accepts but no installed router serves: Failed, a Warning, and the
+    event hook told."""
+    await scenario.start_controller()
+    hooks = [{"name": "events", "type": "event", "url": receiver.url("/events")}]
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="linkerd",
+                                analysis=analysis(webhooks=hooks)))
+    status = await scenario.wait_phase("podinfo", "Failed", within=30)
+    message = status["conditions"][0]["message"]
+    assert message.startswith("invalid canary spec: "), message
+    assert "linkerd" in message
+    warnings = [e["message"] for e in await scenario.events("podinfo") if e["type"] == "Warning"]
+    assert message in warnings
+
+    async def posted() -> bool:
+        return any(body["metadata"]["eventMessage"] == message
+                   for body in receiver.bodies("/events"))
+    await eventually(posted, within=20, what="the invalid-spec Event at the event webhook")
+    body = next(b for b in receiver.bodies("/events")
+                if b["metadata"]["eventMessage"] == message)
+    assert body["metadata"]["eventType"] == "Warning"
+    assert body["name"] == "podinfo"
 
 
 async def test_gates_hold_the_canary_until_opened(
@@ -462,10 +471,15 @@ async def test_broken_alert_receivers_do_not_hold_the_canary(
     took = time.monotonic() - started
     assert took < 45, f"the run took {took:.0f}s with broken receivers"
 
-    texts = [json.dumps(body) for body in receiver.bodies("/slack")]
-    assert any("New revision detected, progressing canary analysis." in t for t in texts), texts
-    assert any("Canary analysis completed successfully, promotion finished." in t
-               for t in texts), texts
+    def texts() -> list[str]:
+        return [json.dumps(body) for body in receiver.bodies("/slack")]
+
+    async def completion_alerted() -> bool:
+        # Sent after the Succeeded status is written, as Flagger does: it may trail the phase.
+        return any("Canary analysis completed successfully, promotion finished." in t
+                   for t in texts())
+    await eventually(completion_alerted, within=15, what=f"the completion alert in {texts()}")
+    assert any("New revision detected, progressing canary analysis." in t for t in texts())
     assert receiver.bodies("/failing")  # tried (and retried) without holding anything up
     metrics = scenario.controllers[0].get("/metrics")[1]
     assert 'flaggerpy_notification_failures_total{provider="slack"}' in metrics
