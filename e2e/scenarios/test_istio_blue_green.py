@@ -1,4 +1,5 @@
-"""Istio blue/green: the new version gets no user traffic until its acceptance tests pass.
+"""Istio blue/green: the new version gets no user traffic until its acceptance tests pass, or
+only copies of it (mirroring).
 
 The acceptance test is a pre-rollout webhook run by ``flaggerpy loadtester`` as a bash task: it
 calls ``backend-canary`` through the simulator's ingress and checks which version answered, as
@@ -8,11 +9,16 @@ against the canary Service, so the builtin success-rate metric has requests to m
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import time
+
 import pytest
 
 from e2e.processes import LoadTesterProcess
 from e2e.scenario import Scenario, deployment
-from e2e.scenarios.mesh import istio_canary, routes
+from e2e.scenarios.mesh import Client, istio_canary, routes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -71,3 +77,42 @@ async def test_blue_green_gated_by_pre_rollout_acceptance_tests(
     primary = await mesh.get("deployment", "backend-primary")
     assert primary is not None
     assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.2"
+
+
+async def test_mirroring_fails_a_bad_version_that_users_never_see(mesh: Scenario) -> None:
+    """Blue/green with traffic mirroring: the canary answers copies of live requests, users
+    get the primary's answers only, and the copies' errors roll the new version back."""
+    await mesh.start_controller("-mesh-provider=istio")
+    metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95},
+                "interval": "15s"}]
+    await mesh.apply(deployment("backend", image="podinfo:6.0.0"),
+                     istio_canary("backend", iterations=20, threshold=2, mirror=True,
+                                  mirrorWeight=100, metrics=metrics))
+    await mesh.wait_phase("backend", "Initialized", within=60)
+    await mesh.kubectl("patch", "deployment/backend", "--type=strategic", "-p", json.dumps(
+        {"spec": {"template": {"spec": {"containers": [
+            {"name": "backend", "image": "podinfo:6.0.1",
+             "env": [{"name": "FAULT_RATE", "value": "0.5"}]}]}}}}))
+    await mesh.wait_phase("backend", "Progressing", within=30)
+
+    async def mirrored() -> bool:
+        virtual_service = await mesh.get("virtualservice", "backend")
+        return (virtual_service or {}).get("spec", {}).get("http", [{}])[0].get(
+            "mirror") == {"host": "backend-canary"}
+    deadline = time.monotonic() + 30
+    while not await mirrored():
+        assert time.monotonic() < deadline, await mesh.get("virtualservice", "backend")
+        await asyncio.sleep(0.5)
+    assert routes(await mesh.get("virtualservice", "backend")) == {
+        "backend-primary": 100, "backend-canary": 0}
+    user = Client(mesh, "backend")
+    replies = [await user.get() for _ in range(30)]
+    assert {(r.status, r.version) for r in replies} == {(200, "podinfo:6.0.0")}
+
+    status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
+    assert status["phase"] == "Failed", status
+    # Failed on measured errors of the copies, not on missing data.
+    assert re.search(r"success rate \d+\.\d+% < 95%", status["conditions"][0]["message"]), status
+    primary = await mesh.get("deployment", "backend-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.0"
