@@ -143,3 +143,21 @@ class Client:
         for value in reply.set_cookies:
             self.jar.receive(value, now=time.monotonic())
         return reply
+
+    async def get_served(self, *, version: str | None = None, within: float = 60) -> Reply:
+        """The first 200 answer (from ``version``, if given), asking again until ``within`` s.
+
+        Right after a rollout the simulator may not have started the new pods' backend yet
+        (it starts one when it sees the Deployment ready), and a request then finds no
+        endpoint (503 UH), as it briefly would in a cluster. A 503 sets no cookie, so retrying
+        leaves the jar as it was.
+        """
+        deadline = time.monotonic() + within
+        while True:
+            reply = await self.get()
+            if reply.status == 200 and version in (None, reply.version):
+                return reply
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.host}: no 200 answer from {version or 'any version'}"
+                                     f" within {within}s; last {reply}")
+            await asyncio.sleep(0.5)

@@ -9,13 +9,12 @@ against the canary Service, so the builtin success-rate metric has requests to m
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 
 import pytest
 
+from e2e.cluster.pytest_plugin import eventually
 from e2e.processes import LoadTesterProcess
 from e2e.scenario import Scenario, deployment
 from e2e.scenarios.mesh import Client, istio_canary, routes
@@ -97,12 +96,9 @@ async def test_mirroring_fails_a_bad_version_that_users_never_see(mesh: Scenario
 
     async def mirrored() -> bool:
         virtual_service = await mesh.get("virtualservice", "backend")
-        return (virtual_service or {}).get("spec", {}).get("http", [{}])[0].get(
-            "mirror") == {"host": "backend-canary"}
-    deadline = time.monotonic() + 30
-    while not await mirrored():
-        assert time.monotonic() < deadline, await mesh.get("virtualservice", "backend")
-        await asyncio.sleep(0.5)
+        rules = (virtual_service or {}).get("spec", {}).get("http") or [{}]
+        return bool(rules[0].get("mirror") == {"host": "backend-canary"})
+    await eventually(mirrored, within=30, what="the VirtualService to mirror to backend-canary")
     assert routes(await mesh.get("virtualservice", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     user = Client(mesh, "backend")

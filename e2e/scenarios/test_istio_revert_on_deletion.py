@@ -8,12 +8,11 @@ through the user's gateway host reach the target again.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
 
+from e2e.cluster.pytest_plugin import eventually
 from e2e.scenario import Scenario, deployment
 from e2e.scenarios.mesh import Client, gateway, istio_canary, routes
 
@@ -56,25 +55,9 @@ def reverting_canary() -> dict[str, Any]:
     return canary
 
 
-async def wait_until(what: str, check: Any, *, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 async def replicas(mesh: Scenario, name: str) -> int | None:
     obj = await mesh.get("deployment", name)
     return None if obj is None else int(obj["spec"].get("replicas", 1))
-
-
-async def wait_served(user: Client, version: str) -> None:
-    """Waits until requests through the user's host are answered by ``version``."""
-    async def served() -> bool:
-        reply = await user.get()
-        return reply.status == 200 and reply.version == version
-    await wait_until(f"{user.host} to be served by {version}", served)
 
 
 async def delete_canary(mesh: Scenario) -> None:
@@ -100,8 +83,8 @@ async def test_revert_with_objects_the_controller_created(mesh: Scenario) -> Non
         return all([await mesh.get(kind, name) is None for kind, name in (
             ("deployment", "backend-primary"), ("virtualservice", "backend"),
             ("service", "backend-canary"), ("destinationrule", "backend-canary"))])
-    await wait_until("the garbage collector to remove the generated objects",
-                     generated_objects_gone)
+    await eventually(generated_objects_gone, within=60,
+                     what="the garbage collector to remove the generated objects")
 
 
 async def test_revert_with_a_users_service_and_virtual_service(mesh: Scenario) -> None:
@@ -112,7 +95,7 @@ async def test_revert_with_a_users_service_and_virtual_service(mesh: Scenario) -
     original = await mesh.get("virtualservice", "backend")
     assert original is not None
     user = Client(mesh, PUBLIC_HOST)
-    await wait_served(user, "podinfo:6.0.0")
+    await user.get_served(version="podinfo:6.0.0")
 
     await mesh.apply(reverting_canary())
     await mesh.wait_phase("backend", "Initialized", within=60)
@@ -121,7 +104,7 @@ async def test_revert_with_a_users_service_and_virtual_service(mesh: Scenario) -
     assert service["spec"]["selector"] == {"app": "backend-primary"}
     assert routes(await mesh.get("virtualservice", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
-    assert (await user.get()).version == "podinfo:6.0.0"
+    await user.get_served(version="podinfo:6.0.0")
 
     await delete_canary(mesh)
     service = await mesh.get("service", "backend")
@@ -134,6 +117,6 @@ async def test_revert_with_a_users_service_and_virtual_service(mesh: Scenario) -
 
     async def primary_gone() -> bool:
         return await mesh.get("deployment", "backend-primary") is None
-    await wait_until("the garbage collector to remove the primary", primary_gone)
+    await eventually(primary_gone, within=60, what="the garbage collector to remove the primary")
     # Only the target's pods are left to answer.
-    await wait_served(user, "podinfo:6.0.0")
+    await user.get_served(version="podinfo:6.0.0")

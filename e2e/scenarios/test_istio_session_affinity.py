@@ -68,7 +68,7 @@ async def test_users_stick_to_the_version_they_drew(
     assert not status.get("sessionAffinityCookie")
     # The user who had the canary is now served by the promoted primary, and told to forget
     # the canary cookie.
-    reply = await on_canary.get()
+    reply = await on_canary.get_served()
     assert reply.version == NEW
     assert any(value.startswith(canary_cookie) and "Max-Age=-1" in value
                for value in reply.set_cookies), reply.set_cookies
