@@ -46,6 +46,19 @@ def deployment(name: str, *, image: str, replicas: int = 2, **template: Any) -> 
     }
 
 
+def container_image(obj: dict[str, Any] | None) -> str:
+    """The first container's image of a Deployment or DaemonSet (which must exist)."""
+    assert obj is not None, "the workload does not exist"
+    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def patch_workload(scenario: Scenario, name: str, patch: dict[str, Any],
+                         *, kind: str = "deployment") -> None:
+    """``kubectl patch <kind>/<name>`` with a strategic merge patch: image and env in one
+    change, so one new revision rather than one per ``kubectl set``."""
+    await scenario.kubectl("patch", f"{kind}/{name}", "--type=strategic", "-p", json.dumps(patch))
+
+
 def metric_template(name: str, *, prometheus_url: str) -> dict[str, Any]:
     """A Prometheus MetricTemplate over the exporter's gauge for the canary's target."""
     return {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.receiver import WebhookReceiver
-from e2e.scenario import Scenario, deployment
+from e2e.scenario import Scenario, container_image, deployment
 from e2e.scenarios.mesh import MeshStarter, istio_canary, routes, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
@@ -64,9 +64,7 @@ async def test_cookie_regex_with_confirm_promotion_and_post_rollout(
 
     receiver.answer("/gate/approve", 200)
     await mesh.wait_phase("frontend", "Succeeded", within=90)
-    primary = await mesh.get("deployment", "frontend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.3"
+    assert container_image(await mesh.get("deployment", "frontend-primary")) == "podinfo:6.0.3"
     posted = receiver.bodies("/post")
     assert posted, "post-rollout was not called"
     assert posted[-1]["phase"] == "Succeeded", posted

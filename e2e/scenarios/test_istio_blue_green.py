@@ -9,14 +9,13 @@ against the canary Service, so the builtin success-rate metric has requests to m
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
 from e2e.cluster.pytest_plugin import eventually
 from e2e.processes import LoadTesterProcess
-from e2e.scenario import Scenario, deployment
+from e2e.scenario import Scenario, container_image, deployment, patch_workload
 from e2e.scenarios.mesh import Client, istio_canary, routes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
@@ -61,9 +60,7 @@ async def test_blue_green_gated_by_pre_rollout_acceptance_tests(
     assert status["phase"] == "Failed", status
     messages = [event["message"] for event in await mesh.events("backend")]
     assert any("pre-rollout check acceptance-test failed" in m for m in messages), messages
-    primary = await mesh.get("deployment", "backend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.0"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"
 
     seen: list[str] = []
     await mesh.kubectl("set", "image", "deployment/backend", "backend=podinfo:6.0.2")
@@ -73,9 +70,7 @@ async def test_blue_green_gated_by_pre_rollout_acceptance_tests(
         "backend-primary": 100, "backend-canary": 0}
     status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120, seen=seen)
     assert status["phase"] == "Succeeded", (status, seen)
-    primary = await mesh.get("deployment", "backend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.2"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.2"
 
 
 async def test_mirroring_fails_a_bad_version_that_users_never_see(mesh: Scenario) -> None:
@@ -88,10 +83,9 @@ async def test_mirroring_fails_a_bad_version_that_users_never_see(mesh: Scenario
                      istio_canary("backend", iterations=20, threshold=2, mirror=True,
                                   mirrorWeight=100, metrics=metrics))
     await mesh.wait_phase("backend", "Initialized", within=60)
-    await mesh.kubectl("patch", "deployment/backend", "--type=strategic", "-p", json.dumps(
-        {"spec": {"template": {"spec": {"containers": [
-            {"name": "backend", "image": "podinfo:6.0.1",
-             "env": [{"name": "FAULT_RATE", "value": "0.5"}]}]}}}}))
+    await patch_workload(mesh, "backend", {"spec": {"template": {"spec": {"containers": [
+        {"name": "backend", "image": "podinfo:6.0.1",
+         "env": [{"name": "FAULT_RATE", "value": "0.5"}]}]}}}})
     await mesh.wait_phase("backend", "Progressing", within=30)
 
     async def mirrored() -> bool:
@@ -109,6 +103,4 @@ async def test_mirroring_fails_a_bad_version_that_users_never_see(mesh: Scenario
     assert status["phase"] == "Failed", status
     # Failed on measured errors of the copies, not on missing data.
     assert re.search(r"success rate \d+\.\d+% < 95%", status["conditions"][0]["message"]), status
-    primary = await mesh.get("deployment", "backend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.0"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"

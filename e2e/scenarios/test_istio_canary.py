@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.receiver import WebhookReceiver
-from e2e.scenario import Scenario, deployment
+from e2e.scenario import Scenario, container_image, deployment
 from e2e.scenarios.mesh import istio_canary, routes, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
@@ -78,9 +78,7 @@ async def test_promotion_with_builtin_and_template_metrics(
 
     receiver.answer("/promote", 200)
     await mesh.wait_phase("backend", "Succeeded", within=90)
-    primary = await mesh.get("deployment", "backend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.1"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.1"
     share = await settled_share(mesh, "backend", 0.0)
     print(f"canary share after promotion: {share:.2f}")
 
@@ -100,6 +98,4 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(mesh: Scenar
     assert "success rate" in status["conditions"][0]["message"]
     assert routes(await mesh.get("virtualservice", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
-    primary = await mesh.get("deployment", "backend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.0"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"

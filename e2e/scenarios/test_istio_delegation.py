@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from e2e.receiver import WebhookReceiver
-from e2e.scenario import Scenario, deployment
+from e2e.scenario import Scenario, container_image, deployment
 from e2e.scenarios.mesh import gateway, istio_canary, routes, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
@@ -62,6 +62,4 @@ async def test_delegate_virtual_service_carries_the_canary(
     receiver.answer("/promote", 200)
     status = await mesh.wait_phase("backend", ("Succeeded", "Failed"), within=90)
     assert status["phase"] == "Succeeded", status
-    primary = await mesh.get("deployment", "backend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.1"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.1"

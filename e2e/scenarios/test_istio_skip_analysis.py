@@ -3,18 +3,12 @@ becomes ready still fails, and the primary keeps serving."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from e2e.scenario import Scenario, deployment
+from e2e.scenario import Scenario, container_image, deployment, patch_workload
 from e2e.scenarios.mesh import Client, istio_canary, routes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
-
-
-async def patch_target(mesh: Scenario, patch: dict[str, object]) -> None:
-    await mesh.kubectl("patch", "deployment/backend", "--type=strategic", "-p", json.dumps(patch))
 
 
 async def test_skip_analysis_promotes_then_an_unready_version_fails(mesh: Scenario) -> None:
@@ -28,20 +22,19 @@ async def test_skip_analysis_promotes_then_an_unready_version_fails(mesh: Scenar
     await mesh.wait_phase("backend", "Initialized", within=60)
 
     # Half of 6.0.1's answers are errors: an analysis would roll it back, skipAnalysis does not.
-    await patch_target(mesh, {"spec": {"template": {"spec": {"containers": [
+    await patch_workload(mesh, "backend", {"spec": {"template": {"spec": {"containers": [
         {"name": "backend", "image": "podinfo:6.0.1",
          "env": [{"name": "FAULT_RATE", "value": "0.5"}]}]}}}})
     status = await mesh.wait_phase("backend", ("Succeeded", "Failed"), within=60)
     assert status["phase"] == "Succeeded", status
-    primary = await mesh.get("deployment", "backend-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.1"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.1"
 
     # A version whose pods can never be scheduled exceeds its progress deadline.
-    await patch_target(mesh, {"spec": {"progressDeadlineSeconds": 10, "template": {"spec": {
-        "nodeSelector": {"flaggerpy.dev/no-such-node": "true"},
-        "containers": [{"name": "backend", "image": "potato:1.0.0"}]}}}})
-    status = await mesh.wait_phase("backend", "Failed", within=90)
+    await patch_workload(mesh, "backend", {"spec": {
+        "progressDeadlineSeconds": 10,
+        "template": {"spec": {"nodeSelector": {"flaggerpy.dev/no-such-node": "true"},
+                              "containers": [{"name": "backend", "image": "potato:1.0.0"}]}}}})
+    await mesh.wait_phase("backend", "Failed", within=90)
     messages = [event["message"] for event in await mesh.events("backend")]
     name = f"backend.{mesh.namespace}"
     assert any(m.startswith(f"canary deployment {name} not ready") for m in messages), messages
@@ -49,8 +42,8 @@ async def test_skip_analysis_promotes_then_an_unready_version_fails(mesh: Scenar
     assert routes(await mesh.get("virtualservice", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     primary = await mesh.get("deployment", "backend-primary")
+    assert container_image(primary) == "podinfo:6.0.1"
     assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.1"
     assert primary["status"].get("readyReplicas") == 2
     user = Client(mesh, "backend")
     versions = {(await user.get()).version for _ in range(10)}

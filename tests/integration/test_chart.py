@@ -20,7 +20,7 @@ import pytest
 
 from e2e.cluster import audit
 from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
-from e2e.scenario import Scenario, canary, deployment
+from e2e.scenario import Scenario, canary, container_image, deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
@@ -202,9 +202,7 @@ async def test_the_service_account_reconciles_a_blue_green_release(
 
     assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
     assert "Progressing" in seen
-    primary = await scenario.get("deployment", "podinfo-primary")
-    assert primary is not None
-    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:6.0.1"
+    assert container_image(await scenario.get("deployment", "podinfo-primary")) == "podinfo:6.0.1"
     assert await scenario.get("configmap", "podinfo-config-primary") is not None
     assert await scenario.get("hpa", "podinfo-primary") is not None
     messages = [e["message"] for e in await scenario.events("podinfo")]

@@ -21,7 +21,7 @@ from e2e.cluster.localcluster import LocalCluster, free_port
 from e2e.cluster.pytest_plugin import eventually
 from e2e.processes import LoadTesterProcess
 from e2e.receiver import WebhookReceiver
-from e2e.scenario import Scenario, canary, deployment
+from e2e.scenario import Scenario, canary, container_image, deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
@@ -39,11 +39,6 @@ async def set_image(scenario: Scenario, name: str, image: str) -> float:
     """``kubectl set image``; returns when it was done (monotonic seconds)."""
     await scenario.kubectl("set", "image", f"deployment/{name}", f"{name}={image}")
     return time.monotonic()
-
-
-def container_image(obj: dict[str, Any] | None) -> str:
-    assert obj is not None
-    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 async def initialized(scenario: Scenario, name: str, *, image: str = "podinfo:6.0.0") -> None:
