@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -413,11 +412,11 @@ async def test_an_unreachable_receiver_never_holds_the_caller(
         url = f"http://127.0.0.1:{free_port()}{SECRET_PATH}"
     alerter = alerters(Settings.load({"slack-url": url, "slack-channel": "general"}),
                        post_timeout=0.2, deadline=1.0)
-    started = time.monotonic()
     await alerter.alert(make_canary(), alerting.new_revision())
-    assert time.monotonic() - started < 0.05  # the caller is back at once
-    assert await alerter.flush(within=5)
-    assert time.monotonic() - started < 2.5  # and the attempt was bounded
+    # The caller is back before the delivery even started: it is still pending.
+    assert not await alerter.flush(within=0)
+    # And the attempt is bounded by the deadline, not by the receiver's 60 s.
+    assert await alerter.flush(within=15)
     assert failures(registry, "slack") == 1
 
 
@@ -499,9 +498,8 @@ async def test_close_gives_up_on_a_hanging_receiver_after_the_grace(
     alerter = Alerter(settings=Settings.load({"slack-url": url, "slack-channel": "general"}),
                       registry=registry)
     await alerter.alert(make_canary(), "x")
-    started = time.monotonic()
-    await alerter.aclose(grace=0.1)
-    assert time.monotonic() - started < 1.0
+    # Waiting out the receiver would take 60 s; giving up after the grace is well inside 15.
+    await asyncio.wait_for(alerter.aclose(grace=0.1), timeout=15)
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ these tests pin both Flagger's exact payloads and the vendors' contracts.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -286,24 +286,20 @@ async def test_4xx_is_final_at_once_and_names_the_answer(serve: Serve) -> None:
 
 
 async def test_a_receiver_that_hangs_is_given_up_within_the_bound(serve: Serve) -> None:
-    receiver = ChatReceiver("slack", delay=30)
+    receiver = ChatReceiver("slack", delay=60)
     url = await serve(receiver) + SECRET_PATH
-    started = time.monotonic()
     async with SlackNotifier(address=url, timeout=0.2, attempts=2) as slack:
         with pytest.raises(NotifierError, match=r"timed out after 0.2s"):
-            await slack.post(message())
-    # two attempts of 0.2 s plus one backoff of at most 0.25 s (+ jitter of up to 1 s)
-    assert time.monotonic() - started < 2.0
+            # two attempts of 0.2 s and one backoff, not the receiver's 60 s
+            await asyncio.wait_for(slack.post(message()), timeout=15)
     assert len(receiver.requests) == 2
 
 
 async def test_a_refused_connection_is_retried_then_reported() -> None:
     url = f"http://127.0.0.1:{free_port()}{SECRET_PATH}"
-    started = time.monotonic()
     async with RocketNotifier(address=url, attempts=2) as rocket:
         with pytest.raises(NotifierError, match="cannot connect") as caught:
             await rocket.post(message())
-    assert time.monotonic() - started < 2.0
     assert "XyZsEcReTtOkEn" not in str(caught.value)
     assert "after 2 attempt(s)" in str(caught.value)
 
