@@ -190,7 +190,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
            "environment variable, flags show in the process list"),
     Option("allow-command", "allow_commands", _prefixes,
            "run only commands starting with this prefix, word by word (repeat the flag; "
-           "comma-separated in the environment); 'bash' allows bash scripts",
+           "comma-separated in the environment); 'bash' allows bash scripts, 'sh' cmd lines "
+           "with shell syntax",
            repeatable=True, env_name="ALLOW_COMMANDS"),
     Option("max-output-bytes", "max_output_bytes", _positive_int,
            "keep at most this many bytes of a task's output, the last ones (default 65536)"),

@@ -27,7 +27,8 @@ Safer than Flagger's, without changing what a Canary has to say:
   <token>`` or as the Basic-auth password, which is what Flagger's controller
   sends for a webhook URL ``http://token:<token>@flagger-loadtester.test/``;
 - bodies are limited (413), task output is bounded, commands can be
-  allowlisted and ``cmd`` tasks get no shell;
+  allowlisted (a ``cmd`` line with shell syntax counts as ``sh``), and a
+  missing executable is a 400 rather than a 202 that fails unseen;
 - retried blocking webhooks share one run (and, with flaggerpy's
   ``X-Flaggerpy-Delivery`` header, get the finished run's result); duplicate
   background tasks are not started twice.

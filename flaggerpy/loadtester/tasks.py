@@ -8,7 +8,7 @@ with the status and message to answer. Task types, as in Flagger:
 ====================  ==========  ===============================================
 ``metadata.type``     mode        runs
 ====================  ==========  ===============================================
-``cmd`` (default)     background  ``metadata.cmd`` split into words, **no shell**
+``cmd`` (default)     background  ``sh -c <cmd>``
 ``bash``              blocking    ``bash -c <cmd>``
 ``helm``, ``helmv3``  blocking    ``helm <cmd split on whitespace>``
 ``kubectl``           blocking    ``kubectl <cmd split on whitespace>``
@@ -20,13 +20,14 @@ anything else         refused     400: unknown task type (Flagger's crashed)
 Background tasks answer 202 at once; blocking ones answer 200 when the
 command exits 0, 500 with its output otherwise.
 
-Why ``cmd`` gets no shell: Flagger runs it with ``sh -c``, so anything that
-can post to the load tester can run any shell code. Here it is split into
-words with POSIX quoting (``hey -H "X-Canary: 1" http://...`` works) and
-executed directly. Shell syntax in it (a pipe, ``&&``, a redirection,
-``$VAR``, a command substitution, ``VAR=x cmd``) is refused with a 400 that
-points to ``type: bash``, rather than passed as literal arguments, so a
-command that relied on ``sh`` fails loudly instead of doing something else.
+``cmd`` runs under ``sh -c`` as Flagger's does, so a manifest written for
+Flagger (a pipe, ``&&``, ``$VAR`` in its ``cmd``) means the same here. What
+the shell would interpret is found by :func:`shell_syntax`, for two reasons:
+a plain command line has its executable checked before the 202 (Flagger's
+answers 202 and fails unseen), and an allowlist cannot bound a shell line by
+its first words (``hey x; rm -rf /`` starts with ``hey``), so under one a
+line with shell syntax is compared as ``sh <line>`` and runs only if ``sh``
+itself is allowed, as ``bash`` tasks need ``bash``.
 
 Other checks, each a 4xx naming the problem: ``metadata.cmd`` present; the
 executable exists; the command line starts with an allowed prefix when an
@@ -76,7 +77,8 @@ _UNSUPPORTED: Final = {
 }
 
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-_OPERATORS: Final = "|&;<>()`"
+_OPERATORS: Final = "|&;<>()`\n"
+SHELL: Final = "sh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,23 +149,25 @@ def plan_task(payload: WebhookPayload, policy: TaskPolicy) -> TaskSpec:
     if not command.strip():
         raise RequestRejected(400, f"metadata.cmd is required for a {kind!r} task")
 
-    argv, words = _command_line(kind, command, policy)
-    if policy.allow_commands and not _allowed(words, policy.allow_commands):
+    line = _command_line(kind, command, policy)
+    if policy.allow_commands and not _allowed(line.words, policy.allow_commands):
         allowed = ", ".join(repr(prefix) for prefix in policy.allow_commands)
+        why = (f"; it uses shell syntax ({line.syntax}), so it runs only if {SHELL!r} is allowed"
+               if line.syntax else "")
         raise RequestRejected(
-            403, f"command not allowed: {' '.join(words)!r} does not start with an allowed "
-                 f"prefix ({allowed})")
-    if policy.which(argv[0]) is None:
+            403, f"command not allowed: {' '.join(line.words)!r} does not start with an allowed "
+                 f"prefix ({allowed}){why}")
+    if policy.which(line.executable) is None:
         raise RequestRejected(
-            400, f"cannot run {kind!r} task: executable {argv[0]!r} not found on the load "
-                 f"tester's PATH")
+            400, f"cannot run {kind!r} task: executable {line.executable!r} not found on the "
+                 f"load tester's PATH")
 
     notes: list[str] = []
     blocking = kind in BLOCKING_TYPES
     return TaskSpec(
         kind=kind,
         command=command,
-        argv=argv,
+        argv=line.argv,
         canary=payload.canary,
         checksum=payload.checksum,
         blocking=blocking,
@@ -178,9 +182,10 @@ def plan_task(payload: WebhookPayload, policy: TaskPolicy) -> TaskSpec:
 def shell_syntax(command: str) -> str | None:
     """The first piece of shell syntax in ``command`` outside single quotes, or ``None``.
 
-    Finds what ``sh`` would interpret and a direct ``exec`` would not: the
-    operators ``| & ; < > ( )``, backquotes and ``$`` (expansions, also
-    inside double quotes), and a leading ``NAME=value`` assignment.
+    Finds what ``sh`` would interpret as more than one plain command: the
+    operators ``| & ; < > ( )``, a newline, backquotes and ``$``
+    (expansions, also inside double quotes), and a leading ``NAME=value``
+    assignment. Globs and ``~`` are not counted: they only add arguments.
     Backslash escapes and quotes are honoured, so ``'a|b'``, ``"a;b"`` and
     ``a\\|b`` are plain words.
     """
@@ -217,28 +222,32 @@ def _describe(command: str, index: int) -> str:
     return char
 
 
-def _command_line(kind: str, command: str, policy: TaskPolicy) -> tuple[tuple[str, ...],
-                                                                      tuple[str, ...]]:
-    """The argv to execute, and the words the allowlist compares (binary names as typed)."""
+@dataclass(frozen=True, slots=True)
+class _CommandLine:
+    argv: tuple[str, ...]  # what is executed
+    words: tuple[str, ...]  # what the allowlist compares (binary names as typed)
+    executable: str  # what must be on the PATH
+    syntax: str | None = None  # the shell syntax in a cmd line, if any
+
+
+def _command_line(kind: str, command: str, policy: TaskPolicy) -> _CommandLine:
     if kind == CMD:
+        argv = (SHELL, "-c", command)  # Flagger's exec.Command("sh", "-c", cmd)
         syntax = shell_syntax(command)
         if syntax is not None:
-            raise RequestRejected(
-                400, f"cmd {command!r} uses shell syntax ({syntax}); 'cmd' tasks run without a "
-                     f"shell: use metadata.type 'bash' for shell features, or quote the "
-                     f"argument")
+            return _CommandLine(argv, (SHELL, *command.split()), SHELL, syntax)
         try:
             words = tuple(shlex.split(command))
-        except ValueError as exc:
+        except ValueError as exc:  # sh would fail on it too, after a 202
             raise RequestRejected(400, f"cmd {command!r} cannot be split into words: {exc}"
                                   ) from None
-        return words, words
+        return _CommandLine(argv, words, words[0])
     if kind == BASH:
-        return ("bash", "-c", command), ("bash", *command.split())
+        return _CommandLine(("bash", "-c", command), ("bash", *command.split()), "bash")
     fields = tuple(command.split())  # Go's strings.Fields, as Flagger: no quoting
     binary = policy.helm if kind in (HELM, HELMV3) else policy.kubectl
     name = HELM if kind in (HELM, HELMV3) else KUBECTL
-    return (binary, *fields), (name, *fields)
+    return _CommandLine((binary, *fields), (name, *fields), binary)
 
 
 def _allowed(words: Sequence[str], prefixes: Sequence[str]) -> bool:

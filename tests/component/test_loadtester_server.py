@@ -148,12 +148,26 @@ async def test_a_webhook_runs_hey_against_a_local_server(
 
     assert (answer.status, answer.text) == (202, "task started")
     await eventually(lambda: bool(events(logs, "task_finished")))
-    assert seen == ["insider"] * 20, "no shell, yet the quoted header is one argument"
+    assert seen == ["insider"] * 20, "sh keeps the quoted header one argument"
     [output] = events(logs, "task_output")
     assert "Summary:" in output["output"]
     assert "[200]\t20 responses" in output["output"]
     assert output["canary"] == "podinfo.test"
     assert output["command"] == command
+
+
+async def test_a_cmd_line_written_for_flaggers_sh_means_the_same(
+        start: Start, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+    loadtester = await start()
+    out = tmp_path / "out"
+    # A pipe, redirections, a list and an expansion, as a Canary written for Flagger may carry.
+    command = f"echo podinfo | tr a-z A-Z > {out}; echo $((1 + 2)) >> {out}"
+
+    answer = await loadtester.task({"cmd": command})
+
+    assert (answer.status, answer.text) == (202, "task started")
+    await eventually(lambda: bool(events(logs, "task_finished")))
+    assert out.read_text() == "PODINFO\n3\n"
 
 
 async def test_blocking_bash_answers_with_its_output_or_flaggers_failure_text(
@@ -344,8 +358,9 @@ async def test_a_finished_task_leaves_no_process_behind(start: Start, tmp_path: 
                      "task type 'ngrinder' is not supported by flaggerpy loadtester",
                      id="ngrinder"),
         pytest.param(b'{"name": "podinfo", "namespace": "test", "metadata": '
-                     b'{"cmd": "hey http://x/ && rm -rf /"}}', 400, "uses shell syntax (&&)",
-                     id="shell-syntax"),
+                     b'{"cmd": "hey http://x/ && rm -rf /"}}', 403,
+                     "it uses shell syntax (&&), so it runs only if 'sh' is allowed",
+                     id="shell-line-not-allowed"),
         pytest.param(b'{"name": "podinfo", "namespace": "test", "metadata": '
                      b'{"cmd": "no-such-binary-here --flag"}}', 400,
                      "executable 'no-such-binary-here' not found", id="missing-binary"),

@@ -77,12 +77,12 @@ def test_unusable_payloads_are_400_with_a_reason(body: bytes, fragment: str) -> 
 # --- task planning -----------------------------------------------------------------------------
 
 
-def test_cmd_is_the_default_type_runs_in_the_background_without_a_shell() -> None:
-    spec = plan_task(payload(cmd='hey -z 1m -H "X-Canary: 1" http://podinfo-canary.test:9898/'),
-                     POLICY)
+def test_cmd_is_the_default_type_runs_in_the_background_under_sh_as_flaggers() -> None:
+    command = 'hey -z 1m -H "X-Canary: 1" http://podinfo-canary.test:9898/'
+    spec = plan_task(payload(cmd=command), POLICY)
     assert spec.kind == "cmd"
     assert not spec.blocking
-    assert spec.argv == ("hey", "-z", "1m", "-H", "X-Canary: 1", "http://podinfo-canary.test:9898/")
+    assert spec.argv == ("sh", "-c", command)
     assert not spec.log_output
     assert not spec.return_output
     assert spec.timeout == 3600
@@ -129,7 +129,6 @@ def test_helm_arguments_are_split_on_whitespace_like_go_fields() -> None:
                      id="bash-no-cmd"),
         pytest.param({"cmd": "   "}, 400, "metadata.cmd is required for a 'cmd' task",
                      id="blank-cmd"),
-        pytest.param({"cmd": "hey http://x | tee out"}, 400, "uses shell syntax (|)", id="pipe"),
         pytest.param({"cmd": "hey 'unclosed"}, 400, "cannot be split into words",
                      id="unbalanced-quote"),
         pytest.param({"cmd": "hey http://x", "timeout": "5 minutes"}, 400,
@@ -143,6 +142,34 @@ def test_refusals(metadata: dict[str, str], status: int, fragment: str) -> None:
         plan_task(payload(**metadata), POLICY)
     assert rejected(excinfo)[0] == status
     assert fragment in rejected(excinfo)[1]
+
+
+def test_a_cmd_line_with_shell_syntax_runs_as_written_without_an_allowlist() -> None:
+    command = "curl -s http://podinfo-canary.test:9898/ | grep -q podinfo && hey -z 1m $URL"
+    spec = plan_task(payload(cmd=command), TaskPolicy(which=lambda name: name if name == "sh"
+                                                      else None))
+    assert spec.argv == ("sh", "-c", command)  # nothing but sh is looked up: sh finds the rest
+
+
+def test_a_plain_cmd_line_has_its_executable_checked_before_the_202() -> None:
+    policy = TaskPolicy(which=lambda name: name if name == "sh" else None)
+    with pytest.raises(RequestRejected) as excinfo:
+        plan_task(payload(cmd="hey -z 1m http://x/"), policy)
+    assert rejected(excinfo) == (
+        400, "cannot run 'cmd' task: executable 'hey' not found on the load tester's PATH")
+
+
+def test_under_an_allowlist_a_shell_line_runs_only_if_sh_is_allowed() -> None:
+    command = "hey http://x/ | tee /tmp/out"
+    with pytest.raises(RequestRejected) as excinfo:
+        plan_task(payload(cmd=command),
+                  TaskPolicy(allow_commands=("hey",), which=everything_installed))
+    assert rejected(excinfo) == (
+        403, "command not allowed: 'sh hey http://x/ | tee /tmp/out' does not start with an "
+             "allowed prefix ('hey'); it uses shell syntax (|), so it runs only if 'sh' is "
+             "allowed")
+    allowed = TaskPolicy(allow_commands=("sh",), which=everything_installed)
+    assert plan_task(payload(cmd=command), allowed).argv == ("sh", "-c", command)
 
 
 def test_a_missing_executable_is_a_400_naming_it() -> None:
@@ -175,6 +202,8 @@ def test_a_missing_executable_is_a_400_naming_it() -> None:
         pytest.param("hey `cat url`", "`", id="backquotes"),
         pytest.param("URL=http://x hey $URL", "URL=... (a variable assignment)", id="assignment"),
         pytest.param("(hey)", "(", id="subshell"),
+        pytest.param("hey http://x/\nrm -rf /tmp/x", "\n", id="newline"),
+        pytest.param("hey http://x/*", None, id="glob"),
     ],
 )
 def test_shell_syntax(command: str, found: str | None) -> None:
@@ -193,6 +222,8 @@ def test_shell_syntax(command: str, found: str | None) -> None:
         pytest.param({"type": "bash", "cmd": "hey -z 1m http://x/"}, False, id="bash-not-listed"),
         pytest.param({"type": "kubectl", "cmd": "get pods -n test"}, True, id="kubectl-get"),
         pytest.param({"type": "kubectl", "cmd": "delete ns test"}, False, id="kubectl-delete"),
+        pytest.param({"cmd": "hey http://x/ && rm -rf /"}, False, id="shell-line-is-sh"),
+        pytest.param({"cmd": "hey http://x/\nrm -rf /"}, False, id="newline-is-sh"),
     ],
 )
 def test_allowlist_compares_whole_words(metadata: dict[str, str], allowed: bool) -> None:
