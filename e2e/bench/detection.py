@@ -16,72 +16,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
-import secrets
 import statistics
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from e2e.bench.harness import (
+    CANARY,
+    initialized_canary,
+    percentile,
+    push_revision,
+    run_in_cluster,
+    wait_for_phase,
+)
 from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
-from e2e.cluster.pytest_plugin import CLUSTER_ENV, FLAGGERPY_CRDS, cluster_from_env
-from e2e.scenario import Scenario, canary, deployment
 from flaggerpy import kube
 
 
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile: the value below which ``share`` of the samples fall."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-async def wait_for_phase(
-    client: kube.KubeClient, namespace: str, name: str, phase: str, *, since_version: str
-) -> float:
-    """Monotonic time at which a watch delivers the Canary in ``phase``."""
-    async with contextlib.aclosing(client.watch(
-        kube.CANARIES, namespace=namespace, resource_version=since_version,
-        field_selector=f"metadata.name={name}", timeout_seconds=60,
-    )) as events:
-        async for event in events:
-            status = event.object.get("status") or {}
-            if status.get("phase") == phase:
-                return time.monotonic()
-    raise TimeoutError(f"{name} never reached {phase}")
-
-
 async def run(cluster: LocalCluster, *, samples: int) -> dict[str, Any]:
-    namespace = f"bench-{secrets.token_hex(3)}"
-    await cluster.akubectl("create", "namespace", namespace)
-    scenario = await Scenario(cluster, namespace).start()
-    client = await kube.KubeClient.connect(kubeconfig=cluster.kubeconfig,
-                                           user_agent="flaggerpy-bench")
-    try:
-        await scenario.start_controller()
-        await scenario.set_success_rate("podinfo", 99)
-        await scenario.apply(deployment("podinfo", image="podinfo:0"),
-                             canary("podinfo", skipAnalysis=True))
-        await scenario.wait_phase("podinfo", "Initialized", within=60)
+    async with initialized_canary(cluster) as (scenario, client, _):
+        namespace = scenario.namespace
         latencies: list[float] = []
         since = datetime.now(UTC)
         for index in range(1, samples + 1):
-            current = await client.get(kube.CANARIES, "podinfo", namespace=namespace)
-            version = kube.resource_version(current)
+            current = await client.get(kube.CANARIES, CANARY, namespace=namespace)
             watcher = asyncio.create_task(wait_for_phase(
-                client, namespace, "podinfo", "Progressing", since_version=version))
+                client, namespace, CANARY, "Progressing",
+                since_version=kube.resource_version(current)))
             await asyncio.sleep(0.05)  # the watch is open before the change
-            patch = {"spec": {"template": {"spec": {"containers": [
-                {"name": "podinfo", "image": f"podinfo:{index}"}]}}}}
-            changed_at = time.monotonic()
-            await client.patch(kube.DEPLOYMENTS, "podinfo", patch, namespace=namespace)
+            changed_at = await push_revision(client, namespace, index)
             latencies.append(await watcher - changed_at)
-            await scenario.wait_phase("podinfo", "Succeeded", within=60)
+            await scenario.wait_phase(CANARY, "Succeeded", within=60)
         until = datetime.now(UTC)
         await asyncio.sleep(1)
         counts = audit.count_requests(cluster.audit_log, user_agent="flaggerpy/",
@@ -101,10 +68,6 @@ async def run(cluster: LocalCluster, *, samples: int) -> dict[str, Any]:
             "controller_reads_total": counts.reads,
             "controller_requests_by_resource": dict(sorted(counts.by_resource.items())),
         }
-    finally:
-        await client.aclose()
-        await scenario.aclose()
-        await cluster.akubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,22 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
-    reuse = os.environ.get(CLUSTER_ENV)
-    cluster = cluster_from_env(reuse) if reuse else LocalCluster(f"bench-{os.getpid()}")
-    started_here = not reuse
-    if started_here:
-        cluster.up(install_crds=True)
-    try:
-        cluster.install_crds(sorted(FLAGGERPY_CRDS.glob("*.yaml")))
-        report = asyncio.run(run(cluster, samples=args.samples))
-    finally:
-        if started_here:
-            cluster.down()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    return 0
+    return run_in_cluster(lambda cluster: run(cluster, samples=args.samples),
+                          json_path=args.json)
 
 
 if __name__ == "__main__":
