@@ -15,7 +15,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
+import secrets
 import shutil
 import signal
 import sys
@@ -26,7 +28,7 @@ from typing import Any
 
 from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import FLAGGERPY_CRDS
-from e2e.processes import ControllerProcess, LoadTesterProcess
+from e2e.processes import RUN_TAG, ControllerProcess, LoadTesterProcess, wait_until_gone
 from e2e.prometheus import LocalPrometheus, ScrapeJob
 from e2e.simulator.process import SimulatorProcess
 
@@ -383,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("hey"):
         print("the load-test webhook needs `hey` (Debian package hey; make demo installs it)")
         return 2
+    # Everything started from here on inherits the tag, so what is left can be found at the end.
+    tag = os.environ.setdefault(RUN_TAG, secrets.token_hex(6))
     demo = Demo(interval=args.interval, keep=args.keep)
     loop = asyncio.new_event_loop()
     task = loop.create_task(demo.run())
@@ -403,7 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         demo.stop_all()
         loop.close()
-    print(f"demo took {time.monotonic() - started:.0f}s; no process left running")
+    left = {pid: command for pid, command in wait_until_gone(tag).items()
+            if not (args.keep and str(demo.cluster.state_dir) in command)}
+    took = f"demo took {time.monotonic() - started:.0f}s"
+    if left:
+        print(f"{took}; still running:\n" + "\n".join(
+            f"  {pid} {command}" for pid, command in sorted(left.items())))
+        return 1
+    print(f"{took}; no process left running" + (" but the cluster (--keep)" if args.keep else ""))
     return 0 if ok else 1
 
 

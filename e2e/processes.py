@@ -7,6 +7,7 @@ log lines and stop it with the signal Kubernetes would send.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,43 @@ from typing import Any
 from e2e.cluster.localcluster import free_port
 
 FLAGGERPY = str(Path(sys.executable).with_name("flaggerpy"))
+
+RUN_TAG = "FLAGGERPY_E2E_RUN"
+"""An environment variable a run sets so that everything it starts can be found afterwards."""
+
+
+def tagged_processes(tag: str) -> dict[int, str]:
+    """Live processes whose environment has ``RUN_TAG=tag``, as pid -> command line.
+
+    The environment is inherited by every child and grandchild, also those
+    that start their own session or were re-parented after their parent
+    died, so this finds what a run left behind where a process tree would
+    not. The calling process itself is left out.
+    """
+    needle = f"{RUN_TAG}={tag}".encode()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if command:  # a zombie has none: it is dead, only not yet reaped
+            found[int(entry.name)] = command.strip()
+    return found
+
+
+def wait_until_gone(tag: str, *, within: float = 10.0) -> dict[int, str]:
+    """What is still running with ``tag`` after up to ``within`` seconds (empty: nothing)."""
+    deadline = time.monotonic() + within
+    left = tagged_processes(tag)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = tagged_processes(tag)
+    return left
 
 
 class ControllerProcess:

@@ -1,23 +1,49 @@
-"""`make demo` stays green: the demo runs end to end, as a user would run it."""
+"""`make demo` stays green: the demo runs end to end, as a user would run it, and cleans up."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 
 import pytest
 
 from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
+from e2e.processes import RUN_TAG, tagged_processes, wait_until_gone
 
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_promotes_the_good_version_and_rolls_back_the_bad_one(cluster: LocalCluster) -> None:
+@pytest.fixture
+def demo_environment() -> Iterator[tuple[str, dict[str, str]]]:
+    """A tag of our own for the run, so its leftovers are found whatever the demo says.
+
+    Whatever still carries the tag after the test is killed, so that a failing
+    test does not leave a simulator or a cluster behind for the ones after it.
+    """
+    tag = secrets.token_hex(6)
+    yield tag, {**os.environ, RUN_TAG: tag}
+    for pid in tagged_processes(tag):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if LocalCluster("demo").state_dir.exists():
+        LocalCluster("demo").down()
+
+
+def test_demo_promotes_the_good_version_and_rolls_back_the_bad_one(
+    cluster: LocalCluster, demo_environment: tuple[str, dict[str, str]]
+) -> None:
     # The demo starts (and removes) a cluster of its own; `cluster` only makes sure the control
     # plane binaries are built and the run is marked as needing them.
+    tag, env = demo_environment
     result = subprocess.run(
         [sys.executable, "-m", "e2e.demo"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False, env=env,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
@@ -25,4 +51,39 @@ def test_demo_promotes_the_good_version_and_rolls_back_the_bad_one(cluster: Loca
     assert "backend   podinfo:6.0.1  Succeeded  Succeeded" in output
     assert "backend   podinfo:6.0.2  Failed     Failed" in output
     assert "no process left running" in output
+    assert wait_until_gone(tag) == {}
+    assert not LocalCluster("demo").state_dir.exists()
+
+
+def test_ctrl_c_while_canaries_progress_leaves_nothing_behind(
+    cluster: LocalCluster, demo_environment: tuple[str, dict[str, str]]
+) -> None:
+    tag, env = demo_environment
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "e2e.demo"], cwd=REPO_ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    assert demo.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in demo.stdout:
+            seen.append(line)
+            if "a good version: podinfo:6.0.1" in line:
+                break
+        else:
+            pytest.fail("the demo ended before rolling out a version:\n" + "".join(seen[-40:]))
+        # Into the analysis: the controller, the simulator's backends, Prometheus, the load
+        # tester and the hey it started are all running now.
+        time.sleep(8)
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=180)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = "".join(seen) + rest
+    assert demo.returncode == 1, output[-6000:]
+    assert "interrupted: stopping everything" in output
+    assert "no process left running" in output
+    assert wait_until_gone(tag) == {}
     assert not LocalCluster("demo").state_dir.exists()
