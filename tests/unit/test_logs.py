@@ -110,10 +110,26 @@ def test_configure_twice_replaces_the_handler() -> None:
     assert len(json_lines(second)) == 1
 
 
-@pytest.mark.parametrize("level", ["debug", "info", "warn", "warning", "error", "fatal", "panic",
-                                   "INFO"])
-def test_zap_level_names_are_accepted(level: str) -> None:
-    logs.configure(json=True, level=level, stream=io.StringIO())
+@pytest.mark.parametrize(
+    ("level", "written"),
+    [
+        pytest.param("debug", ["debug", "info", "warning", "error", "critical"], id="debug"),
+        pytest.param("info", ["info", "warning", "error", "critical"], id="info"),
+        pytest.param("INFO", ["info", "warning", "error", "critical"], id="INFO"),
+        pytest.param("warn", ["warning", "error", "critical"], id="warn"),
+        pytest.param("warning", ["warning", "error", "critical"], id="warning"),
+        pytest.param("error", ["error", "critical"], id="error"),
+        pytest.param("fatal", ["critical"], id="fatal"),
+        pytest.param("panic", ["critical"], id="panic"),
+    ],
+)
+def test_zap_level_names_set_the_threshold(level: str, written: list[str]) -> None:
+    stream = io.StringIO()
+    logs.configure(json=True, level=level, stream=stream)
+    log = structlog.get_logger()
+    for method in ("debug", "info", "warning", "error", "critical"):
+        getattr(log, method)(method)
+    assert [line["msg"] for line in json_lines(stream)] == written
 
 
 def test_unknown_level_is_a_config_error() -> None:
