@@ -60,6 +60,8 @@ async def test_blue_green_gated_by_pre_rollout_acceptance_tests(
     assert status["phase"] == "Failed", status
     messages = [event["message"] for event in await mesh.events("backend")]
     assert any("pre-rollout check acceptance-test failed" in m for m in messages), messages
+    assert ("Last failed check: pre-rollout check acceptance-test failed"
+            in status["conditions"][0]["message"]), status
     assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"
 
     seen: list[str] = []

@@ -72,7 +72,7 @@ class TickState:
     router: Router | None = None
     router_provider: str = ""
     last_failure: str | None = None
-    """What made the last check fail, for the rollback alert."""
+    """What made the last check fail (a metric or a webhook), for the rollback alert and status."""
 
 
 @dataclass
@@ -452,15 +452,17 @@ class Lifecycle:
             await self._normal(tick.obj, f"Starting canary analysis for {tick.name}")
             failed = await self._webhooks.run(canary, HookType.PRE_ROLLOUT, phase=tick.phase)
             if failed is not None:
-                await self._warn(tick.obj, f"Halt {tick.name} advancement pre-rollout check "
-                                           f"{failed.webhook.name} failed {failed.message}")
+                check = f"pre-rollout check {failed.webhook.name} failed {failed.message}"
+                tick.state.last_failure = check
+                await self._warn(tick.obj, f"Halt {tick.name} advancement {check}")
                 await self._fail_check(tick)
                 return False
             return True
         failed = await self._webhooks.run(canary, HookType.ROLLOUT, phase=tick.phase)
         if failed is not None:
-            await self._warn(tick.obj, f"Halt {tick.name} advancement external check "
-                                       f"{failed.webhook.name} failed {failed.message}")
+            check = f"external check {failed.webhook.name} failed {failed.message}"
+            tick.state.last_failure = check
+            await self._warn(tick.obj, f"Halt {tick.name} advancement {check}")
             await self._fail_check(tick)
             return False
         outcome = await self._analyzer.run(canary)
