@@ -10,7 +10,7 @@ leader and at once push a new revision, then measure
   ``Progressing`` as a watch delivers it, which is what a user waits for;
 * the Lease gap: the new holder's ``acquireTime`` minus the old holder's last ``renewTime``. After
   a SIGKILL it is never below the lease duration, the election's safety; after a SIGTERM the
-  leader released the Lease, so it is short.
+  leader releases the Lease on its way out, so it is about a retry period or two.
 
 After each sample a fresh replica joins as the next standby. Usage:
 ``python -m e2e.bench.failover [--samples 3] [--lease 15 --renew 10 --retry 2] [--json F]``. It
@@ -69,15 +69,15 @@ async def lease_spec(client: kube.KubeClient, namespace: str) -> dict[str, Any]:
 
 async def current_leader(
     client: kube.KubeClient, namespace: str, replicas: list[ControllerProcess]
-) -> tuple[ControllerProcess, dict[str, Any]]:
-    """The replica that holds the Lease and says so, with the Lease as read."""
+) -> ControllerProcess:
+    """The replica that holds the Lease and says so."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         spec = await lease_spec(client, namespace)
         holder = spec.get("holderIdentity")
         for replica in replicas:
             if holder and replica.exit_code() is None and elected_as(replica) == holder:
-                return replica, spec
+                return replica
         await asyncio.sleep(0.1)
     raise TimeoutError("no replica leads")
 
@@ -87,7 +87,7 @@ async def sample(
     *, stop: signal.Signals, index: int, election: list[str],
 ) -> dict[str, float]:
     namespace = scenario.namespace
-    leader, _ = await current_leader(client, namespace, replicas)
+    leader = await current_leader(client, namespace, replicas)
     current = await client.get(kube.CANARIES, CANARY, namespace=namespace)
     watcher = asyncio.create_task(wait_for_phase(
         client, namespace, CANARY, "Progressing", since_version=kube.resource_version(current)))

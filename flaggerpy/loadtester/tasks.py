@@ -79,6 +79,12 @@ _UNSUPPORTED: Final = {
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _OPERATORS: Final = "|&;<>()`\n"
 SHELL: Final = "sh"
+_SHELL_BUILTINS: Final = frozenset({
+    ".", ":", "alias", "break", "cd", "command", "continue", "eval", "exec", "exit", "export",
+    "read", "readonly", "return", "set", "shift", "times", "trap", "type", "ulimit", "umask",
+    "unset", "wait",
+})
+"""Words ``sh`` runs itself: a line starting with one needs only ``sh`` on the PATH."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +247,7 @@ def _command_line(kind: str, command: str, policy: TaskPolicy) -> _CommandLine:
         except ValueError as exc:  # sh would fail on it too, after a 202
             raise RequestRejected(400, f"cmd {command!r} cannot be split into words: {exc}"
                                   ) from None
-        return _CommandLine(argv, words, words[0])
+        return _CommandLine(argv, words, SHELL if words[0] in _SHELL_BUILTINS else words[0])
     if kind == BASH:
         return _CommandLine(("bash", "-c", command), ("bash", *command.split()), "bash")
     fields = tuple(command.split())  # Go's strings.Fields, as Flagger: no quoting

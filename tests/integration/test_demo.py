@@ -62,6 +62,7 @@ def test_ctrl_c_while_canaries_progress_leaves_nothing_behind(
     demo = subprocess.Popen(
         [sys.executable, "-m", "e2e.demo"], cwd=REPO_ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     assert demo.stdout is not None
     seen: list[str] = []
@@ -75,7 +76,7 @@ def test_ctrl_c_while_canaries_progress_leaves_nothing_behind(
         # Into the analysis: the controller, the simulator's backends, Prometheus, the load
         # tester and the hey it started are all running now.
         time.sleep(8)
-        demo.send_signal(signal.SIGINT)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets it
         rest, _ = demo.communicate(timeout=180)
     finally:
         if demo.poll() is None:

@@ -159,6 +159,11 @@ def test_a_plain_cmd_line_has_its_executable_checked_before_the_202() -> None:
         400, "cannot run 'cmd' task: executable 'hey' not found on the load tester's PATH")
 
 
+def test_a_line_starting_with_a_shell_builtin_needs_only_sh() -> None:
+    policy = TaskPolicy(which=lambda name: name if name == "sh" else None)
+    assert plan_task(payload(cmd="exec sleep 1"), policy).argv == ("sh", "-c", "exec sleep 1")
+
+
 def test_under_an_allowlist_a_shell_line_runs_only_if_sh_is_allowed() -> None:
     command = "hey http://x/ | tee /tmp/out"
     with pytest.raises(RequestRejected) as excinfo:
