@@ -1,21 +1,28 @@
-"""The primary's HorizontalPodAutoscaler: a copy of the target's, aimed at ``<target>-primary``.
+"""The primary's autoscaler: a copy of the target's HPA or KEDA ScaledObject, aimed at the primary.
 
-Flagger's ``hpa_reconciler.go``. The target's HPA (``spec.autoscalerRef``) keeps scaling the
-canary; ``<hpa>-primary`` (``autoscaling/v2``) scales the primary with the same bounds, metrics and
-behavior, or with ``autoscalerRef.primaryScalerReplicas`` where given. It is created when missing,
-at any time; it is brought in line with the target's HPA only when the engine says so
-(``init=False``: the Promoting tick or a skipped analysis), so that an HPA edited along with a new
-revision takes effect on the primary at promotion, not before.
+Flagger's ``hpa_reconciler.go`` and ``scaled_object_reconciler.go``. The target's scaler
+(``spec.autoscalerRef``) keeps scaling the canary; ``<name>-primary`` scales the primary with the
+same bounds and metrics, or with ``autoscalerRef.primaryScalerReplicas`` where given. It is created
+when missing, at any time; it is brought in line with the target's only when the engine says so
+(``init=False``: the Promoting tick or a skipped analysis), so that a scaler edited along with a
+new revision takes effect on the primary at promotion, not before.
 
-Pausing and resuming the target scaler are no-ops for an HPA (they matter for KEDA, whose
-ScaledObject would fight the canary's scale-to-zero).
+A ScaledObject's trigger queries are about the target's pods; the primary's copy asks about the
+primary's instead: ``primaryScalerQueries[<trigger name>]`` where given, else the query with the
+target's name (or ``<target>-canary``) rewritten to ``<target>-primary``.
+
+Pausing and resuming the target scaler are no-ops for an HPA. A ScaledObject would fight the
+canary's scale-to-zero (KEDA scales its target back up), so while no run is in progress the
+target's is paused with KEDA's ``autoscaling.keda.sh/paused-replicas: "0"`` annotation, which is
+removed when a run scales the canary up.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -23,13 +30,16 @@ from flaggerpy import kube
 from flaggerpy.canary import workloads
 from flaggerpy.canary.workloads import JsonObject
 from flaggerpy.models import Canary, ScalerReplicas
-from flaggerpy.runtime.informer import SharedInformerFactory
+from flaggerpy.runtime.informer import Informer, SharedInformerFactory
 from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 HPA_KIND = "HorizontalPodAutoscaler"
+SCALED_OBJECT_KIND = "ScaledObject"
+PAUSED_REPLICAS: Final = "autoscaling.keda.sh/paused-replicas"
+"""KEDA's annotation: the ScaledObject holds its target at this many replicas."""
 
 
 def build_primary_hpa(
@@ -81,8 +91,85 @@ def build_primary_hpa(
     }
 
 
+def primary_query(query: str, target_name: str) -> str:
+    """``query`` about the target's (or the canary's) pods, made about the primary's.
+
+    ``app="podinfo"`` and ``app="podinfo-canary"`` become ``app="podinfo-primary"``; a name
+    that only starts with the target's (``podinfo2``) or is already the primary's is left as is.
+    """
+    pattern = rf"(?<![\w-]){re.escape(target_name)}(?:-canary)?(?!-primary)(?!\w)"
+    return re.sub(pattern, workloads.primary_name(target_name), query)
+
+
+def build_primary_scaled_object(
+        scaled_object: Mapping[str, Any],
+        *,
+        target_name: str,
+        replicas: ScalerReplicas | None,
+        queries: Mapping[str, str] | None,
+        owner: JsonObject,
+        include_label_prefix: Sequence[str],
+) -> JsonObject:
+    """The primary ScaledObject for the target's ``scaled_object``.
+
+    Metadata as :func:`build_primary_hpa`. The spec copies what Flagger copies: polling
+    interval, cooldown, replica bounds (or ``primaryScalerReplicas``), ``advanced`` (its HPA
+    name, if set, gets ``-primary``), triggers (queries rewritten, see the module docstring),
+    fallback and idle replicas.
+    """
+    meta = scaled_object.get("metadata") or {}
+    spec = scaled_object.get("spec") or {}
+    scale_ref = dict(spec.get("scaleTargetRef") or {})
+    scale_ref["name"] = workloads.primary_name(target_name)
+    min_replicas = spec.get("minReplicaCount")
+    max_replicas = spec.get("maxReplicaCount")
+    if replicas is not None:
+        if replicas.min_replicas is not None:
+            min_replicas = replicas.min_replicas
+        if replicas.max_replicas is not None:
+            max_replicas = replicas.max_replicas
+    advanced = copy.deepcopy(spec.get("advanced"))
+    hpa_config = (advanced or {}).get("horizontalPodAutoscalerConfig") or {}
+    if hpa_config.get("name"):
+        hpa_config["name"] = workloads.primary_name(str(hpa_config["name"]))
+    triggers = copy.deepcopy(spec.get("triggers"))
+    for trigger in triggers or ():
+        metadata = trigger.get("metadata")
+        if not isinstance(metadata, dict):
+            continue
+        given = (queries or {}).get(str(trigger.get("name") or ""))
+        if given is not None:
+            metadata["query"] = given
+        elif isinstance(metadata.get("query"), str):
+            metadata["query"] = primary_query(metadata["query"], target_name)
+    annotations = workloads.include_by_prefix(meta.get("annotations"), include_label_prefix)
+    annotations.pop(PAUSED_REPLICAS, None)  # the target's is paused between runs, never the primary
+    return {
+        "apiVersion": kube.SCALED_OBJECTS.api_version,
+        "kind": SCALED_OBJECT_KIND,
+        "metadata": {
+            "name": workloads.primary_name(str(meta.get("name"))),
+            "namespace": meta.get("namespace"),
+            "labels": workloads.filter_metadata(meta.get("labels")),
+            "annotations": annotations,
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "scaleTargetRef": scale_ref,
+            "pollingInterval": spec.get("pollingInterval"),
+            "cooldownPeriod": spec.get("cooldownPeriod"),
+            "minReplicaCount": min_replicas,
+            "maxReplicaCount": max_replicas,
+            "advanced": advanced,
+            "triggers": triggers,
+            "fallback": copy.deepcopy(spec.get("fallback")),
+            "idleReplicaCount": spec.get("idleReplicaCount"),
+        },
+    }
+
+
 class PrimaryAutoscaler:
-    """Keeps ``<autoscalerRef.name>-primary`` in step with the target's HPA."""
+    """Keeps ``<autoscalerRef.name>-primary`` in step with the target's HPA or ScaledObject."""
 
     def __init__(
             self,
@@ -98,31 +185,26 @@ class PrimaryAutoscaler:
         self._sync_timeout = sync_timeout
 
     async def reconcile(self, canary: Canary, *, init: bool) -> None:
-        """Creates the primary HPA when missing; with ``init=False`` also updates it.
+        """Creates the primary scaler when missing; with ``init=False`` also updates it.
 
-        Without an ``autoscalerRef`` there is nothing to do. A KEDA ScaledObject is not handled
-        here and raises :class:`~flaggerpy.canary.workloads.UnsupportedTargetError`.
+        Without an ``autoscalerRef`` there is nothing to do.
         """
         ref = canary.spec.autoscaler_ref
         if ref is None:
             return
-        if ref.kind != HPA_KIND:
-            raise workloads.UnsupportedTargetError(
-                f"canary {canary.name}.{canary.namespace}: autoscalerRef kind {ref.kind!r} is not"
-                f" supported (only {HPA_KIND})")
-        resource = kube.HORIZONTAL_POD_AUTOSCALERS
-        informer = await workloads.synced(
-            self._caches.informer(resource), limit=self._sync_timeout)
-        hpa = informer.get(ObjectKey(canary.namespace, ref.name))
-        if hpa is None:
-            raise workloads.TargetNotFoundError(
-                f"{HPA_KIND} {ref.name}.{canary.namespace} get query error: "
-                f"{workloads.not_found(resource, ref.name)}")
-        desired = build_primary_hpa(
-            hpa, target_name=canary.spec.target_ref.name,
-            replicas=ref.primary_scaler_replicas,
-            owner=workloads.owner_reference(canary),
-            include_label_prefix=tuple(self._settings.controller.include_label_prefix))
+        resource = _resource(canary)
+        informer, source = await self._target_scaler(canary)
+        owner = workloads.owner_reference(canary)
+        prefixes = tuple(self._settings.controller.include_label_prefix)
+        if ref.kind == HPA_KIND:
+            desired = build_primary_hpa(
+                source, target_name=canary.spec.target_ref.name,
+                replicas=ref.primary_scaler_replicas, owner=owner, include_label_prefix=prefixes)
+        else:
+            desired = build_primary_scaled_object(
+                source, target_name=canary.spec.target_ref.name,
+                replicas=ref.primary_scaler_replicas, queries=ref.primary_scaler_queries,
+                owner=owner, include_label_prefix=prefixes)
         name = desired["metadata"]["name"]
         if informer.get(ObjectKey(canary.namespace, name)) is None:
             try:
@@ -130,19 +212,64 @@ class PrimaryAutoscaler:
             except kube.AlreadyExistsError:
                 pass  # created by an earlier call the cache has not caught up with
             else:
-                log.info("primary_hpa_created", name=name)
+                log.info("primary_scaler_created", kind=ref.kind, name=name)
                 return
         if init:
             return
         result = await self._client.create_or_update(resource, desired, cache=informer)
         if result is not kube.OperationResult.UNCHANGED:
-            log.info("primary_hpa_synced", name=name, result=str(result))
+            log.info("primary_scaler_synced", kind=ref.kind, name=name, result=str(result))
 
     async def pause(self, canary: Canary) -> None:
-        """No-op for an HPA (Flagger's ``PauseTargetScaler``)."""
+        """Holds the target's ScaledObject at zero replicas (Flagger's ``PauseTargetScaler``).
+
+        A no-op for an HPA, and when the annotation is already there.
+        """
+        await self._set_paused(canary, "0")
 
     async def resume(self, canary: Canary) -> None:
-        """No-op for an HPA (Flagger's ``ResumeTargetScaler``)."""
+        """Lets the target's ScaledObject scale again (Flagger's ``ResumeTargetScaler``)."""
+        await self._set_paused(canary, None)
+
+    async def _set_paused(self, canary: Canary, value: str | None) -> None:
+        ref = canary.spec.autoscaler_ref
+        if ref is None or ref.kind != SCALED_OBJECT_KIND:
+            return
+        _, source = await self._target_scaler(canary)
+        annotations = (source.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(PAUSED_REPLICAS) == value:
+            return
+        await self._client.patch(kube.SCALED_OBJECTS, ref.name,
+                                 {"metadata": {"annotations": {PAUSED_REPLICAS: value}}},
+                                 namespace=canary.namespace)
+        log.info("target_scaler_paused" if value is not None else "target_scaler_resumed",
+                 name=ref.name, namespace=canary.namespace)
+
+    async def _target_scaler(self, canary: Canary) -> tuple[Informer, JsonObject]:
+        """The synced cache of the scaler kind, and the target's scaler from it."""
+        ref = canary.spec.autoscaler_ref
+        assert ref is not None
+        resource = _resource(canary)
+        informer = await workloads.synced(
+            self._caches.informer(resource), limit=self._sync_timeout)
+        source = informer.get(ObjectKey(canary.namespace, ref.name))
+        if source is None:
+            raise workloads.TargetNotFoundError(
+                f"{ref.kind} {ref.name}.{canary.namespace} get query error: "
+                f"{workloads.not_found(resource, ref.name)}")
+        return informer, source
+
+
+def _resource(canary: Canary) -> kube.Resource:
+    ref = canary.spec.autoscaler_ref
+    assert ref is not None
+    if ref.kind == HPA_KIND:
+        return kube.HORIZONTAL_POD_AUTOSCALERS
+    if ref.kind == SCALED_OBJECT_KIND:
+        return kube.SCALED_OBJECTS
+    raise workloads.UnsupportedTargetError(
+        f"canary {canary.name}.{canary.namespace}: autoscalerRef kind {ref.kind!r} is not"
+        f" supported (only {HPA_KIND} and {SCALED_OBJECT_KIND})")
 
 
 def _compact(obj: JsonObject) -> JsonObject:

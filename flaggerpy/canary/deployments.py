@@ -22,8 +22,6 @@ from flaggerpy.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-SCALED_OBJECTS = kube.Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
-"""KEDA's ScaledObject, read only to pick the replicas a canary scales up to."""
 
 COPIED_SPEC_FIELDS = ("progressDeadlineSeconds", "minReadySeconds", "revisionHistoryLimit",
                       "strategy")
@@ -272,15 +270,9 @@ class DeploymentController(workloads.PodWorkloadController):
             hpa = await self._cached(kube.HORIZONTAL_POD_AUTOSCALERS, canary.namespace, ref.name)
             value = ((hpa or {}).get("spec") or {}).get("minReplicas")
         elif ref.kind == "ScaledObject":
-            # Read once per scale-up, not cached: KEDA's CRD may not even be installed. As in
-            # Flagger, an unreadable ScaledObject only means no minimum is known.
-            try:
-                scaled = await self._client.get(
-                    SCALED_OBJECTS, ref.name, namespace=canary.namespace)
-            except kube.KubeError as exc:
-                log.info("scaled_object_unreadable", name=ref.name, error=str(exc))
-                return None
-            value = (scaled.get("spec") or {}).get("minReplicaCount")
+            # The same cache the primary's ScaledObject is copied from, synced by then.
+            scaled = await self._cached(kube.SCALED_OBJECTS, canary.namespace, ref.name)
+            value = ((scaled or {}).get("spec") or {}).get("minReplicaCount")
         else:
             return None
         return value if isinstance(value, int) else None

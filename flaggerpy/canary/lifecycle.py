@@ -208,6 +208,9 @@ class Lifecycle:
                 analysis_iterations=canary.spec.analysis.iterations or 0,
             ))
             await self._normal(updated, f"Terminating canary {name}")
+        autoscaler = self._autoscaler(canary)
+        if autoscaler is not None:
+            await autoscaler.resume(canary)  # the target is the user's again, scaler included
         workload = workload_controller(canary, client=self._client, caches=self._caches,
                                        settings=self._settings)
         await workload.finalize(canary)
@@ -289,6 +292,8 @@ class Lifecycle:
             await autoscaler.reconcile(canary, init=True)
         await services.reconcile(canary)
         if initializing:
+            if autoscaler is not None:
+                await autoscaler.pause(canary)
             await workload.scale_to_zero(canary)
         if not provider.startswith("appmesh"):
             await router.reconcile(canary)
@@ -308,9 +313,7 @@ class Lifecycle:
             await self._patch_status(canary, patch)
 
     def _autoscaler(self, canary: Canary) -> PrimaryAutoscaler | None:
-        ref = canary.spec.autoscaler_ref
-        if ref is None or ref.kind != "HorizontalPodAutoscaler":
-            # KEDA ScaledObjects are not reconciled yet: the primary keeps its own replicas.
+        if canary.spec.autoscaler_ref is None:
             return None
         return PrimaryAutoscaler(client=self._client, caches=self._caches,
                                  settings=self._settings)
@@ -416,6 +419,8 @@ class Lifecycle:
             return
         await self._normal(tick.obj, f"New revision detected! Scaling up {tick.name}")
         await self._alert(tick, alerting.new_revision())
+        if tick.autoscaler is not None:
+            await tick.autoscaler.resume(canary)
         await tick.workload.scale_from_zero(canary)
         await self._write(tick, canary_status.sync_status_patch(
             current=tick.status, phase=CanaryPhase.PROGRESSING, kind=tick.kind,
@@ -620,6 +625,8 @@ class Lifecycle:
     ) -> None:
         """The end of a successful run: canary scaled down, Succeeded, post-rollout, told."""
         canary = tick.canary
+        if tick.autoscaler is not None:
+            await tick.autoscaler.pause(canary)
         await tick.workload.scale_to_zero(canary)
         await self._write(tick, canary_status.set_phase_patch(
             current=tick.status, phase=CanaryPhase.SUCCEEDED, kind=tick.kind,
@@ -654,6 +661,8 @@ class Lifecycle:
         await self._warn(tick.obj, f"Canary failed! Scaling down {tick.name}")
         self._telemetry.set_weight(name=canary.spec.target_ref.name, namespace=canary.namespace,
                                    primary=100, canary=0)
+        if tick.autoscaler is not None:
+            await tick.autoscaler.pause(canary)
         await tick.workload.scale_to_zero(canary)
         detail = tick.state.last_failure if failed >= threshold else None
         await self._write(tick, canary_status.sync_status_patch(

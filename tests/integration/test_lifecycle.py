@@ -325,6 +325,63 @@ async def test_hpa_primary_is_created_and_kept_in_sync(scenario: Scenario) -> No
     assert primary_hpa["spec"]["maxReplicas"] == 6  # synced at promotion
 
 
+async def test_keda_scaled_object_is_copied_and_the_targets_paused_between_runs(
+    scenario: Scenario,
+) -> None:
+    """Flagger's e2e #20, without KEDA's operator: what the controller writes to the objects."""
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    scaled_object = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "podinfo-so"},
+        "spec": {
+            "scaleTargetRef": {"name": "podinfo"},
+            "minReplicaCount": 2,
+            "maxReplicaCount": 3,
+            "triggers": [{"type": "prometheus", "name": "requests", "metadata": {
+                "serverAddress": "http://prometheus.monitoring:9090", "threshold": "5",
+                "query": 'sum(rate(http_requests_total{app="podinfo"}[1m]))'}}],
+        },
+    }
+    ref = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo-so"}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"), scaled_object,
+                         canary("podinfo", autoscalerRef=ref, revertOnDeletion=True,
+                                analysis=analysis(iterations=5)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+
+    async def paused() -> str | None:
+        target = await scenario.get("scaledobject", "podinfo-so")
+        assert target is not None
+        return ((target["metadata"].get("annotations") or {})
+                .get("autoscaling.keda.sh/paused-replicas"))
+
+    primary = await scenario.get("scaledobject", "podinfo-so-primary")
+    assert primary is not None
+    assert primary["spec"]["scaleTargetRef"] == {"name": "podinfo-primary"}
+    assert primary["spec"]["triggers"][0]["metadata"]["query"] == (
+        'sum(rate(http_requests_total{app="podinfo-primary"}[1m]))')
+    assert "autoscaling.keda.sh/paused-replicas" not in (
+        primary["metadata"].get("annotations") or {})
+    assert await paused() == "0"  # the target is scaled to zero: KEDA must not scale it up
+
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    await scenario.wait_phase("podinfo", "Progressing", within=30)
+    assert await paused() is None  # under analysis the target's scaler works again
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 2  # scaled up to the ScaledObject's minimum
+    await scenario.wait_phase("podinfo", "Succeeded", within=90)
+    assert await paused() == "0"
+
+    await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
+
+    async def resumed() -> bool:
+        return await paused() is None
+
+    await eventually(resumed, within=60, what="the target's ScaledObject to be resumed")
+
+
 async def test_suspend_and_skip_analysis(scenario: Scenario) -> None:
     await scenario.start_controller()
     await scenario.set_success_rate("podinfo", 99)

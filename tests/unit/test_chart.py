@@ -214,7 +214,8 @@ CORE_GRANTS = {
       for v in ("get", "list", "watch", "create", "update")),
     ("", "events", "create"),
     ("", "events", "patch"),
-    ("keda.sh", "scaledobjects", "get"),
+    *(("keda.sh", "scaledobjects", v)
+      for v in ("get", "list", "watch", "create", "update", "patch")),
 }
 
 

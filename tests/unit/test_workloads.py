@@ -667,3 +667,89 @@ def test_primary_hpa_replicas_can_be_overridden() -> None:
         replicas=ScalerReplicas(min_replicas=5, max_replicas=9), owner=OWNER,
         include_label_prefix=())
     assert (body["spec"]["minReplicas"], body["spec"]["maxReplicas"]) == (5, 9)
+
+
+# --- the primary KEDA ScaledObject --------------------------------------------------------------
+
+
+def make_scaled_object() -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "podinfo-so", "namespace": "test",
+                     "labels": {"app": "podinfo", "kustomize.toolkit.fluxcd.io/name": "x"},
+                     "annotations": {"autoscaling.keda.sh/paused-replicas": "0"}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "pollingInterval": 10,
+            "cooldownPeriod": 20,
+            "minReplicaCount": 1,
+            "maxReplicaCount": 3,
+            "advanced": {"horizontalPodAutoscalerConfig": {"name": "podinfo-hpa"}},
+            "fallback": {"failureThreshold": 3, "replicas": 2},
+            "triggers": [
+                {"type": "prometheus", "name": "prom-trigger", "metadata": {
+                    "serverAddress": "http://prometheus:9090", "threshold": "5",
+                    "query": 'sum(rate(http_requests_total{app="podinfo"}[2m]))'}},
+                {"type": "prometheus", "name": "other", "metadata": {
+                    "query": 'sum(rate(http_requests_total{app="podinfo-canary"}[2m]))'}},
+                {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}},
+            ],
+        },
+    }
+
+
+def test_primary_scaled_object_targets_the_primary_and_asks_about_its_pods() -> None:
+    body = autoscalers.build_primary_scaled_object(
+        make_scaled_object(), target_name="podinfo", replicas=None, queries=None, owner=OWNER,
+        include_label_prefix=())
+    assert body["apiVersion"] == "keda.sh/v1alpha1"
+    assert body["metadata"] == {
+        "name": "podinfo-so-primary", "namespace": "test", "labels": {"app": "podinfo"},
+        "annotations": {}, "ownerReferences": [OWNER]}
+    spec = body["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                      "name": "podinfo-primary"}
+    assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (10, 20)
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 3)
+    assert spec["advanced"] == {"horizontalPodAutoscalerConfig": {"name": "podinfo-hpa-primary"}}
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": 2}
+    assert spec["idleReplicaCount"] is None
+    prom, other, cpu = spec["triggers"]
+    assert prom["metadata"] == {
+        "serverAddress": "http://prometheus:9090", "threshold": "5",
+        "query": 'sum(rate(http_requests_total{app="podinfo-primary"}[2m]))'}
+    assert other["metadata"]["query"] == (
+        'sum(rate(http_requests_total{app="podinfo-primary"}[2m]))')
+    assert cpu == make_scaled_object()["spec"]["triggers"][2]
+    # The target's own object is left as it was.
+    assert make_scaled_object()["spec"]["triggers"][0]["metadata"]["query"].count("podinfo-") == 0
+
+
+def test_primary_scaler_queries_replace_the_named_triggers_query() -> None:
+    body = autoscalers.build_primary_scaled_object(
+        make_scaled_object(), target_name="podinfo",
+        replicas=ScalerReplicas(min_replicas=2, max_replicas=5),
+        queries={"prom-trigger": "sum(up{job='podinfo-primary'})"}, owner=OWNER,
+        include_label_prefix=("autoscaling.keda.sh",))
+    assert body["metadata"]["annotations"] == {}, "the target's pause is never copied"
+    prom, other, _ = body["spec"]["triggers"]
+    assert prom["metadata"]["query"] == "sum(up{job='podinfo-primary'})"
+    assert other["metadata"]["query"] == (
+        'sum(rate(http_requests_total{app="podinfo-primary"}[2m]))')
+    assert (body["spec"]["minReplicaCount"], body["spec"]["maxReplicaCount"]) == (2, 5)
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    pytest.param('x{app="podinfo"}', 'x{app="podinfo-primary"}', id="target"),
+    pytest.param('x{app="podinfo-canary"}', 'x{app="podinfo-primary"}', id="canary"),
+    pytest.param('x{app="podinfo-primary"}', 'x{app="podinfo-primary"}', id="already-primary"),
+    pytest.param('x{pod=~"podinfo-[a-z0-9]+-[a-z0-9]+"}',
+                 'x{pod=~"podinfo-primary-[a-z0-9]+-[a-z0-9]+"}', id="pod-regex"),
+    pytest.param('x{app="podinfo2"}', 'x{app="podinfo2"}', id="longer-name"),
+    pytest.param('x{app="my-podinfo"}', 'x{app="my-podinfo"}', id="other-name"),
+    pytest.param('x{a="podinfo",b="podinfo-canary"}',
+                 'x{a="podinfo-primary",b="podinfo-primary"}', id="both"),
+])
+def test_primary_query(query: str, expected: str) -> None:
+    assert autoscalers.primary_query(query, "podinfo") == expected
