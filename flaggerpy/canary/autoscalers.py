@@ -59,24 +59,13 @@ def build_primary_hpa(
     meta = hpa.get("metadata") or {}
     spec = hpa.get("spec") or {}
     scale_ref = spec.get("scaleTargetRef") or {}
-    min_replicas = spec.get("minReplicas")
-    max_replicas = spec.get("maxReplicas")
-    if replicas is not None:
-        if replicas.min_replicas is not None:
-            min_replicas = replicas.min_replicas
-        if replicas.max_replicas is not None:
-            max_replicas = replicas.max_replicas
+    min_replicas, max_replicas = _bounds(spec.get("minReplicas"), spec.get("maxReplicas"),
+                                         replicas)
+    annotations = workloads.include_by_prefix(meta.get("annotations"), include_label_prefix)
     return {
         "apiVersion": kube.HORIZONTAL_POD_AUTOSCALERS.api_version,
         "kind": HPA_KIND,
-        "metadata": {
-            "name": workloads.primary_name(str(meta.get("name"))),
-            "namespace": meta.get("namespace"),
-            "labels": workloads.filter_metadata(meta.get("labels")),
-            "annotations": workloads.include_by_prefix(meta.get("annotations"),
-                                                       include_label_prefix),
-            "ownerReferences": [owner],
-        },
+        "metadata": _primary_metadata(meta, annotations=annotations, owner=owner),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": scale_ref.get("apiVersion"),
@@ -88,6 +77,29 @@ def build_primary_hpa(
             "metrics": copy.deepcopy(spec.get("metrics")),
             "behavior": copy.deepcopy(spec.get("behavior")),
         },
+    }
+
+
+def _bounds(low: Any, high: Any, replicas: ScalerReplicas | None) -> tuple[Any, Any]:
+    """The scaler's replica bounds, or ``primaryScalerReplicas`` where given."""
+    if replicas is not None:
+        if replicas.min_replicas is not None:
+            low = replicas.min_replicas
+        if replicas.max_replicas is not None:
+            high = replicas.max_replicas
+    return low, high
+
+
+def _primary_metadata(
+        meta: Mapping[str, Any], *, annotations: dict[str, str], owner: JsonObject,
+) -> JsonObject:
+    """A primary scaler's metadata: labels without Flux keys (as Flagger), owned by the Canary."""
+    return {
+        "name": workloads.primary_name(str(meta.get("name"))),
+        "namespace": meta.get("namespace"),
+        "labels": workloads.filter_metadata(meta.get("labels")),
+        "annotations": annotations,
+        "ownerReferences": [owner],
     }
 
 
@@ -121,13 +133,8 @@ def build_primary_scaled_object(
     spec = scaled_object.get("spec") or {}
     scale_ref = dict(spec.get("scaleTargetRef") or {})
     scale_ref["name"] = workloads.primary_name(target_name)
-    min_replicas = spec.get("minReplicaCount")
-    max_replicas = spec.get("maxReplicaCount")
-    if replicas is not None:
-        if replicas.min_replicas is not None:
-            min_replicas = replicas.min_replicas
-        if replicas.max_replicas is not None:
-            max_replicas = replicas.max_replicas
+    min_replicas, max_replicas = _bounds(spec.get("minReplicaCount"), spec.get("maxReplicaCount"),
+                                         replicas)
     advanced = copy.deepcopy(spec.get("advanced"))
     hpa_config = (advanced or {}).get("horizontalPodAutoscalerConfig") or {}
     if hpa_config.get("name"):
@@ -147,13 +154,7 @@ def build_primary_scaled_object(
     return {
         "apiVersion": kube.SCALED_OBJECTS.api_version,
         "kind": SCALED_OBJECT_KIND,
-        "metadata": {
-            "name": workloads.primary_name(str(meta.get("name"))),
-            "namespace": meta.get("namespace"),
-            "labels": workloads.filter_metadata(meta.get("labels")),
-            "annotations": annotations,
-            "ownerReferences": [owner],
-        },
+        "metadata": _primary_metadata(meta, annotations=annotations, owner=owner),
         "spec": {
             "scaleTargetRef": scale_ref,
             "pollingInterval": spec.get("pollingInterval"),
