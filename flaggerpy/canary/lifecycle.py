@@ -33,6 +33,7 @@ from flaggerpy.canary.webhooks import WebhookCaller
 from flaggerpy.canary.workloads import (
     NotReadyError,
     PrimaryAutoscaler,
+    TargetNotFoundError,
     WorkloadController,
     workload_controller,
 )
@@ -210,7 +211,11 @@ class Lifecycle:
             await self._normal(updated, f"Terminating canary {name}")
         autoscaler = self._autoscaler(canary)
         if autoscaler is not None:
-            await autoscaler.resume(canary)  # the target is the user's again, scaler included
+            try:
+                await autoscaler.resume(canary)  # the target is the user's again, scaler included
+            except TargetNotFoundError as error:
+                # Gone already: nothing to resume, and no reason to keep the Canary from going.
+                log.info("target_scaler_gone", canary=name, error=str(error))
         workload = workload_controller(canary, client=self._client, caches=self._caches,
                                        settings=self._settings)
         await workload.finalize(canary)

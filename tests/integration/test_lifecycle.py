@@ -382,6 +382,33 @@ async def test_keda_scaled_object_is_copied_and_the_targets_paused_between_runs(
     await eventually(resumed, within=60, what="the target's ScaledObject to be resumed")
 
 
+async def test_a_deleted_scaled_object_does_not_hold_the_canarys_deletion(
+    scenario: Scenario,
+) -> None:
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    scaled_object = {
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "podinfo-so"},
+        "spec": {"scaleTargetRef": {"name": "podinfo"}, "triggers": [
+            {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}]},
+    }
+    ref = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo-so"}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"), scaled_object,
+                         canary("podinfo", autoscalerRef=ref, revertOnDeletion=True))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("delete", "scaledobject", "podinfo-so")
+    await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
+
+    async def gone() -> bool:
+        return await scenario.get("canary", "podinfo") is None
+
+    await eventually(gone, within=60, what="the Canary to be finalized and removed")
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] > 0  # reverted: the target serves again
+
+
 async def test_suspend_and_skip_analysis(scenario: Scenario) -> None:
     await scenario.start_controller()
     await scenario.set_success_rate("podinfo", 99)
