@@ -325,30 +325,33 @@ async def test_hpa_primary_is_created_and_kept_in_sync(scenario: Scenario) -> No
     assert primary_hpa["spec"]["maxReplicas"] == 6  # synced at promotion
 
 
+async def initialized_with_scaled_object(
+    scenario: Scenario, spec: dict[str, Any], **canary_spec: Any
+) -> None:
+    """A started controller and the ``podinfo`` canary Initialized, scaled by ``podinfo-so``."""
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    scaled_object = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                     "metadata": {"name": "podinfo-so"},
+                     "spec": {"scaleTargetRef": {"name": "podinfo"}, **spec}}
+    ref = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo-so"}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"), scaled_object,
+                         canary("podinfo", autoscalerRef=ref, revertOnDeletion=True,
+                                **canary_spec))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+
+
 async def test_keda_scaled_object_is_copied_and_the_targets_paused_between_runs(
     scenario: Scenario,
 ) -> None:
     """Flagger's e2e #20, without KEDA's operator: what the controller writes to the objects."""
-    await scenario.start_controller()
-    await scenario.set_success_rate("podinfo", 99)
-    scaled_object = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": "podinfo-so"},
-        "spec": {
-            "scaleTargetRef": {"name": "podinfo"},
-            "minReplicaCount": 2,
-            "maxReplicaCount": 3,
-            "triggers": [{"type": "prometheus", "name": "requests", "metadata": {
-                "serverAddress": "http://prometheus.monitoring:9090", "threshold": "5",
-                "query": 'sum(rate(http_requests_total{app="podinfo"}[1m]))'}}],
-        },
-    }
-    ref = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo-so"}
-    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"), scaled_object,
-                         canary("podinfo", autoscalerRef=ref, revertOnDeletion=True,
-                                analysis=analysis(iterations=5)))
-    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await initialized_with_scaled_object(scenario, {
+        "minReplicaCount": 2,
+        "maxReplicaCount": 3,
+        "triggers": [{"type": "prometheus", "name": "requests", "metadata": {
+            "serverAddress": "http://prometheus.monitoring:9090", "threshold": "5",
+            "query": 'sum(rate(http_requests_total{app="podinfo"}[1m]))'}}],
+    }, analysis=analysis(iterations=5))
 
     async def paused() -> str | None:
         target = await scenario.get("scaledobject", "podinfo-so")
@@ -385,18 +388,8 @@ async def test_keda_scaled_object_is_copied_and_the_targets_paused_between_runs(
 async def test_a_deleted_scaled_object_does_not_hold_the_canarys_deletion(
     scenario: Scenario,
 ) -> None:
-    await scenario.start_controller()
-    await scenario.set_success_rate("podinfo", 99)
-    scaled_object = {
-        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-        "metadata": {"name": "podinfo-so"},
-        "spec": {"scaleTargetRef": {"name": "podinfo"}, "triggers": [
-            {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}]},
-    }
-    ref = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo-so"}
-    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"), scaled_object,
-                         canary("podinfo", autoscalerRef=ref, revertOnDeletion=True))
-    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await initialized_with_scaled_object(scenario, {"triggers": [
+        {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}]})
     await scenario.kubectl("delete", "scaledobject", "podinfo-so")
     await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
 
