@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.kube.keys import ObjectKey
 
 __all__ = ["BackendPool", "BackendProcess", "BackendSpec", "backend_spec", "ready_replicas"]
 

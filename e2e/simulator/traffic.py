@@ -38,7 +38,7 @@ from e2e.simulator.metrics import Exchange, MeshAdapter, Peer
 from e2e.simulator.routing import HeaderOps, Request, ServiceKey, route, service_key
 from e2e.simulator.users import UserPool
 from e2e.simulator.world import Workload, World
-from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.kube.keys import ObjectKey
 
 __all__ = ["GENERATOR", "INGRESS", "DataPlane", "Response", "TrafficGenerator", "stream_host"]
 

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from e2e.simulator.backends import BackendSpec, backend_spec, ready_replicas
 from e2e.simulator.routing import ServiceKey, hosts_match, selector_matches
 from flaggerpy import kube
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.informer import Informer, SharedInformerFactory
-from flaggerpy.runtime.keys import ObjectKey
 
 __all__ = ["VIRTUAL_SERVICES", "StaticStore", "Store", "Workload", "World"]
 

@@ -76,11 +76,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from flaggerpy import kube, plugins
 from flaggerpy.errors import FlaggerError, NotifierError, PluginError
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.logs import canary_id, safe_url
 from flaggerpy.models import AlertProvider, AlertProviderType, Canary
 from flaggerpy.models.canary import CanaryAlert
 from flaggerpy.notifying import Field, Message, Notifier, Severity
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import NotificationSettings, Settings
 
 __all__ = [

@@ -19,10 +19,10 @@ from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.canary.reconciler import CanaryReconciler
 from flaggerpy.canary.webhooks import WebhookCaller
 from flaggerpy.kube import JsonObject
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.controller import Controller
 from flaggerpy.runtime.events import EventRecorder
 from flaggerpy.runtime.informer import Informer, SharedInformerFactory, index_by
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.runtime.leader import LeaderElector
 from flaggerpy.runtime.manager import Manager
 from flaggerpy.runtime.workqueue import WorkQueue

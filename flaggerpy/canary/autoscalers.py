@@ -29,9 +29,9 @@ import structlog
 from flaggerpy import kube
 from flaggerpy.canary import workloads
 from flaggerpy.canary.workloads import JsonObject
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, ScalerReplicas
 from flaggerpy.runtime.informer import Informer, SharedInformerFactory
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 
 log = structlog.get_logger(__name__)

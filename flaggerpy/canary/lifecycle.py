@@ -37,12 +37,12 @@ from flaggerpy.canary.workloads import (
     WorkloadController,
     workload_controller,
 )
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType
 from flaggerpy.routing import ProviderContext, Router, Weights
 from flaggerpy.runtime.controller import Result
 from flaggerpy.runtime.events import EventRecorder
 from flaggerpy.runtime.informer import SharedInformerFactory
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
 

@@ -70,9 +70,9 @@ from flaggerpy.analysis import (
 from flaggerpy.canary import templating
 from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError
 from flaggerpy.kube import ObjectReader
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryMetric, MetricTemplate
 from flaggerpy.plugins import Registry
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
 

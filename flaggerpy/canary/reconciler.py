@@ -20,10 +20,10 @@ from flaggerpy.canary import status as canary_status, verify
 from flaggerpy.canary.lifecycle import Lifecycle
 from flaggerpy.errors import PluginError
 from flaggerpy.kube import ObjectReader
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import FINALIZER, Canary, CanaryPhase
 from flaggerpy.runtime.controller import Result
 from flaggerpy.runtime.events import EventRecorder
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
 

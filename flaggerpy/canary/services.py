@@ -46,10 +46,10 @@ import structlog
 
 from flaggerpy import kube
 from flaggerpy.errors import RouterError, TerminalError
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import API_VERSION
 from flaggerpy.models.canary import Canary, CanaryService, CustomMetadata
 from flaggerpy.routing import KubernetesRouter
-from flaggerpy.runtime.keys import ObjectKey
 
 __all__ = [
     "KUBECTL_LAST_APPLIED",

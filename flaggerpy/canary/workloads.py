@@ -41,9 +41,9 @@ import structlog
 from flaggerpy import kube
 from flaggerpy.canary import hashing
 from flaggerpy.errors import FlaggerError, TerminalError
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import API_VERSION, Canary, CanaryService, CanaryStatus
 from flaggerpy.runtime.informer import Informer, SharedInformerFactory
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 
 if TYPE_CHECKING:

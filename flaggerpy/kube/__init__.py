@@ -34,6 +34,7 @@ from flaggerpy.kube.errors import (
     WriteFencedError,
     ignore_not_found,
 )
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.kube.objects import JsonObject, OperationResult, key_of, resource_version
 from flaggerpy.kube.resources import (
     ALERT_PROVIDERS,
@@ -53,10 +54,22 @@ from flaggerpy.kube.resources import (
     SERVICES,
     Resource,
 )
+from flaggerpy.kube.store import (
+    CACHE_SYNC_TIMEOUT,
+    Applied,
+    Build,
+    Caches,
+    ObjectStore,
+    WatchedCache,
+    controller_reference,
+    is_controlled_by,
+    merge_owner_reference,
+)
 from flaggerpy.kube.watch import EventType, WatchEvent
 
 __all__ = [
     "ALERT_PROVIDERS",
+    "CACHE_SYNC_TIMEOUT",
     "CANARIES",
     "CONFIGMAPS",
     "CUSTOM_RESOURCE_DEFINITIONS",
@@ -73,7 +86,10 @@ __all__ = [
     "SECRETS",
     "SERVICES",
     "AlreadyExistsError",
+    "Applied",
     "BadRequestError",
+    "Build",
+    "Caches",
     "Cause",
     "ConflictError",
     "EventType",
@@ -84,8 +100,10 @@ __all__ = [
     "KubeError",
     "Mutate",
     "NotFoundError",
+    "ObjectKey",
     "ObjectList",
     "ObjectReader",
+    "ObjectStore",
     "OperationResult",
     "PatchType",
     "PropagationPolicy",
@@ -96,9 +114,13 @@ __all__ = [
     "UnauthorizedError",
     "UnprocessableError",
     "WatchEvent",
+    "WatchedCache",
     "WriteFencedError",
+    "controller_reference",
     "default_user_agent",
     "ignore_not_found",
+    "is_controlled_by",
     "key_of",
+    "merge_owner_reference",
     "resource_version",
 ]

@@ -34,9 +34,9 @@ import structlog
 from kubernetes_asyncio.client import ApiClient
 
 from flaggerpy.kube import config, errors, objects, watch as watching
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.kube.objects import JsonObject, OperationResult
 from flaggerpy.kube.resources import Resource
-from flaggerpy.runtime.keys import ObjectKey
 
 log = structlog.get_logger(__name__)
 

@@ -36,7 +36,7 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from flaggerpy.errors import TerminalError
-from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.workqueue import QueueShutDown, WorkQueue
 
 log = structlog.get_logger(__name__)

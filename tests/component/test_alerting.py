@@ -21,10 +21,10 @@ from structlog.testing import capture_logs
 
 from flaggerpy.canary import alerting
 from flaggerpy.canary.alerting import Alerter, notification_metrics
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary
 from flaggerpy.notifying import Field, Severity
 from flaggerpy.plugins import Registry
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
 from tests.receivers import ChatReceiver

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from flaggerpy.errors import TerminalError
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.controller import Controller, ReconcilerFunc, Result
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.runtime.ratelimit import ItemExponentialFailureRateLimiter
 from flaggerpy.runtime.workqueue import WorkQueue
 from flaggerpy.telemetry import Recorder

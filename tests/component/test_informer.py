@@ -19,8 +19,8 @@ from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from flaggerpy import kube
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime import informer as informers
-from flaggerpy.runtime.keys import ObjectKey
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -10,8 +10,8 @@ from typing import ClassVar
 import pytest
 from structlog.testing import capture_logs
 
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.controller import Controller, ReconcilerFunc, Result
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.runtime.manager import Elector, Manager, Runnable
 from flaggerpy.runtime.workqueue import WorkQueue
 

@@ -25,9 +25,9 @@ from aiohttp import web
 from e2e.prometheus import LocalPrometheus, ScrapeJob
 from flaggerpy import plugins
 from flaggerpy.canary.metrics_analysis import AnalysisOutcome, MetricsAnalyzer
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.metrics.prometheus import PrometheusProvider
 from flaggerpy.models import Canary
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
 from tests.metrics_exporter import MetricsExporter

@@ -13,8 +13,8 @@ from kubernetes_asyncio.client import ApiClient
 from e2e.cluster.localcluster import LocalCluster
 from flaggerpy import kube
 from flaggerpy.kube import config as kube_config
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime import informer as informers
-from flaggerpy.runtime.keys import ObjectKey
 
 pytestmark = pytest.mark.integration
 

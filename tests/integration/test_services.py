@@ -27,9 +27,9 @@ from flaggerpy.canary.services import (
     TOOLKIT_ANNOTATIONS,
     KubernetesDefaultRouter,
 )
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models.canary import Canary
 from flaggerpy.runtime.informer import Informer
-from flaggerpy.runtime.keys import ObjectKey
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ from e2e.cluster.pytest_plugin import eventually
 from flaggerpy import kube
 from flaggerpy.canary import workloads
 from flaggerpy.canary.autoscalers import PrimaryAutoscaler
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryStatus
 from flaggerpy.runtime.informer import SharedInformerFactory
-from flaggerpy.runtime.keys import ObjectKey
 from flaggerpy.settings import Settings
 
 pytestmark = pytest.mark.integration

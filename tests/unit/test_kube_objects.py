@@ -8,7 +8,7 @@ import pytest
 
 from flaggerpy import kube
 from flaggerpy.kube import objects
-from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.kube.keys import ObjectKey
 
 SERVER_SERVICE: dict[str, Any] = {
     "apiVersion": "v1",

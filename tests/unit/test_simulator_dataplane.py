@@ -23,7 +23,7 @@ from e2e.simulator.routing import Request
 from e2e.simulator.traffic import GENERATOR, INGRESS, DataPlane, TrafficGenerator, stream_host
 from e2e.simulator.users import UserPool, parse_trait
 from e2e.simulator.world import World
-from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.kube.keys import ObjectKey
 
 NS = "test"
 
