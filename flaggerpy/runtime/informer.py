@@ -48,7 +48,7 @@ from typing import Any
 import structlog
 
 from flaggerpy import kube
-from flaggerpy.runtime.keys import ObjectKey
+from flaggerpy.kube.keys import ObjectKey
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +116,8 @@ class Informer:
         self._handlers: list[Handlers] = []
         self._synced = asyncio.Event()
         self._resource_version = ""
+        self._lists_started = 0
+        self._listed = 0  # the number of the list whose result the store holds (0: none yet)
         self._started = False
         self._log = log.bind(resource=str(resource), namespace=self._namespace or "*")
 
@@ -170,6 +172,20 @@ class Informer:
     def resource_version(self) -> str:
         """The last resourceVersion seen (from a list, an event or a bookmark)."""
         return self._resource_version
+
+    @property
+    def lists_started(self) -> int:
+        """How many lists this informer has started (its first, then one per relist)."""
+        return self._lists_started
+
+    def listed_since(self, lists_started: int) -> bool:
+        """Whether the store holds a list that started after ``lists_started`` lists had.
+
+        A write that completed when :attr:`lists_started` was N is in every list started
+        after that, so once this is True for N the cache is at least as new as the write,
+        even if a relist coalesced the write's own watch event away.
+        """
+        return self._listed > lists_started
 
     def get(self, key: ObjectKey) -> JsonObject | None:
         """The cached object with this key, or None. Read-only: copy before changing."""
@@ -240,6 +256,8 @@ class Informer:
                 backoff = min(backoff * 2, self._backoff_max)
 
     async def _relist(self) -> None:
+        self._lists_started += 1
+        number = self._lists_started
         listed = await self._client.list(
             self._resource,
             namespace=self._namespace,
@@ -258,6 +276,7 @@ class Informer:
         for key, obj in fresh.items():
             self._put(key, obj)
         self._resource_version = listed.resource_version
+        self._listed = number
         first = not self._synced.is_set()
         self._log.info("informer_listed", objects=len(fresh), added=len(added),
                        updated=len(updated), deleted=len(deleted),
