@@ -654,7 +654,7 @@ class Alerter:
                         " -no-cross-namespace-refs is set")
         provider = await self._provider(ObjectKey(namespace, name))
         spec = provider.spec
-        kind = spec.type.value
+        kind = spec.type
         address, token, proxy = spec.address or "", "", spec.proxy or ""
         if spec.secret_ref is not None:
             data = await self._secret_data(ObjectKey(namespace, spec.secret_ref.name), kind=kind)

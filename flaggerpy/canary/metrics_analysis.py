@@ -342,7 +342,7 @@ class MetricsAnalyzer:
                 continue
             problem = await _offline_reason(provider, when_false="it reports it is offline")
             if problem is not None:
-                problems.append(f"{template.spec.provider.type.value} in metric template "
+                problems.append(f"{template.spec.provider.type} in metric template "
                                 f"{template.name}.{template.namespace or namespace} "
                                 f"not available: {problem}")
         return problems
@@ -490,7 +490,7 @@ class MetricsAnalyzer:
             secret, version = await self._secret(
                 ObjectKey(key.namespace, secret_name), where=f"{where} secret {secret_name}")
         identity = (
-            spec.type.value, spec.address or "", key.namespace, secret_name,
+            spec.type, spec.address or "", key.namespace, secret_name,
             json.dumps(spec.headers or {}, sort_keys=True), str(bool(spec.insecure_skip_verify)),
             spec.region or "", interval,
         )
@@ -498,7 +498,7 @@ class MetricsAnalyzer:
         if cached is not None and cached.version == version:
             return cached.provider
         try:
-            plugin = self._metrics_registry.get(spec.type.value)
+            plugin = self._metrics_registry.get(spec.type)
             factory: MetricsProviderFactory = plugin.factory
             provider = factory(
                 address=spec.address, secret=secret, headers=spec.headers,
@@ -507,12 +507,12 @@ class MetricsAnalyzer:
             )
         except Exception as exc:
             raise _Failed(_error_named(
-                key.name, f"{where} provider {spec.type.value} error: {_describe(exc)}",
+                key.name, f"{where} provider {spec.type} error: {_describe(exc)}",
             )) from exc
         if cached is not None:
             self._retired.append((time.monotonic(), cached.provider))
             log.info("metrics_provider_replaced", template=f"{key.name}.{key.namespace}",
-                     provider=spec.type.value)
+                     provider=spec.type)
         self._providers[identity] = _Cached(version=version, provider=provider)
         return provider
 

@@ -21,7 +21,7 @@ field, or a ``crd_schema`` class variable for keywords that belong to the object
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
@@ -32,6 +32,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "API_VERSION",
     "GROUP",
+    "PLUGIN_NAME_PATTERN",
     "VERSION",
     "Crd",
     "FlaggerModel",
@@ -39,6 +40,8 @@ __all__ = [
     "KubeObject",
     "Number",
     "ObjectMeta",
+    "plugin_description",
+    "plugin_name",
 ]
 
 
@@ -54,7 +57,10 @@ class Crd:
     ``schema`` holds keywords Flagger's own CRD has at this node; ``added`` holds the ones
     flaggerpy adds (validations that only reject nonsense). They are kept apart so the
     additions can be listed, tested against Flagger's CRD and documented one by one, each with
-    its ``reason``. ``new`` marks a whole property Flagger's CRD does not have.
+    its ``reason``. ``new`` marks a whole property Flagger's CRD does not have. ``changed``
+    names keywords of Flagger's schema at this node that flaggerpy leaves out or rewords on
+    purpose (the plugin-name enums, opened so that third-party plugins validate); they are
+    listed and documented with the additions.
 
     Both mappings are deep-merged over the generated schema: nested mappings merge, a
     ``required`` list is unioned, any other value replaces the generated one. ``replace``
@@ -68,6 +74,7 @@ class Crd:
     schema: Mapping[str, Any] = field(default_factory=dict)
     added: Mapping[str, Any] = field(default_factory=dict)
     new: bool = False
+    changed: tuple[str, ...] = ()
     reason: str = ""
     replace: Mapping[str, Any] | None = None
 
@@ -77,6 +84,38 @@ Number = Annotated[int, Crd(schema={"type": "number"})]
 
 FormatString = Annotated[str, Crd(schema={"format": "string"})]
 """A string Flagger's CRD (copying Istio's) marks with the no-op ``format: string``."""
+
+PLUGIN_NAME_PATTERN = r"^\S+$"
+"""A plugin name as a manifest spells it: not empty, no whitespace (``smi:v1alpha3:linkerd`` ok)."""
+
+
+def plugin_name(group: str) -> Crd:
+    """The schema of a field that names a plugin of the entry point group ``group``.
+
+    Flagger's CRD closes these fields with an enum of its own names, which would refuse a
+    third-party plugin (docs/plugins.md). flaggerpy's accepts any name without blanks; the
+    controller reports a name nothing installed serves, and the field's description still
+    lists Flagger's names.
+    """
+    return Crd(
+        added={"pattern": PLUGIN_NAME_PATTERN},
+        changed=("enum", "description"),
+        reason=(
+            f"open plugin family: any {group} plugin installed through entry points is"
+            " accepted, not only Flagger's names (which the description lists)"
+        ),
+    )
+
+
+def plugin_description(
+        lead: str, *, group: str, flaggers: Iterable[str], variant: bool = False
+) -> str:
+    """A plugin-name field's description: what it is, where names come from, Flagger's names."""
+    how = "by name, with an optional :variant" if variant else "by name"
+    return (
+        f"{lead}: a plugin installed in the {group} entry point group, {how}."
+        f" Flagger's providers: {', '.join(flaggers)}"
+    )
 
 
 class FlaggerModel(BaseModel):

@@ -31,13 +31,15 @@ class Addition:
 
     ``path`` is dotted wire names from the object root, with ``[]`` for array items and ``{}``
     for map values (``spec.analysis.stepWeights``). ``keywords`` are the OpenAPI keywords
-    added there; a ``new`` addition is a whole property Flagger's CRD lacks.
+    added there; a ``new`` addition is a whole property Flagger's CRD lacks. ``changed`` are
+    keywords of Flagger's schema there that flaggerpy drops or rewords on purpose.
     """
 
     path: str
     keywords: Mapping[str, Any]
     new: bool
     reason: str
+    changed: tuple[str, ...] = ()
 
 
 def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -152,7 +154,7 @@ def type_schema(tp: Any) -> dict[str, Any]:
 
 
 def collect_additions(model: type[FlaggerModel], path: str = "") -> list[Addition]:
-    """Every :class:`Crd` with ``added`` keywords or ``new=True`` reachable from ``model``."""
+    """Every :class:`Crd` with ``added`` or ``changed`` keywords, or ``new=True``, in ``model``."""
     return list(_model_additions(model, path))
 
 
@@ -183,5 +185,6 @@ def _type_additions(tp: Any, path: str) -> Iterator[Addition]:
 
 def _from_crds(crds: Iterable[Crd], path: str) -> Iterator[Addition]:
     for crd in crds:
-        if crd.added or crd.new:
-            yield Addition(path=path, keywords=dict(crd.added), new=crd.new, reason=crd.reason)
+        if crd.added or crd.new or crd.changed:
+            yield Addition(path=path, keywords=dict(crd.added), new=crd.new, reason=crd.reason,
+                           changed=crd.changed)

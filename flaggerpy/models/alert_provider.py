@@ -12,13 +12,21 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from flaggerpy.models._base import Crd, FlaggerModel, KubeObject
+from flaggerpy.models._base import (
+    PLUGIN_NAME_PATTERN,
+    Crd,
+    FlaggerModel,
+    KubeObject,
+    plugin_description,
+    plugin_name,
+)
 from flaggerpy.models.metric_template import SecretReference
 from flaggerpy.models.status import ResourceStatus
 
 __all__ = [
     "DEFAULT_CHANNEL",
     "DEFAULT_USERNAME",
+    "NOTIFIERS_GROUP",
     "AlertProvider",
     "AlertProviderSpec",
     "AlertProviderType",
@@ -26,10 +34,16 @@ __all__ = [
 
 DEFAULT_CHANNEL = "general"
 DEFAULT_USERNAME = "flagger"
+NOTIFIERS_GROUP = "flaggerpy.notifiers"
+"""The entry point group ``spec.type`` names a plugin of."""
 
 
 class AlertProviderType(StrEnum):
-    """The chat services Flagger's CRD accepts in ``spec.type``, in its order."""
+    """The chat services Flagger knows for ``spec.type``, in its CRD's order.
+
+    Documentation, not validation: the field accepts any installed ``flaggerpy.notifiers``
+    plugin (the CRD's description lists these names).
+    """
 
     SLACK = "slack"
     MSTEAMS = "msteams"
@@ -50,7 +64,12 @@ class AlertProviderSpec(FlaggerModel):
         ),
     )
 
-    type: AlertProviderType = Field(description="Type of this provider")
+    type: Annotated[str, plugin_name(NOTIFIERS_GROUP)] = Field(
+        description=plugin_description(
+            "Type of this provider", group=NOTIFIERS_GROUP, flaggers=AlertProviderType
+        ),
+        pattern=PLUGIN_NAME_PATTERN,
+    )
     channel: str | None = Field(default=None, description="Alert channel for this provider")
     username: str | None = Field(default=None, description="Bot username for this provider")
     address: str | None = Field(default=None, description="Hook URL address of this provider")
@@ -79,7 +98,7 @@ _STATUS = Crd(
 
 
 class AlertProvider(KubeObject):
-    """A Slack, Teams, Discord, Rocket.Chat or Google Chat destination for alerts."""
+    """A destination for alerts: Slack, Teams, Discord, Rocket.Chat, Google Chat or a plugin's."""
 
     crd_schema: ClassVar[Crd | None] = Crd(
         added={"required": ["spec"]},

@@ -17,7 +17,16 @@ from typing import Annotated, ClassVar, NamedTuple
 
 from pydantic import Field
 
-from flaggerpy.models._base import Crd, FlaggerModel, FormatString, KubeObject, Number
+from flaggerpy.models._base import (
+    PLUGIN_NAME_PATTERN,
+    Crd,
+    FlaggerModel,
+    FormatString,
+    KubeObject,
+    Number,
+    plugin_description,
+    plugin_name,
+)
 from flaggerpy.models.durations import parse_duration
 from flaggerpy.models.istio import (
     CorsPolicy,
@@ -39,6 +48,7 @@ __all__ = [
     "MIN_ANALYSIS_INTERVAL_SECONDS",
     "PRIMARY_READY_THRESHOLD",
     "PROGRESS_DEADLINE_SECONDS",
+    "ROUTERS_GROUP",
     "SESSION_AFFINITY_MAX_AGE",
     "TARGET_KINDS",
     "WEBHOOK_TIMEOUT",
@@ -102,7 +112,11 @@ CANARY_PROVIDERS: tuple[str, ...] = (
     "smi:v1alpha3",
     "traefik",
 )
-"""Every ``spec.provider`` value Flagger's CRD accepts; the router registry resolves them."""
+"""Every ``spec.provider`` value Flagger's CRD accepts (its enum); the router registry resolves
+them. flaggerpy's CRD accepts any router plugin's name and lists these in the description."""
+
+ROUTERS_GROUP = "flaggerpy.routers"
+"""The entry point group ``spec.provider`` names a plugin of (the part before the first ``:``)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,8 +781,15 @@ class CanaryAnalysis(FlaggerModel):
 class CanarySpec(FlaggerModel):
     """The desired state of a Canary."""
 
-    provider: Annotated[str | None, Crd(schema={"enum": list(CANARY_PROVIDERS)})] = Field(
-        default=None, description="Traffic managent provider"
+    provider: Annotated[str | None, plugin_name(ROUTERS_GROUP)] = Field(
+        default=None,
+        description=plugin_description(
+            "Traffic management provider",
+            group=ROUTERS_GROUP,
+            flaggers=CANARY_PROVIDERS,
+            variant=True,
+        ),
+        pattern=PLUGIN_NAME_PATTERN,
     )
     metrics_server: str | None = Field(default=None, description="Prometheus URL")
     progress_deadline_seconds: _NonNegative = Field(

@@ -2,7 +2,9 @@
 
 A Canary's ``analysis.metrics[].templateRef`` points here; the query is a Go-template-like
 text rendered with the canary's name, namespace, target, service, ingress, interval and
-``templateVariables`` (spec §4.1), then run by the provider named in ``provider.type``.
+``templateVariables`` (spec §4.1), then run by the provider named in ``provider.type``: any
+``flaggerpy.metrics`` plugin, Flagger's or a third party's (the family is open; a type nothing
+installed serves is reported in the template's status).
 """
 
 from __future__ import annotations
@@ -12,10 +14,18 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from flaggerpy.models._base import Crd, FlaggerModel, KubeObject
+from flaggerpy.models._base import (
+    PLUGIN_NAME_PATTERN,
+    Crd,
+    FlaggerModel,
+    KubeObject,
+    plugin_description,
+    plugin_name,
+)
 from flaggerpy.models.status import ResourceStatus
 
 __all__ = [
+    "METRICS_GROUP",
     "MetricTemplate",
     "MetricTemplateProvider",
     "MetricTemplateSpec",
@@ -25,7 +35,11 @@ __all__ = [
 
 
 class MetricsProviderType(StrEnum):
-    """The metrics backends Flagger's CRD accepts in ``spec.provider.type``, in its order."""
+    """The metrics backends Flagger knows for ``spec.provider.type``, in its CRD's order.
+
+    Documentation, not validation: the field accepts any installed ``flaggerpy.metrics``
+    plugin (the CRD's description lists these names).
+    """
 
     PROMETHEUS = "prometheus"
     INFLUXDB = "influxdb"
@@ -40,6 +54,10 @@ class MetricsProviderType(StrEnum):
     SPLUNK = "splunk"
 
 
+METRICS_GROUP = "flaggerpy.metrics"
+"""The entry point group ``spec.provider.type`` names a plugin of."""
+
+
 class SecretReference(FlaggerModel):
     """A Secret in the referring object's own namespace."""
 
@@ -49,7 +67,12 @@ class SecretReference(FlaggerModel):
 class MetricTemplateProvider(FlaggerModel):
     """Where and how to run the query: backend type, address, credentials."""
 
-    type: MetricsProviderType = Field(description="Type of this provider")
+    type: Annotated[str, plugin_name(METRICS_GROUP)] = Field(
+        description=plugin_description(
+            "Type of this provider", group=METRICS_GROUP, flaggers=MetricsProviderType
+        ),
+        pattern=PLUGIN_NAME_PATTERN,
+    )
     address: str | None = Field(default=None, description="API address of this provider")
     headers: dict[str, list[str]] | None = Field(
         default=None, description="Headers to add to HTTP(S) requests"

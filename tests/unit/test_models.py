@@ -187,8 +187,8 @@ def test_enums_parse_to_members_and_dump_to_wire_values() -> None:
         HookType.PRE_ROLLOUT,
         HookType.CONFIRM_TRAFFIC_INCREASE,
     ]
-    assert template.spec.provider.type is MetricsProviderType.DATADOG
-    assert provider.spec.type is AlertProviderType.MSTEAMS
+    assert template.spec.provider.type == MetricsProviderType.DATADOG
+    assert provider.spec.type == AlertProviderType.MSTEAMS
 
 
 # --- Flagger's code defaults, applied on read --------------------------------------------------
