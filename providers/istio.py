@@ -10,14 +10,15 @@ version; the CRD serves it, with ``v1`` as its storage version):
   retries, corsPolicy, headers, weights, mirror) or, for ``appProtocol: tcp``, tcp routes; A/B
   testing routes; session-affinity ("sticky canary") routes and cookies.
 
-The module is split the way every mesh router is (style §9.3, ``providers/_mesh.py``):
+The module is split the way every mesh router is (style §9.3):
 
 - **pure builders** -- :func:`build_destination_rule`, :func:`build_virtual_service`,
   :func:`read_weights`, :func:`next_session_cookies`, :func:`restored_virtual_service` --
   which turn a Canary (and the object as it is now) into the object as it should be, and are
   tested field by field against the spec;
-- **one apply path** (:class:`~flaggerpy.providers._mesh.MeshObjects`) that reads from the
-  informer cache, calls a builder with what it read and writes only when the result differs.
+- **one apply path**, the object store the core hands over (``ProviderContext.routing_store``,
+  ``kube.ObjectStore``), which reads from the informer cache, calls a builder with what it read
+  and writes only when the result differs.
 
 The same builder serves ``reconcile`` and ``set_routes``: ``reconcile`` builds with the weights
 (and mirror) the VirtualService carries now, so it never resets a split in flight, and
@@ -45,6 +46,9 @@ deleted with ``revertOnDeletion``) puts that spec back.
 Where this differs from Flagger (weights kept on spec changes, the mirror and session affinity
 together, A/B query parameters, ``suffix`` header matches, ...) is listed in
 ``docs/compatibility.md`` under "Istio router differences from Flagger".
+
+The module ends with :class:`IstioObserver`, the builtin metrics' queries over Istio's telemetry
+(``pkg/metrics/observers/istio.go``).
 """
 
 from __future__ import annotations
@@ -61,8 +65,15 @@ from typing import Any, Final, Literal
 from flaggerpy import kube
 from flaggerpy.errors import PluginError, RouterError, TerminalError
 from flaggerpy.models.canary import Canary, CanaryService, SessionAffinity
-from flaggerpy.providers import _mesh
-from flaggerpy.routing import ProviderContext, Router, RouterFactory, Weights
+from flaggerpy.observing import PrometheusObserver, p99, ratio
+from flaggerpy.routing import (
+    TOOLKIT_ANNOTATIONS,
+    ProviderContext,
+    Router,
+    RouterFactory,
+    Weights,
+    canary_owner,
+)
 
 __all__ = [
     "API_VERSION",
@@ -73,6 +84,7 @@ __all__ = [
     "STICKY_CANARY_ROUTE",
     "STICKY_PRIMARY_ROUTE",
     "VIRTUAL_SERVICES",
+    "IstioObserver",
     "IstioRouter",
     "Role",
     "SessionCookies",
@@ -96,7 +108,7 @@ DESTINATION_RULES: Final = kube.Resource(GROUP, VERSION, "destinationrules", "De
 
 ORIGINAL_CONFIGURATION: Final = "flagger.kubernetes.io/original-configuration"
 """The spec of a user's VirtualService before the first takeover, as JSON (Flagger's key)."""
-KUBECTL_LAST_APPLIED: Final = _mesh.KUBECTL_LAST_APPLIED
+KUBECTL_LAST_APPLIED: Final = kube.KUBECTL_LAST_APPLIED
 
 COOKIE_HEADER: Final = "Cookie"
 SET_COOKIE_HEADER: Final = "Set-Cookie"
@@ -139,6 +151,13 @@ class SessionCookies:
         return cls(canary=status.session_affinity_cookie or "",
                    primary=status.primary_session_affinity_cookie or "",
                    previous=status.previous_session_affinity_cookie or "")
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any]) -> SessionCookies:
+        """The cookies in a stored Canary's raw ``status`` (no model parsing on every tick)."""
+        return cls(canary=str(status.get("sessionAffinityCookie") or ""),
+                   primary=str(status.get("primarySessionAffinityCookie") or ""),
+                   previous=str(status.get("previousSessionAffinityCookie") or ""))
 
     def status_patch(self) -> dict[str, Any]:
         """The merge patch of ``status`` that stores these cookies ("" removes a field)."""
@@ -453,7 +472,7 @@ def _tcp_routes(canary: Canary, service: CanaryService, weights: Weights) -> lis
 def _metadata(canary: Canary, service: CanaryService) -> tuple[dict[str, str], dict[str, str]]:
     apex = service.apex
     labels = dict((apex.labels if apex else None) or {})
-    annotations = {**((apex.annotations if apex else None) or {}), **_mesh.TOOLKIT_ANNOTATIONS}
+    annotations = {**((apex.annotations if apex else None) or {}), **TOOLKIT_ANNOTATIONS}
     return labels, annotations
 
 
@@ -470,7 +489,7 @@ def build_destination_rule(
     """The DestinationRule ``<svc>-<role>``: ``{host: <its name>, trafficPolicy}``. Pure.
 
     ``service.trafficPolicy`` is copied verbatim, into both rules. An existing rule only has
-    its spec replaced (:func:`flaggerpy.providers._mesh.with_spec`), as Flagger does.
+    its spec replaced (``kube.with_spec``), as Flagger does.
     """
     if role not in ("primary", "canary"):
         raise ValueError(f"unknown DestinationRule role {role!r}; expected primary or canary")
@@ -482,7 +501,7 @@ def build_destination_rule(
         spec["trafficPolicy"] = policy
     metadata: dict[str, Any] = {"name": name, "namespace": canary.namespace}
     if set_owner_refs:
-        metadata["ownerReferences"] = [_mesh.owner_reference(canary)]
+        metadata["ownerReferences"] = [kube.controller_reference(canary_owner(canary))]
     return {"apiVersion": API_VERSION, "kind": "DestinationRule", "metadata": metadata,
             "spec": spec}
 
@@ -533,7 +552,7 @@ def build_virtual_service(
                                     "annotations": annotations}
         _set_or_drop(metadata, "labels", labels)
         if set_owner_refs:
-            metadata["ownerReferences"] = [_mesh.owner_reference(canary)]
+            metadata["ownerReferences"] = [kube.controller_reference(canary_owner(canary))]
         return {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": metadata,
                 "spec": spec}
 
@@ -541,7 +560,7 @@ def build_virtual_service(
     meta: dict[str, Any] = result.setdefault("metadata", {})
     have_labels: dict[str, str] = dict(meta.get("labels") or {})
     have_notes: dict[str, str] = dict(meta.get("annotations") or {})
-    if _mesh.controlled_by(existing, canary):
+    if _owned(existing, canary):
         for key in (KUBECTL_LAST_APPLIED, ORIGINAL_CONFIGURATION):
             if key in have_notes:
                 annotations[key] = have_notes[key]
@@ -681,18 +700,12 @@ def _json_object(text: str) -> dict[str, Any] | None:
 # -- the router ---------------------------------------------------------------------------------
 
 
-def _version(obj: Mapping[str, Any] | None) -> int:
-    text = kube.resource_version(obj or {})
-    return int(text) if text.isdigit() else 0
-
-
 class IstioRouter:
     """Routes a canary with Istio DestinationRules and a VirtualService (spec §3.2).
 
     Built once per canary by the core (``IstioRouter(ctx=..., variant="")``). It keeps no
-    progress of its own -- weights live in the VirtualService, cookies in the Canary status --
-    only the apply handles and the memory of its own last status write, which stands in for a
-    Canary cache that has not caught up with it yet.
+    state of its own: weights live in the VirtualService, cookies in the Canary status, and
+    both are read through the object store, which shows our own writes at once.
     """
 
     def __init__(self, *, ctx: ProviderContext, variant: str = "") -> None:
@@ -700,9 +713,7 @@ class IstioRouter:
             raise PluginError(f"the istio router takes no variant, got 'istio:{variant}'")
         self._ctx = ctx
         self._log = ctx.log
-        self._rules = _mesh.MeshObjects(ctx=ctx, resource=DESTINATION_RULES)
-        self._services = _mesh.MeshObjects(ctx=ctx, resource=VIRTUAL_SERVICES)
-        self._cookies_written: dict[tuple[str, str], tuple[int, SessionCookies]] = {}
+        self._store = ctx.routing_store
 
     # -- the Router contract --------------------------------------------------------------------
 
@@ -716,12 +727,12 @@ class IstioRouter:
         owners = self._ctx.set_owner_refs
         for role in ("canary", "primary"):
             desired = build_destination_rule(canary, role, set_owner_refs=owners)
-            await self._rules.apply(namespace=canary.namespace, name=getattr(names, role),
-                                    build=_spec_of(desired))
-        cookies = self._cookies(canary)
+            await self._store.apply(DESTINATION_RULES, namespace=canary.namespace,
+                                    name=getattr(names, role), build=_spec_of(desired))
+        cookies = await self._cookies(canary)
         interval = self._interval(canary)
-        await self._services.apply(
-            namespace=canary.namespace, name=names.apex,
+        await self._store.apply(
+            VIRTUAL_SERVICES, namespace=canary.namespace, name=names.apex,
             build=lambda current: build_virtual_service(
                 canary, kept_weights(current, canary), existing=current, status=cookies,
                 interval=interval, set_owner_refs=owners))
@@ -732,14 +743,14 @@ class IstioRouter:
         New cookies are stored in the Canary status before the VirtualService hands them out,
         so a failure in between never publishes a cookie the next call would not route.
         """
-        current = self._cookies(canary)
+        current = await self._cookies(canary)
         cookies = next_session_cookies(canary, weights, current=current)
         if cookies != current:
             await self._store_cookies(canary, cookies)
         owners = self._ctx.set_owner_refs
         interval = self._interval(canary)
-        applied = await self._services.apply(
-            namespace=canary.namespace, name=canary.get_service_names().apex,
+        applied = await self._store.apply(
+            VIRTUAL_SERVICES, namespace=canary.namespace, name=canary.get_service_names().apex,
             build=lambda existing: build_virtual_service(
                 canary, weights, existing=existing, status=cookies, interval=interval,
                 set_owner_refs=owners))
@@ -751,7 +762,7 @@ class IstioRouter:
     async def get_routes(self, canary: Canary) -> Weights:
         """The split the VirtualService carries now (see :func:`read_weights`)."""
         apex = canary.get_service_names().apex
-        vs = await self._services.get(namespace=canary.namespace, name=apex)
+        vs = await self._store.get(VIRTUAL_SERVICES, namespace=canary.namespace, name=apex)
         if vs is None:
             raise RouterError(f"VirtualService {canary.namespace}/{apex} not found")
         return read_weights(vs, canary)
@@ -764,13 +775,13 @@ class IstioRouter:
         nothing to warn about); one that is gone has nothing to revert.
         """
         apex = canary.get_service_names().apex
-        vs = await self._services.get(namespace=canary.namespace, name=apex)
+        vs = await self._store.get(VIRTUAL_SERVICES, namespace=canary.namespace, name=apex)
         if vs is None:
             self._log.info("virtual_service_finalize_skipped", canary=_flagger_name(canary),
                            reason="not_found")
             return
         if restored_virtual_service(vs) is None:
-            if _mesh.controlled_by(vs, canary):
+            if _owned(vs, canary):
                 # Ours: the garbage collector deletes it with the Canary; nothing to give back.
                 self._log.debug("virtual_service_finalize_skipped",
                                 canary=_flagger_name(canary), reason="owned")
@@ -778,8 +789,8 @@ class IstioRouter:
                 self._log.warning("virtual_service_original_configuration_not_found",
                                   canary=_flagger_name(canary), name=apex)
             return
-        applied = await self._services.apply(namespace=canary.namespace, name=apex,
-                                             build=restored_virtual_service)
+        applied = await self._store.apply(VIRTUAL_SERVICES, namespace=canary.namespace,
+                                          name=apex, build=restored_virtual_service)
         if applied.result is kube.OperationResult.UPDATED:
             self._log.info("virtual_service_restored", canary=_flagger_name(canary), name=apex)
 
@@ -789,40 +800,40 @@ class IstioRouter:
         return canary.get_analysis_interval(
             minimum=self._ctx.settings.controller.min_analysis_interval)
 
-    def _cookies(self, canary: Canary) -> SessionCookies:
-        """The status cookies: the Canary's, or our own newer write if its cache lags behind."""
-        key = (canary.namespace, canary.name)
-        given = SessionCookies.of(canary)
-        memo = self._cookies_written.get(key)
-        if memo is None:
-            return given
-        version, cookies = memo
-        given_version = (canary.metadata.resource_version if canary.metadata else None) or ""
-        if (int(given_version) if given_version.isdigit() else 0) < version:
-            return cookies
-        del self._cookies_written[key]
-        return given
+    async def _cookies(self, canary: Canary) -> SessionCookies:
+        """The status cookies as last written: the store shows our own status write at once,
+        where the Canary handed in may predate it (set earlier in the same tick)."""
+        stored = await self._ctx.store.get(kube.CANARIES, namespace=canary.namespace,
+                                           name=canary.name)
+        if stored is None:
+            return SessionCookies.of(canary)
+        return SessionCookies.from_status(stored.get("status") or {})
 
     async def _store_cookies(self, canary: Canary, cookies: SessionCookies) -> None:
         try:
-            stored = await self._ctx.api.patch_status(
-                kube.CANARIES, canary.name, cookies.status_patch(), namespace=canary.namespace)
+            await self._ctx.store.patch(kube.CANARIES, namespace=canary.namespace,
+                                        name=canary.name, patch=cookies.status_patch(),
+                                        subresource="status")
         except kube.WriteFencedError:
             raise
         except kube.KubeError as exc:
             raise RouterError(f"Canary {canary.namespace}/{canary.name}: session affinity "
                               f"cookies not stored: {exc}") from exc
-        self._cookies_written[(canary.namespace, canary.name)] = (_version(stored), cookies)
         self._log.info("session_affinity_cookies_stored", canary=_flagger_name(canary),
                        cookie_set=bool(cookies.canary), primary_cookie_set=bool(cookies.primary),
                        previous_cookie_set=bool(cookies.previous))
 
 
-def _spec_of(desired: dict[str, Any]) -> _mesh.Build:
+def _spec_of(desired: dict[str, Any]) -> kube.Build:
     """The DestinationRule rule: create ``desired``, or give the existing rule its spec."""
     def build(current: Mapping[str, Any] | None) -> dict[str, Any]:
-        return desired if current is None else _mesh.with_spec(current, desired)
+        return desired if current is None else kube.with_spec(current, desired)
     return build
+
+
+def _owned(obj: Mapping[str, Any], canary: Canary) -> bool:
+    """Whether this Canary created ``obj`` (a user's VirtualService taken over is not ours)."""
+    return kube.is_controlled_by(obj, kind="Canary", name=canary.name)
 
 
 def _flagger_name(canary: Canary) -> str:
@@ -831,3 +842,19 @@ def _flagger_name(canary: Canary) -> str:
 
 _factory: RouterFactory = IstioRouter
 _: type[Router] = IstioRouter
+
+
+# --- builtin metrics ----------------------------------------------------------------------------
+# Istio's request-success-rate and request-duration (Flagger's pkg/metrics/observers/istio.go,
+# spec §4.3), registered as the ``istio`` observer. It is also the observer of every provider
+# string no observer is registered for, as in Flagger (the registry logs that fallback).
+
+
+class IstioObserver(PrometheusObserver):
+    """Istio: ``istio_requests_total`` and ``istio_request_duration_milliseconds``, server side."""
+
+    mesh = "istio"
+    _selector = ('reporter="destination",destination_workload_namespace="{{ namespace }}",'
+                 'destination_workload=~"{{ target }}"')
+    success_rate_query = ratio("istio_requests_total", _selector, 'response_code!~"5.*"')
+    duration_query = p99("istio_request_duration_milliseconds_bucket", _selector)

@@ -35,7 +35,14 @@ from flaggerpy.kube.errors import (
     ignore_not_found,
 )
 from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.kube.objects import JsonObject, OperationResult, key_of, resource_version
+from flaggerpy.kube.objects import (
+    KUBECTL_LAST_APPLIED,
+    JsonObject,
+    OperationResult,
+    key_of,
+    resource_version,
+    with_spec,
+)
 from flaggerpy.kube.resources import (
     ALERT_PROVIDERS,
     CANARIES,
@@ -78,6 +85,7 @@ __all__ = [
     "EVENTS",
     "FIELD_MANAGER",
     "HORIZONTAL_POD_AUTOSCALERS",
+    "KUBECTL_LAST_APPLIED",
     "LEASES",
     "METRIC_TEMPLATES",
     "NAMESPACES",
@@ -123,4 +131,5 @@ __all__ = [
     "key_of",
     "merge_owner_reference",
     "resource_version",
+    "with_spec",
 ]

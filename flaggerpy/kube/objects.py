@@ -34,6 +34,9 @@ EXACT_TOP_LEVEL = frozenset({"data", "binaryData"})
 """Top-level fields compared exactly: the server adds no defaults to ConfigMap/Secret data,
 and a key we dropped must be dropped from the object too."""
 
+KUBECTL_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+"""Where ``kubectl apply`` keeps the user's manifest: what a revert restores first."""
+
 MERGED_METADATA = ("labels", "annotations")
 REPLACED_METADATA = ("ownerReferences", "finalizers")
 
@@ -170,3 +173,14 @@ def strip_for_create(obj: Mapping[str, Any]) -> JsonObject:
                   "managedFields", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"):
         meta.pop(field, None)
     return body
+
+
+def with_spec(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
+    """``current`` with its ``spec`` replaced by the desired one, metadata untouched. Pure.
+
+    The update rule of objects whose metadata is not ours to manage (Flagger updates a
+    DestinationRule's spec only).
+    """
+    result = copy.deepcopy(dict(current))
+    result["spec"] = copy.deepcopy(desired.get("spec"))
+    return result

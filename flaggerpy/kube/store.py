@@ -41,7 +41,13 @@ import structlog
 from flaggerpy.kube import errors
 from flaggerpy.kube.client import KubeClient, PatchType
 from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.kube.objects import JsonObject, OperationResult, key_of, resource_version
+from flaggerpy.kube.objects import (
+    JsonObject,
+    OperationResult,
+    key_of,
+    resource_version,
+    strip_for_create,
+)
 from flaggerpy.kube.resources import Resource
 
 __all__ = [
@@ -188,16 +194,6 @@ def _with_owner(obj: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[st
     return result
 
 
-def _for_create(obj: Mapping[str, Any]) -> dict[str, Any]:
-    body = copy.deepcopy(dict(obj))
-    body.pop("status", None)
-    meta = body.get("metadata") or {}
-    for field in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields",
-                  "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
-        meta.pop(field, None)
-    return body
-
-
 def _uid(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("uid") or "")
 
@@ -226,7 +222,8 @@ class ObjectStore:
         self._pending: dict[tuple[Resource, ObjectKey], _Write] = {}
 
     def __repr__(self) -> str:
-        return f"ObjectStore({self._client.server!r}, cached={self._caches is not None})"
+        server = self._client.server if self._client is not None else None
+        return f"ObjectStore({server!r}, cached={self._caches is not None})"
 
     @property
     def client(self) -> KubeClient:
@@ -291,7 +288,7 @@ class ObjectStore:
             try:
                 if current is None:
                     stored = await self._client.create(
-                        resource, _for_create(wanted), namespace=namespace)
+                        resource, strip_for_create(wanted), namespace=namespace)
                 else:
                     stored = await self._client.replace(resource, wanted, namespace=namespace)
             except errors.WriteFencedError:

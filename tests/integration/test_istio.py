@@ -120,8 +120,8 @@ async def caches(cluster: LocalCluster, namespace: str) -> AsyncIterator[SharedI
 
 @pytest.fixture
 def router(client: kube.KubeClient, caches: SharedInformerFactory) -> IstioRouter:
-    ctx = ProviderContext(api=client, settings=Settings(), log=structlog.get_logger("istio"),
-                          caches=caches)
+    ctx = ProviderContext(store=kube.ObjectStore(client, caches=caches), settings=Settings(),
+                          log=structlog.get_logger("istio"))
     return IstioRouter(ctx=ctx, variant="")
 
 
@@ -454,6 +454,18 @@ class FrozenCache:
     def get(self, key: Any) -> dict[str, Any] | None:
         return self._objects.get(key)
 
+    has_synced = True
+    lists_started = 0
+
+    async def wait_synced(self) -> None:
+        return None
+
+    def add_handler(self, **handlers: Any) -> None:
+        """It delivers nothing, so it tells no one."""
+
+    def listed_since(self, lists_started: int) -> bool:
+        return False
+
 
 async def test_a_stale_cache_costs_a_retry_never_a_lost_update(
         cluster: LocalCluster, namespace: str, admin: kube.KubeClient,
@@ -469,8 +481,8 @@ async def test_a_stale_cache_costs_a_retry_never_a_lost_update(
     await admin.replace(VIRTUAL_SERVICES, edited)
 
     stale = IstioRouter(ctx=ProviderContext(
-        api=client, settings=Settings(), log=structlog.get_logger("istio"),
-        caches=FrozenCache(snapshot)))
+        store=kube.ObjectStore(client, caches=FrozenCache(snapshot)), settings=Settings(),
+        log=structlog.get_logger("istio")))
     since = datetime.now(UTC)
     await stale.set_routes(canary, Weights(80, 20))
     counts = await requests_between(cluster, client, since, namespace)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
+from flaggerpy import kube
 from flaggerpy.analysis import (
     MetricKind,
     MetricsProvider,
@@ -318,7 +319,8 @@ class MissingFinalize:
 
 
 def make_context() -> ProviderContext:
-    return ProviderContext(api=object(), settings=Settings(), log=structlog.get_logger("test"))
+    return ProviderContext(store=kube.ObjectStore(None),  # no I/O in these tests
+                           settings=Settings(), log=structlog.get_logger("test"))
 
 
 def make_model(**overrides: Any) -> MetricTemplateModel:
@@ -365,11 +367,12 @@ async def test_minimal_plugins_run() -> None:
 
 def test_provider_context() -> None:
     ctx = make_context()
-    assert ctx.routing_api is ctx.api
+    assert ctx.routing_store is ctx.store
     assert ctx.set_owner_refs is True
-    remote = object()
-    other = ProviderContext(api=ctx.api, settings=ctx.settings, log=ctx.log, mesh_api=remote,
-                            set_owner_refs=False)
-    assert other.routing_api is remote
+    remote = kube.ObjectStore(None)
+    other = ProviderContext(store=ctx.store, settings=ctx.settings, log=ctx.log,
+                            mesh_store=remote, set_owner_refs=False)
+    assert other.routing_store is remote
+    assert other.store is ctx.store
     with pytest.raises(TypeError):
-        ProviderContext(object(), Settings(), ctx.log)  # type: ignore[call-arg]
+        ProviderContext(ctx.store, Settings(), ctx.log)  # type: ignore[misc]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from flaggerpy import plugins
+from flaggerpy import kube, plugins
 from flaggerpy.errors import PluginError, RouterError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers import istio
@@ -688,7 +688,8 @@ def test_restore_without_record_or_object() -> None:
 
 
 def context() -> ProviderContext:
-    return ProviderContext(api=None, settings=Settings(), log=structlog.get_logger("test"))
+    return ProviderContext(store=kube.ObjectStore(None), settings=Settings(),  # no I/O here
+                           log=structlog.get_logger("test"))
 
 
 def test_router_is_registered_and_conforms() -> None:

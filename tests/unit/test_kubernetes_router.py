@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import structlog
 
-from flaggerpy import plugins
+from flaggerpy import kube, plugins
 from flaggerpy.errors import PluginError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers.kubernetes import NopRouter
@@ -34,7 +34,8 @@ def make_canary(status: dict[str, Any] | None = None) -> Canary:
 
 @pytest.fixture
 def router() -> NopRouter:
-    ctx = ProviderContext(api=None, settings=Settings(), log=structlog.get_logger("test"))
+    ctx = ProviderContext(store=kube.ObjectStore(None), settings=Settings(),  # no I/O here
+                           log=structlog.get_logger("test"))
     return NopRouter(ctx=ctx, variant="")
 
 
@@ -70,7 +71,8 @@ async def test_writes_nothing_and_changes_nothing(router: NopRouter) -> None:
 
 
 def test_a_variant_is_refused() -> None:
-    ctx = ProviderContext(api=None, settings=Settings(), log=structlog.get_logger("test"))
+    ctx = ProviderContext(store=kube.ObjectStore(None), settings=Settings(),  # no I/O here
+                           log=structlog.get_logger("test"))
     with pytest.raises(PluginError, match="kubernetes:v1"):
         NopRouter(ctx=ctx, variant="v1")
 
