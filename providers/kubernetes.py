@@ -10,15 +10,21 @@ are core behaviour (:mod:`flaggerpy.canary.services`), as every canary gets them
 once blue/green iterations have started (``status.iterations > 0``), 100/0 before. That is
 what the status and the ``flagger_canary_weight`` metric show, as in Flagger, even though the
 apex Service never sends traffic to the canary.
+
+The module ends with :class:`HttpObserver`, Flagger's "http" observer for the builtin metrics
+(``pkg/metrics/observers/http.go``).
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 from flaggerpy.errors import PluginError
 from flaggerpy.models.canary import Canary
+from flaggerpy.observing import PrometheusObserver, p99, ratio
 from flaggerpy.routing import ProviderContext, Router, RouterFactory, Weights
 
-__all__ = ["NopRouter"]
+__all__ = ["HttpObserver", "NopRouter"]
 
 
 class NopRouter:
@@ -54,3 +60,28 @@ class NopRouter:
 
 _factory: RouterFactory = NopRouter
 _: type[Router] = NopRouter
+
+
+# --- builtin metrics ----------------------------------------------------------------------------
+# Flagger's "http" observer (pkg/metrics/observers/http.go, spec §4.3), registered as the
+# ``kubernetes`` observer: with no mesh there is no mesh telemetry, so the queries read the
+# ``http_request_duration_seconds`` histogram that podinfo-style applications export themselves.
+
+_POD_OF_TARGET: Final = (
+    'kubernetes_namespace="{{ namespace }}",'
+    'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+)
+
+
+class HttpObserver(PrometheusObserver):
+    """Flagger's "http" observer: the canary pods' ``http_request_duration_seconds``.
+
+    The histogram is in seconds; the p99 is multiplied by 1000 here, as Flagger does, before it
+    is truncated to milliseconds.
+    """
+
+    mesh = "kubernetes"
+    success_rate_query = ratio("http_request_duration_seconds_count", _POD_OF_TARGET,
+                               'status!~"5.*"')
+    duration_query = p99("http_request_duration_seconds_bucket", _POD_OF_TARGET)
+    duration_scale = 1000.0

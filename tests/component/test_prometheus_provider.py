@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.metadata
 import json
 import socket
 import ssl
@@ -32,7 +33,6 @@ from flaggerpy.errors import (
     ProviderOfflineError,
 )
 from flaggerpy.metrics.prometheus import PrometheusProvider, collapse_whitespace
-from flaggerpy.providers import _observer as observers
 from tests.metrics_exporter import MetricsExporter
 
 VECTOR_42 = {"status": "success", "data": {"resultType": "vector", "result": [
@@ -149,8 +149,11 @@ async def test_every_builtin_query_is_valid_promql(provider: PrometheusProvider)
     model = MetricTemplateModel(name="podinfo", namespace="test", target="podinfo",
                                 service="podinfo", ingress="podinfo", route="podinfo",
                                 interval="1m")
-    for cls in observers.PrometheusObserver.__subclasses__():
-        observer = cls(client=provider, render=render)
+    observers = [ep for ep in importlib.metadata.entry_points(group="flaggerpy.observers")
+                 if ep.value.startswith("flaggerpy.providers.")]
+    assert len(observers) >= 13
+    for entry_point in observers:
+        observer = entry_point.load()(client=provider, render=render)
         for query in (observer.render_success_rate(model), observer.render_duration(model)):
             with pytest.raises(NoValuesFoundError):
                 await provider.run_query(query)

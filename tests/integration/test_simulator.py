@@ -25,7 +25,7 @@ from e2e.simulator.process import SimulatorProcess, process_exists
 from flaggerpy.analysis import MetricTemplateModel
 from flaggerpy.canary.templating import render
 from flaggerpy.metrics.prometheus import PrometheusProvider
-from flaggerpy.providers._observer import IstioObserver
+from flaggerpy.providers.istio import IstioObserver
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,0 +1,131 @@
+"""What every builtin-metric observer shares: a base class and the two PromQL shapes.
+
+An observer answers ``request-success-rate`` and ``request-duration`` for one mesh
+(:class:`~flaggerpy.analysis.Observer`, Flagger's ``pkg/metrics/observers``). Each mesh's
+provider module holds its own (``flaggerpy.providers.istio.IstioObserver``, ...), registered in
+the ``flaggerpy.observers`` entry point group under the provider name Flagger's observer factory
+matches (spec §4.3). Almost all of them are a pair of Prometheus query templates, so the
+behaviour lives here once, importable by in-tree and third-party observers alike:
+
+- :class:`PrometheusObserver` renders its two templates with the canary's
+  :class:`~flaggerpy.analysis.MetricTemplateModel` and runs them through the
+  :class:`~flaggerpy.analysis.MetricsProvider` it was built with (Prometheus at
+  ``-metrics-server`` or the Canary's ``spec.metricsServer``);
+- :func:`ratio` and :func:`p99` write the two query shapes most of Flagger's observers use, so
+  a mesh's module only says which series and label selector are its own.
+
+The renderer is passed in rather than imported: Flagger's template dialect is implemented by the
+engine (which hands it over as ``render``), and a plugin never imports the engine. Factory
+signature, as the analysis calls it::
+
+    IstioObserver(*, client: MetricsProvider, render: QueryRenderer, variant: str = "")
+
+``variant`` is what follows the mesh name in the provider string (``v1`` in ``gatewayapi:v1``,
+``service`` for a Canary whose target is a Service); no builtin query depends on it.
+
+Durations: a mesh whose query answers in milliseconds returns it as it is; one answering in
+seconds sets :attr:`PrometheusObserver.duration_scale` to 1000, as Flagger's http observer
+multiplies; both are truncated to whole milliseconds, as Go's ``time.Duration(int64(v))`` does.
+A value that is not finite (``histogram_quantile`` answers ``+Inf`` when every request fell in
+the last bucket) raises ``MetricsError`` rather than becoming Go's undefined integer conversion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import ClassVar, Final, TypeAlias
+
+from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, Observer
+from flaggerpy.errors import MetricsError
+
+__all__ = ["PrometheusObserver", "QueryRenderer", "p99", "ratio"]
+
+QueryRenderer: TypeAlias = Callable[[str, MetricTemplateModel], str]
+"""Renders a query template with a model; raises on an unknown function or missing key."""
+
+_MAX_MILLISECONDS: Final = timedelta.max // timedelta(milliseconds=1)
+
+
+class PrometheusObserver:
+    """Renders a mesh's two builtin query templates and runs them through a provider.
+
+    A subclass sets :attr:`mesh`, :attr:`success_rate_query` and :attr:`duration_query`, and
+    :attr:`duration_scale` when its latency query does not answer in milliseconds.
+    """
+
+    mesh: ClassVar[str]
+    """The provider name this observer serves, for messages."""
+    success_rate_query: ClassVar[str]
+    """PromQL template answering the canary's non-5xx percentage."""
+    duration_query: ClassVar[str]
+    """PromQL template answering the canary's latency (p99 for most meshes)."""
+    duration_scale: ClassVar[float] = 1.0
+    """What a duration answer is multiplied by to be milliseconds (1000 for seconds)."""
+
+    def __init__(
+            self,
+            *,
+            client: MetricsProvider,
+            render: QueryRenderer,
+            variant: str = "",  # the provider string after "<mesh>:"; no query depends on it
+    ) -> None:
+        self.client = client
+        self.variant = variant
+        self._render = render
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.client!r})"
+
+    def query_model(self, model: MetricTemplateModel) -> MetricTemplateModel:
+        """The model the queries are rendered with; a mesh that encodes names rewrites it."""
+        return model
+
+    def render_success_rate(self, model: MetricTemplateModel) -> str:
+        """The request-success-rate query for this canary, as it will be sent."""
+        return self._render(self.success_rate_query, self.query_model(model))
+
+    def render_duration(self, model: MetricTemplateModel) -> str:
+        """The request-duration query for this canary, as it will be sent."""
+        return self._render(self.duration_query, self.query_model(model))
+
+    async def get_request_success_rate(self, model: MetricTemplateModel) -> float:
+        """The percentage of non-5xx requests over ``model.interval``."""
+        return await self.client.run_query(self.render_success_rate(model))
+
+    async def get_request_duration(self, model: MetricTemplateModel) -> timedelta:
+        """The latency over ``model.interval``, truncated to whole milliseconds."""
+        value = await self.client.run_query(self.render_duration(model))
+        milliseconds = value * self.duration_scale
+        if not math.isfinite(milliseconds):
+            raise MetricsError(f"{self.mesh} request duration is {value} (not a number of ms)")
+        whole = math.trunc(milliseconds)
+        if abs(whole) > _MAX_MILLISECONDS:
+            raise MetricsError(f"{self.mesh} request duration {whole}ms is out of range")
+        return timedelta(milliseconds=whole)
+
+
+def ratio(series: str, selector: str, success: str, *, trailing_comma: bool = False) -> str:
+    """``sum(rate(<ok requests>)) / sum(rate(<all requests>)) * 100``, Flagger's success rate.
+
+    ``trailing_comma`` reproduces the ``{<selector>,}`` that some of Flagger's denominators
+    carry (contour, gloo, kuma, knative), so the query sent is byte for byte Flagger's.
+    """
+    comma = "," if trailing_comma else ""
+    return (
+        f"sum(rate({series}{{{selector},{success}}}[{{{{ interval }}}}]))"
+        f" / sum(rate({series}{{{selector}{comma}}}[{{{{ interval }}}}])) * 100"
+    )
+
+
+def p99(series: str, selector: str, *, trailing_comma: bool = False) -> str:
+    """``histogram_quantile(0.99, sum(rate(<buckets>)) by (le))``, Flagger's latency query."""
+    comma = "," if trailing_comma else ""
+    return (
+        f"histogram_quantile(0.99, sum(rate({series}{{{selector}{comma}}}"
+        f"[{{{{ interval }}}}])) by (le))"
+    )
+
+
+_: type[Observer] = PrometheusObserver  # every subclass is an Observer; mypy checks it here
