@@ -3,7 +3,7 @@
 The data plane (``traffic.py``) describes every request it carried as one :class:`Exchange`:
 who called, which Service was addressed, which workload answered (if any), the status code and
 the time taken. A :class:`MeshAdapter` turns exchanges into the series that mesh exports, so the
-PromQL the controller runs (spec §4.3, ``providers/_observer.py``) reads them unchanged.
+PromQL the controller runs (spec §4.3, each mesh's ``providers/<mesh>.py``) reads them unchanged.
 
 - :class:`IstioAdapter`: ``istio_requests_total`` and ``istio_request_duration_milliseconds``
   (Istio's default buckets), reported by the *source* proxy for every request and by the
