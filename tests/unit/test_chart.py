@@ -205,6 +205,8 @@ CORE_GRANTS = {
     ("flagger.app", "canaries/finalizers", "update"),
     *(("flagger.app", r, v) for r in ("metrictemplates", "alertproviders")
       for v in ("get", "list", "watch")),
+    ("flagger.app", "metrictemplates/status", "patch"),
+    ("flagger.app", "alertproviders/status", "patch"),
     *(("apps", r, v) for r in ("deployments", "daemonsets")
       for v in ("get", "list", "watch", "create", "update", "patch")),
     *(("autoscaling", "horizontalpodautoscalers", v)
