@@ -282,6 +282,8 @@ async def test_what_the_chart_does_not_grant_is_denied(
         ("list", "deployments", "--all-namespaces"),
         ("update", "deployments", "-n", "default"),
         ("patch", "canaries.flagger.app", "--subresource=status", "-n", "default"),
+        ("patch", "metrictemplates.flagger.app", "--subresource=status", "-n", "default"),
+        ("patch", "alertproviders.flagger.app", "--subresource=status", "-n", "default"),
         ("update", "canaries.flagger.app", "--subresource=finalizers", "-n", "default"),
         ("create", "events", "-n", "default"),
         ("watch", "secrets", "--all-namespaces"),
