@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -34,7 +35,9 @@ __all__ = [
     "MetricKind",
     "MetricTemplateModel",
     "MetricsProvider",
+    "MetricsProviderFactory",
     "Observer",
+    "ObserverFactory",
     "ThresholdBreach",
     "ThresholdRange",
     "ThresholdRangeLike",
@@ -116,6 +119,47 @@ class Observer(Protocol):
         Flagger truncates it to whole milliseconds; so should implementations.
         """
         ...
+
+
+class MetricsProviderFactory(Protocol):
+    """How a ``flaggerpy.metrics`` plugin is built: every provider gets these keywords.
+
+    They come from the MetricTemplate's ``spec.provider`` (``address``, ``headers``,
+    ``insecureSkipVerify``, ``region``), its Secret's decoded data (None without a
+    ``secretRef``), the metric's interval and the text after ``<type>:``. A provider ignores
+    what it does not use. Raises on a configuration it cannot work with; the message ends up
+    in the Canary's Events, so it never quotes ``secret``.
+    """
+
+    def __call__(
+            self,
+            *,
+            address: str | None,
+            secret: Mapping[str, bytes] | None,
+            headers: Mapping[str, list[str]] | None,
+            insecure_skip_verify: bool,
+            region: str | None,
+            interval: str,
+            variant: str,
+    ) -> MetricsProvider: ...
+
+
+class ObserverFactory(Protocol):
+    """How a ``flaggerpy.observers`` plugin is built (see ``flaggerpy.observing``).
+
+    ``client`` queries the Prometheus at ``-metrics-server`` (or the Canary's
+    ``spec.metricsServer``); ``render`` fills a query template from a
+    :class:`MetricTemplateModel` with Flagger's template functions; ``variant`` is what follows
+    the mesh name in the provider string.
+    """
+
+    def __call__(
+            self,
+            *,
+            client: MetricsProvider,
+            render: Callable[[str, MetricTemplateModel], str],
+            variant: str,
+    ) -> Observer: ...
 
 
 class MetricKind(enum.StrEnum):

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-__all__ = ["Field", "Message", "Notifier", "Severity"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["Field", "Message", "Notifier", "NotifierFactory", "Severity"]
 
 
 class Severity(enum.StrEnum):
@@ -91,3 +94,30 @@ class Notifier(Protocol):
     async def post(self, message: Message) -> None:
         """Sends ``message``; raises ``NotifierError`` if it could not be delivered."""
         ...
+
+
+class NotifierFactory(Protocol):
+    """How a ``flaggerpy.notifiers`` plugin is built: keyword arguments only.
+
+    ``address`` is the webhook URL, ``proxy`` an HTTP proxy URL (``""`` for
+    none), ``token`` a bearer token (``""`` for none; only Slack uses it),
+    ``username`` and ``channel`` have the AlertProvider's defaults
+    (``flagger``, ``general``) already applied, ``session`` is the shared
+    connection pool (None: make your own), ``timeout`` the seconds per request and
+    ``variant`` what followed ``<type>:`` in the type. It raises
+    ``NotifierError`` for a configuration it cannot post to. The classes in
+    ``flaggerpy.notifiers`` are such factories as they stand.
+    """
+
+    def __call__(
+            self,
+            *,
+            address: str,
+            proxy: str,
+            token: str,
+            username: str,
+            channel: str,
+            session: aiohttp.ClientSession | None,
+            timeout: float,
+            variant: str,
+    ) -> Notifier: ...

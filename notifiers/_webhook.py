@@ -78,7 +78,7 @@ class WebhookNotifier(abc.ABC):
 
     The constructor is the factory the ``flaggerpy.notifiers`` registry
     calls, always with keyword arguments (see
-    ``flaggerpy.canary.alerting.NotifierFactory``): ``address`` (the webhook
+    ``flaggerpy.notifying.NotifierFactory``): ``address`` (the webhook
     URL), ``proxy``, ``token``, ``username``, ``channel``, ``session``,
     ``timeout`` and ``variant``. A notifier ignores what its service does
     not use, as Flagger's do (only Slack sends the token). An address that

@@ -67,7 +67,7 @@ import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 import aiohttp
 import pydantic
@@ -80,7 +80,7 @@ from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.logs import canary_id, safe_url
 from flaggerpy.models import AlertProvider, AlertProviderType, Canary
 from flaggerpy.models.canary import CanaryAlert
-from flaggerpy.notifying import Field, Message, Notifier, Severity
+from flaggerpy.notifying import Field, Message, Notifier, NotifierFactory, Severity
 from flaggerpy.settings import NotificationSettings, Settings
 
 __all__ = [
@@ -92,7 +92,6 @@ __all__ = [
     "Dispatcher",
     "Lookup",
     "NotificationMetrics",
-    "NotifierFactory",
     "alert_metadata",
     "analysis_skipped",
     "failed_checks_threshold_reached",
@@ -286,34 +285,7 @@ def notification_metrics(registry: CollectorRegistry) -> NotificationMetrics:
     return metrics
 
 
-# --- plugin and lookup contracts ------------------------------------------------------------------
-
-
-class NotifierFactory(Protocol):
-    """How the registry's notifier plugins are called: keyword arguments only.
-
-    ``address`` is the webhook URL, ``proxy`` an HTTP proxy URL (``""`` for
-    none), ``token`` a bearer token (``""`` for none; only Slack uses it),
-    ``username`` and ``channel`` have the AlertProvider's defaults
-    (``flagger``, ``general``) already applied, ``session`` is the shared
-    connection pool, ``timeout`` the seconds per request and ``variant``
-    what followed ``<type>:`` in the type (always ``""`` today). It raises
-    ``NotifierError`` for a configuration it cannot post to. The classes in
-    ``flaggerpy.notifiers`` are such factories as they stand.
-    """
-
-    def __call__(
-            self,
-            *,
-            address: str,
-            proxy: str,
-            token: str,
-            username: str,
-            channel: str,
-            session: aiohttp.ClientSession | None,
-            timeout: float,
-            variant: str,
-    ) -> Notifier: ...
+# --- lookup contracts ---------------------------------------------------------------------
 
 
 LookupResult: TypeAlias = "Mapping[str, Any] | AlertProvider | None"

@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Final, Protocol, TypeAlias
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit
 
 import pydantic
@@ -63,8 +63,10 @@ from flaggerpy import plugins
 from flaggerpy.analysis import (
     MetricKind,
     MetricsProvider,
+    MetricsProviderFactory,
     MetricTemplateModel,
     Observer,
+    ObserverFactory,
     evaluate,
 )
 from flaggerpy.canary import templating
@@ -81,8 +83,6 @@ __all__ = [
     "AnalysisOutcome",
     "MetricResult",
     "MetricsAnalyzer",
-    "MetricsProviderFactory",
-    "ObserverFactory",
     "SecretReader",
     "metric_model",
     "observer_provider",
@@ -144,40 +144,6 @@ SecretReader: TypeAlias = (
 )
 """Finds a Secret's JSON object by key: an informer cache (``.get``) or a function, sync or
 async; None means it does not exist."""
-
-
-class MetricsProviderFactory(Protocol):
-    """How a ``flaggerpy.metrics`` plugin is built: every provider gets these keywords.
-
-    They come from the MetricTemplate's ``spec.provider`` (``address``, ``headers``,
-    ``insecureSkipVerify``, ``region``), its Secret's decoded data (None without a
-    ``secretRef``), the metric's interval and the text after ``<type>:``. A provider ignores
-    what it does not use. Raises on a configuration it cannot work with.
-    """
-
-    def __call__(
-            self,
-            *,
-            address: str | None,
-            secret: Mapping[str, bytes] | None,
-            headers: Mapping[str, list[str]] | None,
-            insecure_skip_verify: bool,
-            region: str | None,
-            interval: str,
-            variant: str,
-    ) -> MetricsProvider: ...
-
-
-class ObserverFactory(Protocol):
-    """How a ``flaggerpy.observers`` plugin is built (see ``flaggerpy.providers._observer``)."""
-
-    def __call__(
-            self,
-            *,
-            client: MetricsProvider,
-            render: Callable[[str, MetricTemplateModel], str],
-            variant: str,
-    ) -> Observer: ...
 
 
 class _Failed(Exception):
