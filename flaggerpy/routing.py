@@ -22,12 +22,21 @@ A conformance line at the end of each router module lets mypy check the
 whole signature, where ``isinstance`` only checks that the methods exist::
 
     _: type[Router] = IstioRouter
+
+What a router can do is declared, not guessed from its provider name: a
+router class may set ``capabilities = Capabilities(...)`` (see
+:class:`Capabilities`), and the engine reads it through
+:func:`capabilities_of`. The attribute is optional, so a router written
+before it existed still loads and is treated as a weighted mesh router.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from flaggerpy.errors import PluginError
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -38,12 +47,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TOTAL_WEIGHT",
+    "WORKLOAD_TARGETS",
     "CacheFactory",
+    "Capabilities",
     "KubernetesRouter",
     "ProviderContext",
     "Router",
     "RouterFactory",
+    "TargetKind",
+    "Traffic",
     "Weights",
+    "capabilities_of",
 ]
 
 TOTAL_WEIGHT = 100
@@ -101,12 +115,119 @@ class Weights:
         return f"{self.primary}/{self.canary}{mirror}"
 
 
+class Traffic(enum.Enum):
+    """How a router moves traffic, which decides the strategies a canary can run on it."""
+
+    WEIGHTED = "weighted"
+    """Splits by percent: canary, A/B testing and blue/green all run (every mesh and ingress)."""
+    SWITCH = "switch"
+    """Only switches, all at once, at promotion: blue/green is the only strategy, as with
+    Flagger's ``kubernetes`` provider. The engine then warns about A/B and progressive traffic,
+    runs blue/green whatever the spec asks, counts 10 iterations when none are set, never asks
+    for mirroring or ``stepWeightPromotion``, and records no "Routing all traffic" Events."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetKind:
+    """A ``targetRef`` a router accepts: its kind and API group.
+
+    ``group`` is the part of ``apiVersion`` before the ``/`` (``""`` for the core group,
+    ``"apps"``, ``"serving.knative.dev"``); None accepts the kind from any group, as Flagger
+    reads only the kind of a Deployment or DaemonSet target.
+    """
+
+    kind: str
+    group: str | None = None
+
+    def accepts(self, *, api_version: str, kind: str) -> bool:
+        """Whether a ``targetRef`` with this ``apiVersion`` and ``kind`` is one of these."""
+        group = api_version.rpartition("/")[0]
+        return kind == self.kind and (self.group is None or self.group == group)
+
+    def __str__(self) -> str:
+        if self.group is None:
+            return self.kind
+        return f"{self.kind} ({self.group or 'core'})"
+
+
+WORKLOAD_TARGETS: frozenset[TargetKind] = frozenset({
+    TargetKind("Deployment"), TargetKind("DaemonSet"), TargetKind("Service", group=""),
+})
+"""The targets of every router but Knative's: workloads and plain Kubernetes Services."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    """What a router can do, so the engine never has to know which provider it is.
+
+    A router declares it as a class attribute (``capabilities = Capabilities(...)``). The
+    defaults describe a weighted mesh router that is handed everything the Canary asks for,
+    which is how Flagger treats every provider it has no special case for; a router that
+    declares nothing is run that way. A ``False`` makes the engine stop asking: a canary that
+    asks anyway is told so in a Warning Event where Flagger has no behaviour of its own (A/B
+    matches excepted, see :attr:`ab_matches`).
+    """
+
+    traffic: Traffic = Traffic.WEIGHTED
+    """Weighted split or switch only; a switch-only router runs every canary as blue/green."""
+    ab_matches: bool = True
+    """Whether ``analysis.match`` (header, cookie, query matches) is honoured. Without it an
+    A/B canary still runs its iterations, with all traffic on the canary, as Flagger's SMI and
+    Traefik routers do; the engine only logs it, since Flagger records no Event."""
+    mirroring: bool = True
+    """Whether ``Weights.mirrored`` is honoured. Without it the engine never asks for mirroring,
+    so ``analysis.mirror`` cannot hold a canary at weight 0 waiting for a mirror that the
+    router will never report."""
+    session_affinity: bool = True
+    """Whether ``analysis.sessionAffinity`` is honoured (sticky canary cookies)."""
+    needs_services: bool = True
+    """Whether the engine generates the apex, ``-primary`` and ``-canary`` ClusterIP Services the
+    routing objects point at. A router that addresses pods otherwise can do without them."""
+    reconciles_before_workload: bool = False
+    """Whether the routing objects must exist before the primary workload is created, because
+    the workload's pods need them to start (Flagger's App Mesh virtual nodes)."""
+    target_kinds: frozenset[TargetKind] = field(default=WORKLOAD_TARGETS)
+    """The ``targetRef`` kinds the router can route; any other target fails the Canary's spec.
+    Knative's router accepts only Knative Services, and is the only one that does."""
+    observer: str | None = None
+    """The observer (builtin metrics) of canaries without ``spec.provider`` while this router
+    is the controller's mesh (``-mesh-provider``); None: the mesh provider string picks it
+    (Flagger: an SMI mesh on Crossover reads Crossover's metrics)."""
+    observer_for_every_canary: bool = False
+    """Whether :attr:`observer` also overrides a canary's own ``spec.provider`` (Flagger: a
+    Linkerd mesh measures every canary with Linkerd's metrics, as its proxies see all traffic)."""
+
+
+DEFAULT_CAPABILITIES = Capabilities()
+"""What a router that declares nothing can do."""
+
+
+def capabilities_of(router: object) -> Capabilities:
+    """What ``router`` (a router, or its class) declares; the defaults if it declares nothing.
+
+    Raises PluginError when the declaration is not a :class:`Capabilities`, so a typo in a
+    plugin fails its canaries with a message instead of running them on guesses.
+    """
+    declared = getattr(router, "capabilities", None)
+    if declared is None:
+        return DEFAULT_CAPABILITIES
+    if not isinstance(declared, Capabilities):
+        owner = router if isinstance(router, type) else type(router)
+        raise PluginError(f"{owner.__module__}.{owner.__qualname__}.capabilities is a "
+                          f"{type(declared).__name__}, not a flaggerpy.routing.Capabilities")
+    return declared
+
+
 @runtime_checkable
 class Router(Protocol):
     """Shifts traffic between primary and canary. Port of Flagger's ``router.Interface``.
 
     Every method is idempotent and level-based: it is given the Canary as it
     is now and makes the world match, so a restart at any point is safe.
+
+    A router may also declare ``capabilities: ClassVar[Capabilities]``. It is
+    not a member of this Protocol, so a router without it still satisfies it
+    and runs with the defaults (:func:`capabilities_of`).
     """
 
     async def reconcile(self, canary: Canary) -> None:

@@ -60,7 +60,7 @@ import secrets
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from flaggerpy import kube
 from flaggerpy.errors import PluginError, RouterError, TerminalError
@@ -68,6 +68,7 @@ from flaggerpy.models.canary import Canary, CanaryService, SessionAffinity
 from flaggerpy.observing import PrometheusObserver, p99, ratio
 from flaggerpy.routing import (
     TOOLKIT_ANNOTATIONS,
+    Capabilities,
     ProviderContext,
     Router,
     RouterFactory,
@@ -707,6 +708,9 @@ class IstioRouter:
     state of its own: weights live in the VirtualService, cookies in the Canary status, and
     both are read through the object store, which shows our own writes at once.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    """Weighted, with A/B matches, mirroring, session affinity and the three Services."""
 
     def __init__(self, *, ctx: ProviderContext, variant: str = "") -> None:
         if variant:

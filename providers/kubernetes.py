@@ -17,12 +17,19 @@ The module ends with :class:`HttpObserver`, Flagger's "http" observer for the bu
 
 from __future__ import annotations
 
-from typing import Final
+from typing import ClassVar, Final
 
 from flaggerpy.errors import PluginError
 from flaggerpy.models.canary import Canary
 from flaggerpy.observing import PrometheusObserver, p99, ratio
-from flaggerpy.routing import ProviderContext, Router, RouterFactory, Weights
+from flaggerpy.routing import (
+    Capabilities,
+    ProviderContext,
+    Router,
+    RouterFactory,
+    Traffic,
+    Weights,
+)
 
 __all__ = ["HttpObserver", "NopRouter"]
 
@@ -34,6 +41,12 @@ class NopRouter:
     Istio there), so ``kubernetes:<x>`` is refused rather than silently treated as plain
     ``kubernetes``.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        traffic=Traffic.SWITCH, ab_matches=False, mirroring=False, session_affinity=False,
+    )
+    """Switch only (blue/green, 10 iterations unless set), no A/B matches, mirroring or
+    session affinity; the Services are what the canary is tested through."""
 
     def __init__(self, *, ctx: ProviderContext, variant: str = "") -> None:
         if variant:
