@@ -27,7 +27,7 @@ from flaggerpy import kube, plugins
 from flaggerpy.canary import alerting, status as canary_status, strategies
 from flaggerpy.canary.alerting import Alerter, AlertMessage, Dispatcher
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
-from flaggerpy.canary.services import KubernetesDefaultRouter
+from flaggerpy.canary.services import KubernetesDefaultRouter, KubernetesNoopRouter
 from flaggerpy.canary.strategies import Action, Step
 from flaggerpy.canary.webhooks import WebhookCaller
 from flaggerpy.canary.workloads import (
@@ -35,11 +35,20 @@ from flaggerpy.canary.workloads import (
     PrimaryAutoscaler,
     TargetNotFoundError,
     WorkloadController,
+    WorkloadMetadata,
     workload_controller,
 )
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType
-from flaggerpy.routing import ProviderContext, Router, Weights
+from flaggerpy.routing import (
+    Capabilities,
+    KubernetesRouter,
+    ProviderContext,
+    Router,
+    Traffic,
+    Weights,
+    capabilities_of,
+)
 from flaggerpy.runtime.controller import Result
 from flaggerpy.runtime.events import EventRecorder
 from flaggerpy.runtime.informer import SharedInformerFactory
@@ -84,7 +93,7 @@ class Tick:
     canary: Canary
     provider: str
     workload: WorkloadController
-    services: KubernetesDefaultRouter
+    services: KubernetesRouter
     router: Router
     autoscaler: PrimaryAutoscaler | None
     state: TickState
@@ -102,6 +111,11 @@ class Tick:
     @property
     def kind(self) -> str:
         return self.canary.spec.target_ref.kind
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the router can do: the engine's only knowledge of which router it drives."""
+        return capabilities_of(self.router)
 
     @property
     def name(self) -> str:
@@ -221,12 +235,9 @@ class Lifecycle:
         await workload.finalize(canary)
         await self._wait_target_ready(workload, canary)
         metadata = await workload.get_metadata(canary)
-        services = KubernetesDefaultRouter(
-            client=self._client, services=self._services, label=metadata.label,
-            label_value=metadata.label_value, ports=metadata.ports,
-        )
-        await services.finalize(canary)
         router = self._router(canary, provider=provider, state=state)
+        services = self._services_router(metadata, capabilities_of(router))
+        await services.finalize(canary)
         await router.finalize(canary)
         await self._normal(obj, f"Terminated canary {name}")
         self.forget(key)
@@ -258,11 +269,9 @@ class Lifecycle:
             await self._warn(obj, str(error))
             await self._explain_initializing(obj, canary, str(error))
             return None
-        services = KubernetesDefaultRouter(
-            client=self._client, services=self._services, label=metadata.label,
-            label_value=metadata.label_value, ports=metadata.ports,
-        )
         router = self._router(canary, provider=provider, state=state)
+        capabilities = capabilities_of(router)
+        services = self._services_router(metadata, capabilities)
         autoscaler = self._autoscaler(canary)
         tick = Tick(obj=obj, canary=canary, provider=provider, workload=workload,
                     services=services, router=router, autoscaler=autoscaler, state=state)
@@ -279,7 +288,7 @@ class Lifecycle:
                 await self._warn(obj, f"Error checking metric providers: {'; '.join(problems)}")
             else:
                 await self._normal(obj, "all the metrics providers are available!")
-        if provider.startswith("appmesh"):
+        if capabilities.reconciles_before_workload:
             await router.reconcile(canary)
         try:
             await workload.initialize(
@@ -300,7 +309,7 @@ class Lifecycle:
             if autoscaler is not None:
                 await autoscaler.pause(canary)
             await workload.scale_to_zero(canary)
-        if not provider.startswith("appmesh"):
+        if not capabilities.reconciles_before_workload:
             await router.reconcile(canary)
         if initializing:
             await self._initialized(tick)
@@ -316,6 +325,17 @@ class Lifecycle:
                                           current=current, message=why)
         if patch is not None:
             await self._patch_status(canary, patch)
+
+    def _services_router(
+        self, metadata: WorkloadMetadata, capabilities: Capabilities
+    ) -> KubernetesRouter:
+        """The apex, ``-primary`` and ``-canary`` Services, unless the router does without."""
+        if not capabilities.needs_services:
+            return KubernetesNoopRouter()
+        return KubernetesDefaultRouter(
+            client=self._client, services=self._services, label=metadata.label,
+            label_value=metadata.label_value, ports=metadata.ports,
+        )
 
     def _autoscaler(self, canary: Canary) -> PrimaryAutoscaler | None:
         if canary.spec.autoscaler_ref is None:
@@ -494,26 +514,20 @@ class Lifecycle:
     async def _advance(self, tick: Tick, current: Weights) -> None:
         """Steps 31-32: the strategy's next step."""
         canary = tick.canary
-        provider = tick.provider
+        capabilities = tick.capabilities
         strategy = canary.deployment_strategy()
-        if provider.split(":", 1)[0] == strategies.KUBERNETES_PROVIDER:
-            if canary.spec.analysis.match:
-                await self._warn(tick.obj, "A/B testing is not supported when using the "
-                                           "kubernetes provider")
-            if (canary.spec.analysis.iterations or 0) < 1:
-                await self._warn(tick.obj, "Progressive traffic is not supported when using "
-                                           "the kubernetes provider")
-                await self._warn(tick.obj, "Setting canaryAnalysis.iterations: 10")
+        await self._unsupported(tick, capabilities)
+        if capabilities.traffic is Traffic.SWITCH:
             strategy = DeploymentStrategy.BLUE_GREEN
         done = tick.counter("iterations")
         step: Step
         if strategy == DeploymentStrategy.AB_TESTING:
-            step = strategies.ab_step(canary, done=done, provider=provider)
+            step = strategies.ab_step(canary, done=done, capabilities=capabilities)
         elif strategy == DeploymentStrategy.BLUE_GREEN:
             step = strategies.blue_green_step(canary, done=done, mirrored=current.mirrored,
-                                              provider=provider)
+                                              capabilities=capabilities)
         else:
-            step = strategies.canary_step(canary, current)
+            step = strategies.canary_step(canary, current, capabilities=capabilities)
             if step.action is Action.SET_ROUTES and not current.mirrored and tick.phase not in (
                 CanaryPhase.PROMOTING, CanaryPhase.WAITING_PROMOTION, CanaryPhase.FINALISING
             ):
@@ -527,6 +541,38 @@ class Lifecycle:
                         await self._alert(tick, alerting.traffic_increase_waiting_for_approval())
                     return
         await self._apply_step(tick, step)
+
+    async def _unsupported(self, tick: Tick, capabilities: Capabilities) -> None:
+        """Says, on every analysis tick, what the canary asks for that its router cannot do.
+
+        A switch-only router gets Flagger's own warnings for its ``kubernetes`` provider, with
+        the provider named. Mirroring and session affinity that a router cannot do are ignored
+        by Flagger without a word; here they get a Warning too, which no recorded Flagger run
+        contradicts (its mirroring and session-affinity runs all use routers that have them).
+        A/B matches that a weighted router cannot do are only logged: Flagger runs such a
+        canary as A/B with all traffic on the canary and records nothing (its SMI and Traefik
+        runs), and the Events stay Flagger's.
+        """
+        analysis = tick.canary.spec.analysis
+        provider = tick.provider
+        if capabilities.traffic is Traffic.SWITCH:
+            if analysis.match:
+                await self._warn(tick.obj, f"A/B testing is not supported when using the "
+                                           f"{provider} provider")
+            if (analysis.iterations or 0) < 1:
+                await self._warn(tick.obj, f"Progressive traffic is not supported when using "
+                                           f"the {provider} provider")
+                await self._warn(tick.obj, f"Setting canaryAnalysis.iterations: "
+                                           f"{strategies.SWITCH_DEFAULT_ITERATIONS}")
+        elif analysis.match and not capabilities.ab_matches:
+            log.warning("ab_matches_not_supported", provider=provider,
+                        reason="all traffic goes to the canary during the iterations")
+        if analysis.mirror and not capabilities.mirroring:
+            await self._warn(tick.obj, f"Traffic mirroring is not supported when using the "
+                                       f"{provider} provider")
+        if analysis.session_affinity is not None and not capabilities.session_affinity:
+            await self._warn(tick.obj, f"Session affinity is not supported when using the "
+                                       f"{provider} provider")
 
     async def _apply_step(self, tick: Tick, step: Step) -> None:
         canary = tick.canary
@@ -588,7 +634,7 @@ class Lifecycle:
         self._set_status_metric(tick)
 
     async def _promotion_traffic_shift(self, tick: Tick, current: Weights) -> None:
-        step = strategies.promotion_step(tick.canary, current, provider=tick.provider)
+        step = strategies.promotion_step(tick.canary, current, capabilities=tick.capabilities)
         assert step.weights is not None
         if step.weights != current:
             await tick.router.set_routes(tick.canary, step.weights)

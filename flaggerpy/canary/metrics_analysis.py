@@ -70,11 +70,12 @@ from flaggerpy.analysis import (
     evaluate,
 )
 from flaggerpy.canary import templating
-from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError
+from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError, PluginError
 from flaggerpy.kube import ObjectReader
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryMetric, MetricTemplate
 from flaggerpy.plugins import Registry
+from flaggerpy.routing import Capabilities, capabilities_of
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
 
@@ -160,18 +161,19 @@ class _Cached:
     provider: MetricsProvider
 
 
-def observer_provider(canary: Canary, *, mesh_provider: str) -> str:
+def observer_provider(canary: Canary, *, mesh_provider: str, mesh: Capabilities) -> str:
     """The provider string the builtin metrics' observer is chosen by, as Flagger chooses it.
 
-    The controller's mesh provider, or ``crossover`` if it mentions Crossover; a Canary's
-    ``spec.provider`` wins, except that a Linkerd mesh always uses Linkerd's metrics; and a
+    ``mesh`` is what the controller's mesh router (``mesh_provider``) declares. The observer
+    it names, else the mesh provider itself; a Canary's ``spec.provider`` wins, except over a
+    mesh whose observer is for every canary (Flagger's Crossover and Linkerd cases); and a
     target that is a plain Service (not a Knative one) gets the ``:service`` suffix.
     """
-    provider = "crossover" if "crossover" in mesh_provider else mesh_provider
+    provider = mesh.observer or mesh_provider
     if canary.spec.provider:
         provider = canary.spec.provider
-        if "linkerd" in mesh_provider:
-            provider = "linkerd"
+        if mesh.observer and mesh.observer_for_every_canary:
+            provider = mesh.observer
     if canary.spec.target_ref.kind == "Service" and not canary.is_knative_service():
         provider += SERVICE_SUFFIX
     return provider
@@ -216,6 +218,7 @@ class MetricsAnalyzer:
             hold_on_no_values: bool = False,  # "no values found" holds instead of failing
             metrics_registry: Registry[plugins.Factory] = plugins.metrics,
             observer_registry: Registry[plugins.Factory] = plugins.observers,
+            router_registry: Registry[plugins.Factory] = plugins.routers,  # the mesh's router
     ) -> None:
         self._templates = templates
         self._secrets = secrets
@@ -224,6 +227,8 @@ class MetricsAnalyzer:
         self._hold_on_no_values = hold_on_no_values
         self._metrics_registry = metrics_registry
         self._observer_registry = observer_registry
+        self._router_registry = router_registry
+        self._mesh: Capabilities | None = None
         self._builtin: dict[str, MetricsProvider] = {}
         self._providers: dict[tuple[str, ...], _Cached] = {}
         self._retired: list[tuple[float, MetricsProvider]] = []
@@ -368,7 +373,8 @@ class MetricsAnalyzer:
             return _error(metric, f"Prometheus query failed for {metric.name}: {_describe(exc)}")
 
     def _observer(self, canary: Canary) -> tuple[Observer, str]:
-        provider = observer_provider(canary, mesh_provider=self._settings.mesh.provider)
+        provider = observer_provider(canary, mesh_provider=self._settings.mesh.provider,
+                                     mesh=self._mesh_capabilities())
         client = self._builtin_client(self._metrics_server(canary))
         try:
             plugin = self._observer_registry.get(provider)
@@ -379,6 +385,21 @@ class MetricsAnalyzer:
             raise _Failed(_error_named("request-success-rate/request-duration",
                                        f"Prometheus query failed: no observer for provider "
                                        f"{provider}: {_describe(exc)}")) from exc
+
+    def _mesh_capabilities(self) -> Capabilities:
+        """What the controller's mesh router declares, read once from its class.
+
+        A mesh with no router installed (every canary names its own ``spec.provider``) is
+        read as declaring nothing: its provider string picks the observer.
+        """
+        if self._mesh is None:
+            mesh_provider = self._settings.mesh.provider
+            try:
+                self._mesh = capabilities_of(self._router_registry.get(mesh_provider).factory)
+            except PluginError as exc:
+                log.info("mesh_router_unavailable", provider=mesh_provider, error=str(exc))
+                self._mesh = Capabilities()
+        return self._mesh
 
     def _metrics_server(self, canary: Canary) -> str:
         return canary.spec.metrics_server or self._settings.metrics.server

@@ -22,6 +22,7 @@ from flaggerpy.errors import PluginError
 from flaggerpy.kube import ObjectReader
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import FINALIZER, Canary, CanaryPhase
+from flaggerpy.routing import Capabilities, capabilities_of
 from flaggerpy.runtime.controller import Result
 from flaggerpy.runtime.events import EventRecorder
 from flaggerpy.settings import Settings
@@ -77,15 +78,20 @@ class CanaryReconciler:
             await self._fail(obj, f"invalid canary spec: {validation_summary(error)}")
             return Result()
         provider = canary.spec.provider or self._settings.mesh.provider
+        router_problem: str | None = None
+        capabilities: Capabilities | None = None
+        try:
+            capabilities = capabilities_of(plugins.routers.get(provider).factory)
+        except PluginError as error:
+            router_problem = str(error)
         problems = verify.problems(
             canary,
             provider=provider,
+            capabilities=capabilities,
             no_cross_namespace_refs=self._settings.controller.no_cross_namespace_refs,
         )
-        try:
-            plugins.routers.get(provider)
-        except PluginError as error:
-            problems.append(str(error))
+        if router_problem is not None:
+            problems.append(router_problem)
         if problems:
             await self._fail(obj, "invalid canary spec: " + "; ".join(problems))
             return Result()

@@ -3,7 +3,8 @@
 Flagger's ``runCanary``, ``runAB``, ``runBlueGreen`` and ``runPromotionTrafficShift`` mix the
 decision with the API calls that carry it out. Here the decision is a value (:class:`Step`) that
 the lifecycle engine applies, so every weight sequence of the spec (§2.4) is unit-testable and
-the same logic serves every router.
+the same logic serves every router. What a router can do comes from its
+:class:`~flaggerpy.routing.Capabilities`, never from its provider name.
 
 One deliberate difference (spec §10.4): a canary step never routes more than ``maxWeight`` to the
 canary. Flagger adds ``stepWeight`` unclamped, so ``stepWeight: 20, maxWeight: 50`` goes
@@ -16,11 +17,11 @@ import enum
 from dataclasses import dataclass
 
 from flaggerpy.models import Canary
-from flaggerpy.routing import TOTAL_WEIGHT, Weights
+from flaggerpy.routing import TOTAL_WEIGHT, Capabilities, Traffic, Weights
 
-KUBERNETES_PROVIDER = "kubernetes"
-KUBERNETES_DEFAULT_ITERATIONS = 10
-"""Flagger's iterations for a kubernetes-provider canary that sets none (no progressive traffic)."""
+SWITCH_DEFAULT_ITERATIONS = 10
+"""Flagger's iterations for a canary on a switch-only router (its ``kubernetes`` provider) that
+sets none: there is no progressive traffic to count in weights."""
 
 
 class Action(enum.Enum):
@@ -70,8 +71,12 @@ def max_weight(canary: Canary) -> int:
     return canary.spec.analysis.get_max_weight()
 
 
-def canary_step(canary: Canary, current: Weights) -> Step:
-    """``runCanary``: one weight step, a mirror-only first step, or promotion at max weight."""
+def canary_step(canary: Canary, current: Weights, *, capabilities: Capabilities) -> Step:
+    """``runCanary``: one weight step, a mirror-only first step, or promotion at max weight.
+
+    The mirror-only step is skipped on a router without mirroring: it would never report the
+    mirror back, and the canary would ask for it again on every tick.
+    """
     name = f"{canary.name}.{canary.namespace}"
     limit = max_weight(canary)
     if current.canary >= limit:
@@ -80,7 +85,7 @@ def canary_step(canary: Canary, current: Weights) -> Step:
     step = next_step_weight(canary, current.canary)
     if step <= 0:
         return Step(Action.NOTHING)
-    if canary.spec.analysis.mirror and current.canary == 0:
+    if capabilities.mirroring and canary.spec.analysis.mirror and current.canary == 0:
         if not current.mirrored:
             weights = Weights(primary=TOTAL_WEIGHT, canary=0, mirrored=True)
         else:
@@ -93,17 +98,17 @@ def canary_step(canary: Canary, current: Weights) -> Step:
                 event=f"Advance {name} canary weight {weights.canary}")
 
 
-def iterations_for(canary: Canary, *, provider: str) -> int:
-    """The iteration count of A/B and blue/green; the kubernetes provider defaults to 10."""
+def iterations_for(canary: Canary, *, capabilities: Capabilities) -> int:
+    """The iteration count of A/B and blue/green; a switch-only router defaults to 10."""
     iterations = canary.spec.analysis.iterations or 0
-    if provider.split(":", 1)[0] == KUBERNETES_PROVIDER and iterations < 1:
-        return KUBERNETES_DEFAULT_ITERATIONS
+    if capabilities.traffic is Traffic.SWITCH and iterations < 1:
+        return SWITCH_DEFAULT_ITERATIONS
     return iterations
 
 
-def ab_step(canary: Canary, *, done: int, provider: str) -> Step:
+def ab_step(canary: Canary, *, done: int, capabilities: Capabilities) -> Step:
     """``runAB``: all matching traffic to the canary for N iterations, then promotion."""
-    total = iterations_for(canary, provider=provider)
+    total = iterations_for(canary, capabilities=capabilities)
     if total > done:
         return Step(
             Action.SET_ROUTES,
@@ -114,13 +119,19 @@ def ab_step(canary: Canary, *, done: int, provider: str) -> Step:
     return Step(Action.CONFIRM_PROMOTION)
 
 
-def blue_green_step(canary: Canary, *, done: int, mirrored: bool, provider: str) -> Step:
-    """``runBlueGreen``: N iterations at 0 % (optionally mirrored), one at 100 %, then promotion."""
-    total = iterations_for(canary, provider=provider)
-    kubernetes = provider.split(":", 1)[0] == KUBERNETES_PROVIDER
+def blue_green_step(
+        canary: Canary, *, done: int, mirrored: bool, capabilities: Capabilities,
+) -> Step:
+    """``runBlueGreen``: N iterations at 0 % (optionally mirrored), one at 100 %, then promotion.
+
+    A switch-only router gets no Event for the switch to the canary: it routes nothing until
+    promotion, so Flagger says nothing for its ``kubernetes`` provider.
+    """
+    total = iterations_for(canary, capabilities=capabilities)
+    switch_only = capabilities.traffic is Traffic.SWITCH
     name = f"{canary.name}.{canary.namespace}"
     if total > done:
-        mirror = not kubernetes and bool(canary.spec.analysis.mirror)
+        mirror = capabilities.mirroring and not switch_only and bool(canary.spec.analysis.mirror)
         return Step(
             Action.SET_ROUTES,
             weights=Weights(primary=TOTAL_WEIGHT, canary=0, mirrored=mirror or mirrored),
@@ -132,7 +143,7 @@ def blue_green_step(canary: Canary, *, done: int, mirrored: bool, provider: str)
             Action.CONFIRM_PROMOTION,
             weights=Weights(primary=0, canary=TOTAL_WEIGHT),
             iterations=done + 1,
-            event="" if kubernetes else (
+            event="" if switch_only else (
                 "Stop traffic mirroring and route all traffic to canary" if mirrored
                 else "Routing all traffic to canary"
             ),
@@ -140,11 +151,14 @@ def blue_green_step(canary: Canary, *, done: int, mirrored: bool, provider: str)
     return Step(Action.CONFIRM_PROMOTION)
 
 
-def promotion_step(canary: Canary, current: Weights, *, provider: str) -> Step:
-    """``runPromotionTrafficShift``: back to the primary at once, or by ``stepWeightPromotion``."""
+def promotion_step(canary: Canary, current: Weights, *, capabilities: Capabilities) -> Step:
+    """``runPromotionTrafficShift``: back to the primary at once, or by ``stepWeightPromotion``.
+
+    A switch-only router has no weights to shift back: it finalises at once, without an Event.
+    """
     name = f"{canary.name}.{canary.namespace}"
     all_primary = Weights(primary=TOTAL_WEIGHT, canary=0)
-    if provider.split(":", 1)[0] == KUBERNETES_PROVIDER:
+    if capabilities.traffic is Traffic.SWITCH:
         return Step(Action.FINALISE, weights=all_primary)
     step = canary.spec.analysis.step_weight_promotion or 0
     if step == 0 or current.canary == 0:

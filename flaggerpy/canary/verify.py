@@ -7,6 +7,7 @@ at once in the status message and the Event.
 from __future__ import annotations
 
 from flaggerpy.models import Canary
+from flaggerpy.routing import Capabilities
 
 
 def cross_namespace_refs(canary: Canary) -> list[str]:
@@ -35,15 +36,22 @@ def cross_namespace_refs(canary: Canary) -> list[str]:
     return problems
 
 
-def target_matches_provider(canary: Canary, *, provider: str) -> list[str]:
-    """A Knative Service target needs the knative provider, and only it."""
-    knative_target = canary.is_knative_service()
-    knative_provider = provider.split(":", 1)[0] == "knative"
-    if knative_target and not knative_provider:
-        return [f"a Knative Service target needs provider 'knative', not {provider!r}"]
-    if knative_provider and not knative_target:
-        return ["provider 'knative' needs a Knative Service (serving.knative.dev) target"]
-    return []
+def target_matches_router(
+        canary: Canary, *, provider: str, capabilities: Capabilities,
+) -> list[str]:
+    """The target must be one the router routes (``Capabilities.target_kinds``).
+
+    Flagger's rule that a Knative Service target needs the knative provider, and only it, is
+    this check with Knative's router accepting only Knative Services and the others everything
+    but them.
+    """
+    ref = canary.spec.target_ref
+    accepted = capabilities.target_kinds
+    if any(kind.accepts(api_version=ref.api_version, kind=ref.kind) for kind in accepted):
+        return []
+    names = ", ".join(sorted(str(kind) for kind in accepted)) or "nothing"
+    return [f"provider {provider!r} does not route a {ref.api_version} {ref.kind} target "
+            f"(spec.targetRef); it routes {names}"]
 
 
 def session_affinity(canary: Canary) -> list[str]:
@@ -54,9 +62,18 @@ def session_affinity(canary: Canary) -> list[str]:
     return []
 
 
-def problems(canary: Canary, *, provider: str, no_cross_namespace_refs: bool) -> list[str]:
+def problems(
+        canary: Canary,
+        *,
+        provider: str,
+        capabilities: Capabilities | None,  # None: no router for provider, reported elsewhere
+        no_cross_namespace_refs: bool,
+) -> list[str]:
     """Every problem of the spec, in a stable order; empty when the canary can be reconciled."""
-    found = target_matches_provider(canary, provider=provider) + session_affinity(canary)
+    found: list[str] = []
+    if capabilities is not None:
+        found += target_matches_router(canary, provider=provider, capabilities=capabilities)
+    found += session_affinity(canary)
     if no_cross_namespace_refs:
         found += cross_namespace_refs(canary)
     return found

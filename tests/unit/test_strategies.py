@@ -16,7 +16,12 @@ from flaggerpy.canary.strategies import (
     promotion_step,
 )
 from flaggerpy.models import Canary
+from flaggerpy.providers.istio import IstioRouter
+from flaggerpy.providers.kubernetes import NopRouter
 from flaggerpy.routing import Weights
+
+ISTIO = IstioRouter.capabilities
+KUBERNETES = NopRouter.capabilities
 
 
 def make_canary(**analysis: Any) -> Canary:
@@ -37,7 +42,7 @@ def walk(canary: Canary, *, limit: int = 20) -> tuple[list[tuple[int, int, bool]
     current = Weights(primary=100, canary=0)
     routes = []
     for _ in range(limit):
-        step = canary_step(canary, current)
+        step = canary_step(canary, current, capabilities=ISTIO)
         if step.action is not Action.SET_ROUTES:
             return routes, step
         assert step.weights is not None
@@ -65,7 +70,8 @@ def test_canary_weights_then_promotion(analysis: dict[str, Any], canary_weights:
 
 
 def test_stepweight_zero_never_advances() -> None:
-    step = canary_step(make_canary(stepWeight=0), Weights(primary=100, canary=0))
+    step = canary_step(make_canary(stepWeight=0), Weights(primary=100, canary=0),
+                       capabilities=ISTIO)
     assert step == Step(Action.NOTHING)
 
 
@@ -80,13 +86,14 @@ def test_next_step_weight_follows_step_weights() -> None:
 
 
 def test_canary_event_names_the_weight() -> None:
-    step = canary_step(make_canary(stepWeight=10, maxWeight=50), Weights(primary=70, canary=30))
+    step = canary_step(make_canary(stepWeight=10, maxWeight=50), Weights(primary=70, canary=30),
+                       capabilities=ISTIO)
     assert step.event == "Advance podinfo.test canary weight 40"
 
 
 def test_ab_testing_iterates_with_all_matching_traffic_on_the_canary() -> None:
     canary = make_canary(iterations=3, match=[{"headers": {"x-canary": {"exact": "insider"}}}])
-    steps = [ab_step(canary, done=done, provider="istio") for done in range(4)]
+    steps = [ab_step(canary, done=done, capabilities=ISTIO) for done in range(4)]
     assert [s.action for s in steps] == [Action.SET_ROUTES] * 3 + [Action.CONFIRM_PROMOTION]
     assert [s.iterations for s in steps[:3]] == [1, 2, 3]
     assert all(s.weights == Weights(primary=0, canary=100) for s in steps[:3])
@@ -95,10 +102,10 @@ def test_ab_testing_iterates_with_all_matching_traffic_on_the_canary() -> None:
 
 def test_blue_green_mirrors_then_switches_then_promotes() -> None:
     canary = make_canary(iterations=2, mirror=True)
-    first = blue_green_step(canary, done=0, mirrored=False, provider="istio")
-    second = blue_green_step(canary, done=1, mirrored=True, provider="istio")
-    switch = blue_green_step(canary, done=2, mirrored=True, provider="istio")
-    promote = blue_green_step(canary, done=3, mirrored=False, provider="istio")
+    first = blue_green_step(canary, done=0, mirrored=False, capabilities=ISTIO)
+    second = blue_green_step(canary, done=1, mirrored=True, capabilities=ISTIO)
+    switch = blue_green_step(canary, done=2, mirrored=True, capabilities=ISTIO)
+    promote = blue_green_step(canary, done=3, mirrored=False, capabilities=ISTIO)
     assert first.weights == second.weights == Weights(primary=100, canary=0, mirrored=True)
     assert (first.iterations, second.iterations) == (1, 2)
     assert switch.action is Action.CONFIRM_PROMOTION
@@ -110,24 +117,25 @@ def test_blue_green_mirrors_then_switches_then_promotes() -> None:
 
 def test_kubernetes_provider_defaults_to_ten_iterations_and_never_mirrors() -> None:
     canary = make_canary(mirror=True)
-    step = blue_green_step(canary, done=0, mirrored=False, provider="kubernetes")
+    step = blue_green_step(canary, done=0, mirrored=False, capabilities=KUBERNETES)
     assert step.weights == Weights(primary=100, canary=0, mirrored=False)
     assert step.event == "Advance podinfo.test canary iteration 1/10"
-    assert blue_green_step(canary, done=10, mirrored=False, provider="kubernetes").event == ""
+    assert blue_green_step(canary, done=10, mirrored=False, capabilities=KUBERNETES).event == ""
 
 
 def test_promotion_shifts_back_by_step_weight_promotion() -> None:
     canary = make_canary(stepWeight=10, maxWeight=50, stepWeightPromotion=30)
-    first = promotion_step(canary, Weights(primary=50, canary=50), provider="istio")
+    first = promotion_step(canary, Weights(primary=50, canary=50), capabilities=ISTIO)
     assert (first.action, first.weights) == (Action.SET_ROUTES, Weights(primary=80, canary=20))
-    second = promotion_step(canary, Weights(primary=80, canary=20), provider="istio")
+    second = promotion_step(canary, Weights(primary=80, canary=20), capabilities=ISTIO)
     assert (second.action, second.weights) == (Action.FINALISE, Weights(primary=100, canary=0))
     assert second.event == "Advance podinfo.test primary weight 100"
 
 
 def test_promotion_without_step_routes_everything_back_at_once() -> None:
     canary = make_canary(stepWeight=10, maxWeight=50)
-    step = promotion_step(canary, Weights(primary=50, canary=50), provider="istio")
+    step = promotion_step(canary, Weights(primary=50, canary=50), capabilities=ISTIO)
     assert step == Step(Action.FINALISE, Weights(primary=100, canary=0),
                         event="Routing all traffic to primary")
-    assert promotion_step(canary, Weights(primary=50, canary=50), provider="kubernetes").event == ""
+    switched = promotion_step(canary, Weights(primary=50, canary=50), capabilities=KUBERNETES)
+    assert switched.event == ""
