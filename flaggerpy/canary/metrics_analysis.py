@@ -14,7 +14,7 @@ Order and meaning (spec §4.2), as in Flagger:
    (``spec.metricsServer`` or ``-metrics-server``), unrendered as in Flagger;
 2. then every ``templateRef``: the MetricTemplate from the informer cache (namespace
    ``templateRef.namespace`` or the canary's), its Secret, a provider from the
-   ``flaggerpy.metrics`` registry, the query rendered by :mod:`flaggerpy.canary.templating`;
+   ``flaggerpy.metrics`` registry, the query rendered by :mod:`flaggerpy.templating`;
    a metric with no ``templateRef``, no ``query`` and no builtin name is an error.
 
 The first metric that fails stops the tick. A value is judged by
@@ -59,7 +59,7 @@ from urllib.parse import urlsplit
 import pydantic
 import structlog
 
-from flaggerpy import plugins
+from flaggerpy import plugins, templating
 from flaggerpy.analysis import (
     MetricKind,
     MetricsProvider,
@@ -69,7 +69,6 @@ from flaggerpy.analysis import (
     ObserverFactory,
     evaluate,
 )
-from flaggerpy.canary import templating
 from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError, PluginError
 from flaggerpy.kube import ObjectReader
 from flaggerpy.kube.keys import ObjectKey

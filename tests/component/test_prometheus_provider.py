@@ -25,7 +25,6 @@ from aiohttp import web
 
 from e2e.prometheus import LocalPrometheus, ScrapeJob
 from flaggerpy.analysis import MetricsProvider, MetricTemplateModel
-from flaggerpy.canary.templating import render
 from flaggerpy.errors import (
     MetricsError,
     MultipleValuesError,
@@ -33,6 +32,7 @@ from flaggerpy.errors import (
     ProviderOfflineError,
 )
 from flaggerpy.metrics.prometheus import PrometheusProvider, collapse_whitespace
+from flaggerpy.templating import render
 from tests.metrics_exporter import MetricsExporter
 
 VECTOR_42 = {"status": "success", "data": {"resultType": "vector", "result": [

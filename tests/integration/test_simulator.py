@@ -23,9 +23,9 @@ from e2e.cluster.pytest_plugin import eventually
 from e2e.prometheus import LocalPrometheus, ScrapeJob
 from e2e.simulator.process import SimulatorProcess, process_exists
 from flaggerpy.analysis import MetricTemplateModel
-from flaggerpy.canary.templating import render
 from flaggerpy.metrics.prometheus import PrometheusProvider
 from flaggerpy.providers.istio import IstioObserver
+from flaggerpy.templating import render
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,7 +16,6 @@ import pytest
 from flaggerpy import plugins
 from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, Observer
 from flaggerpy.canary.metrics_analysis import metric_model
-from flaggerpy.canary.templating import render
 from flaggerpy.errors import MetricsError, NoValuesFoundError
 from flaggerpy.models import Canary
 from flaggerpy.observing import PrometheusObserver
@@ -33,6 +32,7 @@ from flaggerpy.providers.nginx import NginxObserver
 from flaggerpy.providers.osm import OsmObserver
 from flaggerpy.providers.skipper import SkipperObserver
 from flaggerpy.providers.traefik import TraefikObserver
+from flaggerpy.templating import render
 
 
 class CannedProvider:

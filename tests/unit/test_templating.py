@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from flaggerpy.analysis import MetricTemplateModel
-from flaggerpy.canary.templating import TemplatingError, parse, render
+from flaggerpy.templating import TemplatingError, parse, render
 
 
 def model(**overrides: Any) -> MetricTemplateModel:
