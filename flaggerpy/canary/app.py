@@ -27,7 +27,8 @@ from flaggerpy.runtime.leader import LeaderElector
 from flaggerpy.runtime.manager import Manager
 from flaggerpy.runtime.workqueue import WorkQueue
 from flaggerpy.settings import Settings
-from flaggerpy.telemetry import Recorder, TelemetryServer
+from flaggerpy.telemetry import Recorder
+from flaggerpy.telemetry_server import TelemetryServer
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flaggerpy.telemetry import Recorder, TelemetryServer
+from flaggerpy.telemetry import Recorder
+from flaggerpy.telemetry_server import TelemetryServer
 
 # name -> (type, label names), as Flagger's recorder.go and controller-runtime define them
 EXPECTED = {
