@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from e2e.cluster.pytest_plugin import eventually
 from flaggerpy import kube
 from flaggerpy.runtime.informer import SharedInformerFactory
 
 pytestmark = pytest.mark.integration
-
-Eventually = Callable[..., Awaitable[None]]
 
 
 @pytest.fixture
@@ -82,7 +81,7 @@ async def test_a_write_is_read_back_while_the_cache_has_not_seen_it(
 
 
 async def test_once_the_watch_delivers_the_write_later_changes_are_seen(
-        client: kube.KubeClient, namespace: str, eventually: Eventually,
+        client: kube.KubeClient, namespace: str,
 ) -> None:
     factory = SharedInformerFactory(client, namespace=namespace)
     store = kube.ObjectStore(client, caches=factory)
