@@ -31,8 +31,9 @@ the leader) passes through unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -198,6 +199,11 @@ def _uid(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("uid") or "")
 
 
+def _gone(uid: str) -> str:
+    """What the in-flight record of a write notes for a delete of the object with ``uid``."""
+    return f"deleted {uid}"
+
+
 # -- the store ----------------------------------------------------------------------------------
 
 
@@ -220,6 +226,9 @@ class ObjectStore:
         self._sync_timeout = sync_timeout
         self._watched: dict[Resource, WatchedCache] = {}
         self._pending: dict[tuple[Resource, ObjectKey], _Write] = {}
+        # What the watch delivered of an object while a write of it was in flight: a write
+        # the watch delivered before its response came back must not be overlaid.
+        self._in_flight: dict[tuple[Resource, ObjectKey], list[set[str]]] = {}
 
     def __repr__(self) -> str:
         server = self._client.server if self._client is not None else None
@@ -286,11 +295,13 @@ class ObjectStore:
                 return Applied(OperationResult.UNCHANGED, current)
             verb = "create" if current is None else "update"
             try:
-                if current is None:
-                    stored = await self._client.create(
-                        resource, strip_for_create(wanted), namespace=namespace)
-                else:
-                    stored = await self._client.replace(resource, wanted, namespace=namespace)
+                with self._writing(resource, namespace, name) as delivered:
+                    if current is None:
+                        stored = await self._client.create(
+                            resource, strip_for_create(wanted), namespace=namespace)
+                    else:
+                        stored = await self._client.replace(
+                            resource, wanted, namespace=namespace)
             except errors.WriteFencedError:
                 raise
             except (errors.ConflictError, errors.AlreadyExistsError, errors.NotFoundError) as exc:
@@ -308,7 +319,7 @@ class ObjectStore:
             except errors.KubeError as exc:
                 _prefix(exc, f"{label}: {verb} failed")
                 raise
-            self.remember(resource, stored)
+            self._remember(resource, stored, delivered)
             result = OperationResult.CREATED if current is None else OperationResult.UPDATED
             log.debug("store_object_written", object=label, result=result.value)
             return Applied(result, stored)
@@ -331,16 +342,17 @@ class ObjectStore:
         """
         label = self._label(resource, namespace, name)
         try:
-            stored = await self._client.patch(
-                resource, name, patch, namespace=namespace, subresource=subresource,
-                patch_type=patch_type)
+            with self._writing(resource, namespace, name) as delivered:
+                stored = await self._client.patch(
+                    resource, name, patch, namespace=namespace, subresource=subresource,
+                    patch_type=patch_type)
         except errors.WriteFencedError:
             raise
         except errors.KubeError as exc:
             what = f"{subresource} patch" if subresource else "patch"
             _prefix(exc, f"{label}: {what} failed")
             raise
-        self.remember(resource, stored)
+        self._remember(resource, stored, delivered)
         return stored
 
     async def delete(
@@ -370,13 +382,23 @@ class ObjectStore:
         :meth:`apply` and :meth:`patch` call this; a caller that wrote through the client
         directly (a create with options the store does not offer) may too.
         """
+        self._remember(resource, stored, ())
+
+    def _remember(
+            self, resource: Resource, stored: Mapping[str, Any], delivered: Collection[str],
+    ) -> None:
         cache = self._watch(resource)
         if cache is None:
             return
         version = resource_version(stored)
         if not version:
             return
-        self._pending[(resource, key_of(stored))] = _Write(
+        key = key_of(stored)
+        cached = cache.get(key)
+        if (version in delivered or _gone(_uid(stored)) in delivered
+                or (cached is not None and resource_version(cached) == version)):
+            return  # the watch was quicker than the response: the cache has it, or newer
+        self._pending[(resource, key)] = _Write(
             obj=dict(stored), version=version, uid=_uid(stored),
             lists_started=cache.lists_started)
 
@@ -410,9 +432,27 @@ class ObjectStore:
                     "(is the resource served, its CRD installed and readable?)") from None
         return cache
 
+    @contextlib.contextmanager
+    def _writing(
+            self, resource: Resource, namespace: str | None, name: str,
+    ) -> Iterator[set[str]]:
+        """Collects what the watch delivers of the object while a write of it is in flight."""
+        key = (resource, ObjectKey(namespace or "" if resource.namespaced else "", name))
+        delivered: set[str] = set()
+        self._in_flight.setdefault(key, []).append(delivered)
+        try:
+            yield delivered
+        finally:
+            writes = self._in_flight[key]
+            writes.remove(delivered)
+            if not writes:
+                del self._in_flight[key]
+
     def _delivered(self, resource: Resource) -> Callable[[JsonObject], None]:
         def on_add(obj: JsonObject) -> None:
             key = (resource, key_of(obj))
+            for delivered in self._in_flight.get(key, ()):
+                delivered.add(resource_version(obj))
             pending = self._pending.get(key)
             if pending is not None and resource_version(obj) == pending.version:
                 del self._pending[key]
@@ -428,6 +468,8 @@ class ObjectStore:
     def _deleted(self, resource: Resource) -> Callable[[JsonObject], None]:
         def on_delete(obj: JsonObject) -> None:
             key = (resource, key_of(obj))
+            for delivered in self._in_flight.get(key, ()):
+                delivered.add(_gone(_uid(obj)))
             pending = self._pending.get(key)
             if pending is not None and _uid(obj) == pending.uid:
                 del self._pending[key]  # the object we wrote is gone

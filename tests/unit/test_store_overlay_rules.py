@@ -110,3 +110,33 @@ async def test_only_the_deletion_of_the_object_we_wrote_ends_the_overlay() -> No
     cache.delete(cm("13", "recreated", uid="u1"))
     assert await read(store) is None
 
+
+
+class QuickWatchClient:
+    """A client whose watch delivers each write, and ``then`` more, before the response."""
+
+    def __init__(self, cache: DrivenCache, *then: dict[str, Any]) -> None:
+        self.cache = cache
+        self.then = then
+
+    async def patch(self, resource: kube.Resource, name: str, patch: Any,
+                    **options: Any) -> dict[str, Any]:
+        stored = cm("12", str(patch["data"]["v"]))
+        self.cache.deliver(stored)
+        for obj in self.then:
+            self.cache.deliver(obj)
+        return stored
+
+
+async def test_a_write_the_watch_delivered_before_its_response_is_not_overlaid() -> None:
+    cache = DrivenCache()
+    cache.deliver(cm("10", "old"))
+    later = cm("13", "theirs")  # someone else's write, delivered before our response too
+    store = kube.ObjectStore(QuickWatchClient(cache, later), caches=cache)  # type: ignore[arg-type]
+    await store.get(kube.CONFIGMAPS, namespace=NS, name="c")  # the store starts watching
+    stored = await store.patch(kube.CONFIGMAPS, namespace=NS, name="c",
+                               patch={"data": {"v": "ours"}})
+    assert stored["data"]["v"] == "ours"
+    assert await read(store) == "theirs"  # not hidden by our older write
+    cache.deliver(cm("14", "newest"))
+    assert await read(store) == "newest"
