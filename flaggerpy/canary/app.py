@@ -121,13 +121,14 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             settings=settings, client=client, providers=alert_providers.get,
             secrets=secrets.get, registry=telemetry.registry,
         )
+        # The one object store of this API server: every engine and plugin read and write.
+        store = kube.ObjectStore(writer, caches=caches)
         lifecycle = Lifecycle(
-            client=writer, caches=caches, settings=settings, telemetry=telemetry,
+            store=store, settings=settings, telemetry=telemetry,
             events=events, webhooks=webhooks, analyzer=analyzer, alerter=alerter,
         )
         reconciler = CanaryReconciler(
-            canaries=canaries,
-            client=writer,
+            store=store,
             events=events,
             settings=settings,
             telemetry=telemetry,

@@ -29,9 +29,9 @@ import structlog
 from flaggerpy import kube
 from flaggerpy.canary import workloads
 from flaggerpy.canary.workloads import JsonObject
-from flaggerpy.kube.keys import ObjectKey
+from flaggerpy.kube.objects import merge_owned
 from flaggerpy.models import Canary, ScalerReplicas
-from flaggerpy.runtime.informer import Informer, SharedInformerFactory
+from flaggerpy.routing import canary_owner
 from flaggerpy.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -175,15 +175,11 @@ class PrimaryAutoscaler:
     def __init__(
             self,
             *,
-            client: kube.KubeClient,
-            caches: SharedInformerFactory,
+            store: kube.ObjectStore,
             settings: Settings,
-            sync_timeout: float = workloads.CACHE_SYNC_TIMEOUT,
     ) -> None:
-        self._client = client
-        self._caches = caches
+        self._store = store
         self._settings = settings
-        self._sync_timeout = sync_timeout
 
     async def reconcile(self, canary: Canary, *, init: bool) -> None:
         """Creates the primary scaler when missing; with ``init=False`` also updates it.
@@ -194,8 +190,8 @@ class PrimaryAutoscaler:
         if ref is None:
             return
         resource = _resource(canary)
-        informer, source = await self._target_scaler(canary)
-        owner = workloads.owner_reference(canary)
+        source = await self._target_scaler(canary)
+        owner = kube.controller_reference(canary_owner(canary))
         prefixes = tuple(self._settings.controller.include_label_prefix)
         if ref.kind == HPA_KIND:
             desired = build_primary_hpa(
@@ -207,19 +203,21 @@ class PrimaryAutoscaler:
                 replicas=ref.primary_scaler_replicas, queries=ref.primary_scaler_queries,
                 owner=owner, include_label_prefix=prefixes)
         name = desired["metadata"]["name"]
-        if informer.get(ObjectKey(canary.namespace, name)) is None:
-            try:
-                await self._client.create(resource, _compact(desired))
-            except kube.AlreadyExistsError:
-                pass  # created by an earlier call the cache has not caught up with
-            else:
-                log.info("primary_scaler_created", kind=ref.kind, name=name)
-                return
-        if init:
-            return
-        result = await self._client.create_or_update(resource, desired, cache=informer)
-        if result is not kube.OperationResult.UNCHANGED:
-            log.info("primary_scaler_synced", kind=ref.kind, name=name, result=str(result))
+
+        def primary_scaler(current: JsonObject | None) -> JsonObject | None:
+            if current is None:
+                return _compact(desired)
+            if init:
+                return None  # an existing copy follows the target's only at promotion
+            return merge_owned(current, desired)
+
+        applied = await self._store.apply(
+            resource, namespace=canary.namespace, name=name, build=primary_scaler)
+        if applied.result is kube.OperationResult.CREATED:
+            log.info("primary_scaler_created", kind=ref.kind, name=name)
+        elif applied.changed:
+            log.info("primary_scaler_synced", kind=ref.kind, name=name,
+                     result=str(applied.result))
 
     async def pause(self, canary: Canary) -> None:
         """Holds the target's ScaledObject at zero replicas (Flagger's ``PauseTargetScaler``).
@@ -236,29 +234,26 @@ class PrimaryAutoscaler:
         ref = canary.spec.autoscaler_ref
         if ref is None or ref.kind != SCALED_OBJECT_KIND:
             return
-        _, source = await self._target_scaler(canary)
+        source = await self._target_scaler(canary)
         annotations = (source.get("metadata") or {}).get("annotations") or {}
         if annotations.get(PAUSED_REPLICAS) == value:
             return
-        await self._client.patch(kube.SCALED_OBJECTS, ref.name,
-                                 {"metadata": {"annotations": {PAUSED_REPLICAS: value}}},
-                                 namespace=canary.namespace)
+        await self._store.patch(kube.SCALED_OBJECTS, namespace=canary.namespace, name=ref.name,
+                                patch={"metadata": {"annotations": {PAUSED_REPLICAS: value}}})
         log.info("target_scaler_paused" if value is not None else "target_scaler_resumed",
                  name=ref.name, namespace=canary.namespace)
 
-    async def _target_scaler(self, canary: Canary) -> tuple[Informer, JsonObject]:
-        """The synced cache of the scaler kind, and the target's scaler from it."""
+    async def _target_scaler(self, canary: Canary) -> Mapping[str, Any]:
+        """The target's scaler, from the store."""
         ref = canary.spec.autoscaler_ref
         assert ref is not None
         resource = _resource(canary)
-        informer = await workloads.synced(
-            self._caches.informer(resource), limit=self._sync_timeout)
-        source = informer.get(ObjectKey(canary.namespace, ref.name))
+        source = await self._store.get(resource, namespace=canary.namespace, name=ref.name)
         if source is None:
             raise workloads.TargetNotFoundError(
                 f"{ref.kind} {ref.name}.{canary.namespace} get query error: "
                 f"{workloads.not_found(resource, ref.name)}")
-        return informer, source
+        return source
 
 
 def _resource(canary: Canary) -> kube.Resource:

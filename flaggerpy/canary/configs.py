@@ -17,13 +17,15 @@ A ``-primary`` copy can be shared by several Canaries whose targets use the same
 ownerReferences keep every such Canary, the one that wrote it last as the controller, so the
 copy is garbage-collected only with the last of them.
 
-Reads come from the ConfigMap and Secret informer caches; copies are written with
-``create_or_update`` against the cache, so an unchanged copy costs no request.
+Reads and writes go through the object store: sources come from the ConfigMap and Secret
+caches, and a copy is written only when it differs from the stored one, so an unchanged copy
+costs no request.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +34,9 @@ import structlog
 
 from flaggerpy import kube
 from flaggerpy.canary import hashing, workloads
-from flaggerpy.kube.keys import ObjectKey
+from flaggerpy.kube.objects import merge_owned
 from flaggerpy.models import Canary
-from flaggerpy.runtime.informer import Informer, SharedInformerFactory
+from flaggerpy.routing import canary_owner
 from flaggerpy.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -218,12 +220,26 @@ def build_primary_config(
     return body
 
 
+def primary_config_copy(
+        current: Mapping[str, Any] | None, desired: Mapping[str, Any], *,
+        owner: Mapping[str, Any],
+) -> JsonObject:
+    """The ``-primary`` copy to store: ``desired`` merged into ``current`` (the fields we own;
+    see :func:`flaggerpy.kube.objects.merge_owned`), or ``desired`` itself when there is none,
+    with ``owner`` merged into its owner references (:func:`merge_owner_references`). Pure.
+    """
+    copied = merge_owned(current, desired) if current is not None else copy.deepcopy(dict(desired))
+    meta = copied.setdefault("metadata", {})
+    meta["ownerReferences"] = merge_owner_references(meta.get("ownerReferences"), owner)
+    return copied
+
+
 # ---------------------------------------------------------------------------------------------
-# Async: reading the caches, writing the copies
+# Async: reading and writing through the object store
 
 
 class ConfigTracker:
-    """Tracks a target's ConfigMaps and Secrets through the informer caches.
+    """Tracks a target's ConfigMaps and Secrets through the object store.
 
     With ``-enable-config-tracking=false`` it tracks nothing: no checksums, no copies, and the
     primary uses the same ConfigMaps and Secrets as the target (Flagger's ``NopTracker``).
@@ -232,29 +248,24 @@ class ConfigTracker:
     def __init__(
             self,
             *,
-            client: kube.KubeClient,
-            caches: SharedInformerFactory,
+            store: kube.ObjectStore,
             settings: Settings,
-            sync_timeout: float = workloads.CACHE_SYNC_TIMEOUT,
     ) -> None:
-        self._client = client
-        self._caches = caches
+        self._store = store
         self._settings = settings
-        self._sync_timeout = sync_timeout
 
     @property
     def enabled(self) -> bool:
         """``-enable-config-tracking``."""
         return bool(self._settings.controller.enable_config_tracking)
 
-    async def _cache(self, kind: str) -> Informer:
-        return await workloads.synced(
-            self._caches.informer(_RESOURCES[kind]), limit=self._sync_timeout)
+    async def _source(self, canary: Canary, kind: str, name: str) -> Mapping[str, Any] | None:
+        return await self._store.get(_RESOURCES[kind], namespace=canary.namespace, name=name)
 
     async def target_configs(
             self, canary: Canary, pod_spec: Mapping[str, Any],
     ) -> dict[str, ConfigRef]:
-        """The tracked configs of a pod spec, by ``<kind>/<name>``, read from the caches.
+        """The tracked configs of a pod spec, by ``<kind>/<name>``, read from the store.
 
         Raises :class:`MissingConfigError` for a required reference to a missing object.
         """
@@ -263,7 +274,7 @@ class ConfigTracker:
         found: dict[str, ConfigRef] = {}
         for key, required in sorted(referenced_configs(pod_spec).items()):
             kind, name = key.split("/", 1)
-            obj = (await self._cache(kind)).get(ObjectKey(canary.namespace, name))
+            obj = await self._source(canary, kind, name)
             if obj is None:
                 message = (f"{kind} {name}.{canary.namespace} get query error: "
                            f"{workloads.not_found(_RESOURCES[kind], name)}")
@@ -280,26 +291,22 @@ class ConfigTracker:
         """Makes every ``<name>-primary`` copy equal to its source; writes only what differs."""
         if not refs:
             return
-        owner = workloads.owner_reference(canary)
+        owner = kube.controller_reference(canary_owner(canary))
         include = tuple(self._settings.controller.include_label_prefix)
-
-        def own(obj: JsonObject) -> None:
-            meta = obj.setdefault("metadata", {})
-            meta["ownerReferences"] = merge_owner_references(meta.get("ownerReferences"), owner)
-
         for ref in refs.values():
-            informer = await self._cache(ref.kind)
-            source = informer.get(ObjectKey(canary.namespace, ref.name))
+            source = await self._source(canary, ref.kind, ref.name)
             if source is None:
                 raise MissingConfigError(
                     f"{ref.kind} {ref.name}.{canary.namespace} get query error: "
                     f"{workloads.not_found(_RESOURCES[ref.kind], ref.name)}")
             desired = build_primary_config(source, kind=ref.kind, include_label_prefix=include)
-            result = await self._client.create_or_update(
-                _RESOURCES[ref.kind], desired, mutate=own, cache=informer)
-            if result is not kube.OperationResult.UNCHANGED:
-                log.info("primary_config_synced", kind=ref.kind,
-                         name=desired["metadata"]["name"], result=str(result))
+            name = desired["metadata"]["name"]
+            applied = await self._store.apply(
+                _RESOURCES[ref.kind], namespace=canary.namespace, name=name,
+                build=functools.partial(primary_config_copy, desired=desired, owner=owner))
+            if applied.changed:
+                log.info("primary_config_synced", kind=ref.kind, name=name,
+                         result=str(applied.result))
 
     def apply_primary_configs(
             self, pod_spec: Mapping[str, Any], refs: Mapping[str, ConfigRef],

@@ -22,7 +22,7 @@ from flaggerpy import kube
 from flaggerpy.canary import configs, workloads
 from flaggerpy.canary.workloads import JsonObject, Readiness
 from flaggerpy.models import Canary
-from flaggerpy.runtime.informer import SharedInformerFactory
+from flaggerpy.routing import canary_owner
 from flaggerpy.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -156,15 +156,11 @@ class DaemonSetController(workloads.PodWorkloadController):
     def __init__(
             self,
             *,
-            client: kube.KubeClient,
-            caches: SharedInformerFactory,
+            store: kube.ObjectStore,
             settings: Settings,
-            sync_timeout: float = workloads.CACHE_SYNC_TIMEOUT,
     ) -> None:
-        super().__init__(
-            client=client, caches=caches, settings=settings, sync_timeout=sync_timeout,
-            tracker=configs.ConfigTracker(
-                client=client, caches=caches, settings=settings, sync_timeout=sync_timeout))
+        super().__init__(store=store, settings=settings,
+                         tracker=configs.ConfigTracker(store=store, settings=settings))
 
     def _check_target(self, target: Mapping[str, Any]) -> None:
         problem = update_strategy_problem(target)
@@ -189,7 +185,7 @@ class DaemonSetController(workloads.PodWorkloadController):
     ) -> JsonObject:
         return build_primary_daemonset(
             target, label=label, value=value, template=template,
-            owner=workloads.owner_reference(canary),
+            owner=kube.controller_reference(canary_owner(canary)),
             include_label_prefix=self.include_label_prefix)
 
     def _promoted(

@@ -1,8 +1,8 @@
 """Deployment targets: the primary Deployment, its promotion, readiness and scaling.
 
 Flagger's ``deployment_controller.go`` and ``deployment_ready.go``. The pure functions build and
-judge plain Deployment dicts; :class:`DeploymentController` reads them from the Deployment cache
-and writes the difference.
+judge plain Deployment dicts; :class:`DeploymentController` reads them through the object store
+(the Deployment cache, with our own writes on top) and writes the difference.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from flaggerpy import kube
 from flaggerpy.canary import configs, workloads
 from flaggerpy.canary.workloads import JsonObject, Readiness
 from flaggerpy.models import Canary
-from flaggerpy.runtime.informer import SharedInformerFactory
+from flaggerpy.routing import canary_owner
 from flaggerpy.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -165,15 +165,11 @@ class DeploymentController(workloads.PodWorkloadController):
     def __init__(
             self,
             *,
-            client: kube.KubeClient,
-            caches: SharedInformerFactory,
+            store: kube.ObjectStore,
             settings: Settings,
-            sync_timeout: float = workloads.CACHE_SYNC_TIMEOUT,
     ) -> None:
-        super().__init__(
-            client=client, caches=caches, settings=settings, sync_timeout=sync_timeout,
-            tracker=configs.ConfigTracker(
-                client=client, caches=caches, settings=settings, sync_timeout=sync_timeout))
+        super().__init__(store=store, settings=settings,
+                         tracker=configs.ConfigTracker(store=store, settings=settings))
 
     def _build_primary(
             self,
@@ -186,7 +182,7 @@ class DeploymentController(workloads.PodWorkloadController):
     ) -> JsonObject:
         return build_primary_deployment(
             target, label=label, value=value, template=template,
-            owner=workloads.owner_reference(canary),
+            owner=kube.controller_reference(canary_owner(canary)),
             include_label_prefix=self.include_label_prefix)
 
     def _promoted(
@@ -267,11 +263,13 @@ class DeploymentController(workloads.PodWorkloadController):
         if ref is None:
             return None
         if ref.kind == "HorizontalPodAutoscaler":
-            hpa = await self._cached(kube.HORIZONTAL_POD_AUTOSCALERS, canary.namespace, ref.name)
+            hpa = await self._store.get(kube.HORIZONTAL_POD_AUTOSCALERS,
+                                        namespace=canary.namespace, name=ref.name)
             value = ((hpa or {}).get("spec") or {}).get("minReplicas")
         elif ref.kind == "ScaledObject":
             # The same cache the primary's ScaledObject is copied from, synced by then.
-            scaled = await self._cached(kube.SCALED_OBJECTS, canary.namespace, ref.name)
+            scaled = await self._store.get(kube.SCALED_OBJECTS, namespace=canary.namespace,
+                                           name=ref.name)
             value = ((scaled or {}).get("spec") or {}).get("minReplicaCount")
         else:
             return None

@@ -51,7 +51,6 @@ from flaggerpy.routing import (
 )
 from flaggerpy.runtime.controller import Result
 from flaggerpy.runtime.events import EventRecorder
-from flaggerpy.runtime.informer import SharedInformerFactory
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
 
@@ -132,8 +131,7 @@ class Lifecycle:
     def __init__(
         self,
         *,
-        client: kube.KubeClient,
-        caches: SharedInformerFactory,
+        store: kube.ObjectStore,
         settings: Settings,
         telemetry: Recorder,
         events: EventRecorder,
@@ -141,30 +139,19 @@ class Lifecycle:
         analyzer: MetricsAnalyzer,
         alerter: Alerter,
     ) -> None:
-        self._client = client
-        self._caches = caches
+        self._store = store
         self._settings = settings
         self._telemetry = telemetry
         self._events = events
         self._webhooks = webhooks
         self._analyzer = analyzer
         self._alerter = alerter
-        self._services = caches.informer(kube.SERVICES)
         self._ticks: dict[ObjectKey, TickState] = {}
-        self._written: dict[ObjectKey, dict[str, Any]] = {}
         # Event webhooks are posted in the background, in order per canary, so a slow or
         # unreachable sink never holds up a tick.
         self._event_hooks = Dispatcher(name="event-webhooks")
 
     # -- entry -------------------------------------------------------------------------------
-
-    def freshest(self, key: ObjectKey, cached: Mapping[str, Any]) -> dict[str, Any]:
-        """The cached Canary, or our own last write of it if the cache has not caught up yet."""
-        ours = self._written.get(key)
-        if ours is not None and _older(cached, ours):
-            return ours
-        self._written.pop(key, None)
-        return dict(cached)
 
     def _interval(self, canary: Canary) -> float:
         return canary.get_analysis_interval(
@@ -174,7 +161,6 @@ class Lifecycle:
     def forget(self, key: ObjectKey) -> None:
         """The Canary is gone: drop its pacing state."""
         self._ticks.pop(key, None)
-        self._written.pop(key, None)
 
     async def advance(self, obj: dict[str, Any], canary: Canary, *, provider: str) -> Result:
         """Runs one tick (or only the revision check, if the tick is not due yet)."""
@@ -230,8 +216,7 @@ class Lifecycle:
             except TargetNotFoundError as error:
                 # Gone already: nothing to resume, and no reason to keep the Canary from going.
                 log.info("target_scaler_gone", canary=name, error=str(error))
-        workload = workload_controller(canary, client=self._client, caches=self._caches,
-                                       settings=self._settings)
+        workload = workload_controller(canary, store=self._store, settings=self._settings)
         await workload.finalize(canary)
         await self._wait_target_ready(workload, canary)
         metadata = await workload.get_metadata(canary)
@@ -261,8 +246,7 @@ class Lifecycle:
     async def _prepare(
         self, obj: dict[str, Any], canary: Canary, *, provider: str, state: TickState
     ) -> Tick | None:
-        workload = workload_controller(canary, client=self._client, caches=self._caches,
-                                       settings=self._settings)
+        workload = workload_controller(canary, store=self._store, settings=self._settings)
         try:
             metadata = await workload.get_metadata(canary)
         except Exception as error:  # a missing target, no selector label: shown, retried
@@ -333,22 +317,20 @@ class Lifecycle:
         if not capabilities.needs_services:
             return KubernetesNoopRouter()
         return KubernetesDefaultRouter(
-            client=self._client, services=self._services, label=metadata.label,
-            label_value=metadata.label_value, ports=metadata.ports,
+            store=self._store, label=metadata.label, label_value=metadata.label_value,
+            ports=metadata.ports,
         )
 
     def _autoscaler(self, canary: Canary) -> PrimaryAutoscaler | None:
         if canary.spec.autoscaler_ref is None:
             return None
-        return PrimaryAutoscaler(client=self._client, caches=self._caches,
-                                 settings=self._settings)
+        return PrimaryAutoscaler(store=self._store, settings=self._settings)
 
     def _router(self, canary: Canary, *, provider: str, state: TickState) -> Router:
         """The mesh router for ``provider``, built once per canary and provider."""
         if state.router is None or state.router_provider != provider:
             plugin = plugins.routers.get(provider)
-            context = ProviderContext(api=self._client, settings=self._settings, log=log,
-                                      caches=self._caches)
+            context = ProviderContext(store=self._store, settings=self._settings, log=log)
             state.router = plugin.factory(ctx=context, variant=plugin.variant)
             state.router_provider = provider
         return state.router
@@ -753,11 +735,10 @@ class Lifecycle:
     # -- writing -----------------------------------------------------------------------------
 
     async def _patch_status(self, canary: Canary, patch: dict[str, Any]) -> dict[str, Any]:
-        """Patches the status and remembers the result until the cache has caught up."""
-        updated = await self._client.patch_status(kube.CANARIES, canary.name, patch,
-                                                  namespace=canary.namespace)
-        self._written[ObjectKey(canary.namespace, canary.name)] = updated
-        return updated
+        """Patches the status; the store shows the result until the watch delivers it, so the
+        next reconcile, even one the watch starts first, sees this write."""
+        return await self._store.patch(kube.CANARIES, namespace=canary.namespace,
+                                       name=canary.name, patch=patch, subresource="status")
 
     async def _write(self, tick: Tick, patch: dict[str, Any]) -> None:
         """Patches the status and carries on with the object the API server returned."""
@@ -813,12 +794,3 @@ def _has_event_hooks(obj: Mapping[str, Any]) -> bool:
         return False
     return any(isinstance(hook, Mapping) and hook.get("type") == HookType.EVENT
                for hook in hooks)
-
-
-def _older(cached: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
-    """Whether the cached object predates our own last write (resourceVersions as numbers)."""
-    def version(obj: Mapping[str, Any]) -> int:
-        text = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
-        return int(text) if text.isdigit() else 0
-
-    return version(cached) < version(ours)

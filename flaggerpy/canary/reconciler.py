@@ -1,6 +1,7 @@
 """The Canary reconciler: the work queue's entry into the per-canary logic.
 
-It reads the Canary from the informer cache (never from the API server), checks what the CRD
+It reads the Canary through the object store -- the informer cache, with our own last write
+on top until the watch delivers it -- never from the API server, checks what the CRD
 schema cannot (spec problems, an installed router for the provider), reports a problem on the
 Canary itself (``Failed`` phase with a readable message, a Warning Event, a log line) and writes
 the first ``Initializing`` status as Flagger's ``syncHandler`` does. The analysis itself is
@@ -19,7 +20,6 @@ from flaggerpy import kube, logs, plugins
 from flaggerpy.canary import status as canary_status, verify
 from flaggerpy.canary.lifecycle import Lifecycle
 from flaggerpy.errors import PluginError
-from flaggerpy.kube import ObjectReader
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import FINALIZER, Canary, CanaryPhase
 from flaggerpy.routing import Capabilities, capabilities_of
@@ -46,30 +46,27 @@ class CanaryReconciler:
     def __init__(
         self,
         *,
-        canaries: ObjectReader,
-        client: kube.KubeClient,
+        store: kube.ObjectStore,
         events: EventRecorder,
         settings: Settings,
         telemetry: Recorder,
         lifecycle: Lifecycle | None = None,  # None: validate and initialize only
     ) -> None:
         self._lifecycle = lifecycle
-        self._canaries = canaries
-        self._client = client
+        self._store = store
         self._events = events
         self._settings = settings
         self._telemetry = telemetry
 
     async def reconcile(self, key: ObjectKey) -> Result:
-        cached = self._canaries.get(key)
-        if cached is None:
+        stored = await self._store.get(kube.CANARIES, namespace=key.namespace, name=key.name)
+        if stored is None:
             log.debug("canary_gone")
             if self._lifecycle is not None:
                 self._lifecycle.forget(key)
             return Result()
-        obj = self._lifecycle.freshest(key, cached) if self._lifecycle else dict(cached)
         with logs.bound_canary(key.name, key.namespace):
-            return await self._reconcile(obj)
+            return await self._reconcile(dict(stored))
 
     async def _reconcile(self, obj: dict[str, Any]) -> Result:
         try:
@@ -130,7 +127,8 @@ class CanaryReconciler:
         patch: dict[str, Any] = {"metadata": {"finalizers": finalizers}}
         if version:
             patch["metadata"]["resourceVersion"] = version
-        await self._client.patch(kube.CANARIES, canary.name, patch, namespace=canary.namespace)
+        await self._store.patch(kube.CANARIES, namespace=canary.namespace, name=canary.name,
+                                patch=patch)
 
     async def _initialize(self, obj: dict[str, Any], canary: Canary) -> dict[str, Any]:
         """Writes ``Initializing`` on first sight, or after a spec problem was fixed."""
@@ -148,8 +146,9 @@ class CanaryReconciler:
         if patch is None:
             return obj
         log.info("canary_initializing")
-        return await self._client.patch_status(
-            kube.CANARIES, canary.name, patch, namespace=canary.namespace
+        return await self._store.patch(
+            kube.CANARIES, namespace=canary.namespace, name=canary.name, patch=patch,
+            subresource="status",
         )
 
     async def _fail(self, obj: dict[str, Any], message: str) -> None:
@@ -162,7 +161,8 @@ class CanaryReconciler:
             phase=CanaryPhase.FAILED, kind=kind, current=obj.get("status"), message=message
         )
         if patch is not None:
-            await self._client.patch_status(kube.CANARIES, name, patch, namespace=namespace)
+            await self._store.patch(kube.CANARIES, namespace=namespace, name=name, patch=patch,
+                                    subresource="status")
             if self._lifecycle is not None:
                 await self._lifecycle.warn(obj, message)
             else:

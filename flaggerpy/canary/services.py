@@ -29,27 +29,27 @@ applies them (style §9.3):
 - :func:`reverted_service` is what ``finalize`` does to a user's apex Service when the Canary is
   deleted with ``revertOnDeletion``.
 
-Design rule 3: the current Services are read from the Services informer, and a Service is
-written only when the rules above change it. A second identical ``initialize``/``reconcile``
-makes no request at all. Comparisons are made the way Flagger's are (ports as a set, the
-selector exactly), so taking over from Flagger does not rewrite Services that already match.
+Design rule 3: the current Services are read through the object store (the Services cache,
+with our own writes on top), and a Service is written only when the rules above change it. A
+second identical ``initialize``/``reconcile`` makes no request at all. Comparisons are made the
+way Flagger's are (ports as a set, the selector exactly), so taking over from Flagger does not
+rewrite Services that already match.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import structlog
 
 from flaggerpy import kube
 from flaggerpy.errors import RouterError, TerminalError
-from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.models import API_VERSION
 from flaggerpy.models.canary import Canary, CanaryService, CustomMetadata
-from flaggerpy.routing import KubernetesRouter
+from flaggerpy.routing import KubernetesRouter, canary_owner
 
 __all__ = [
     "KUBECTL_LAST_APPLIED",
@@ -62,7 +62,6 @@ __all__ = [
     "controlling_canary",
     "is_owned_by",
     "new_kubernetes_router",
-    "owner_reference",
     "reverted_service",
     "service_ports",
     "updated_service",
@@ -87,30 +86,9 @@ KUBECTL_LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 
 PROTOCOL: Final = "TCP"
 _CANARY_KIND: Final = "Canary"
-_ATTEMPTS: Final = 3  # conditional writes retried after a conflict, as create_or_update does
 
 
 # -- pure builders ------------------------------------------------------------------------------
-
-
-def owner_reference(canary: Canary) -> dict[str, Any]:
-    """The controller reference to the Canary that generated Services carry.
-
-    ``blockOwnerDeletion`` keeps a foreground deletion of the Canary waiting for its Services;
-    the garbage collector removes them with the Canary (Flagger's ``NewControllerRef``).
-    """
-    uid = canary.metadata.uid if canary.metadata else None
-    if not uid:
-        raise ValueError(f"Canary {canary.namespace}/{canary.name} has no metadata.uid; "
-                         "owner references need the stored object")
-    return {
-        "apiVersion": API_VERSION,
-        "kind": _CANARY_KIND,
-        "name": canary.name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def _service_spec(canary: Canary) -> CanaryService:
@@ -193,7 +171,7 @@ def build_service(
             "namespace": canary.namespace,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [owner_reference(canary)],
+            "ownerReferences": [kube.controller_reference(canary_owner(canary))],
         },
         "spec": spec,
     }
@@ -375,20 +353,14 @@ def reverted_service(
 # -- the routers --------------------------------------------------------------------------------
 
 
-def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata") or {}
-    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
-            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")}}
-
-
 class KubernetesDefaultRouter:
     """Creates and updates a Deployment or DaemonSet canary's three ClusterIP Services.
 
     Built per canary with what the workload says (``label``, ``label_value``, ``ports``), like
     Flagger's ``factory.KubernetesRouter(kind, labelSelector, labelValue, ports)``; it keeps no
-    state between calls. ``services`` is the Services informer (anything with ``get(key)``):
-    every read comes from it, and writes are conditional on the resourceVersion read, so a
-    stale cache costs a retry, never a lost update.
+    state between calls. Every read and write goes through the object store: reads come from
+    the Services cache, and writes are conditional on the resourceVersion read, so a stale
+    cache costs a retry, never a lost update.
 
     API failures are raised as RouterError naming the Service, with the KubeError chained;
     WriteFencedError (this replica is not the leader) is passed through unchanged.
@@ -397,14 +369,12 @@ class KubernetesDefaultRouter:
     def __init__(
             self,
             *,
-            client: kube.KubeClient,
-            services: kube.ObjectReader,
+            store: kube.ObjectStore,
             label: str,
             label_value: str,
             ports: Mapping[str, int],
     ) -> None:
-        self._client = client
-        self._services = services
+        self._store = store
         self._label = label
         self._label_value = label_value
         self._ports = dict(ports)
@@ -440,71 +410,59 @@ class KubernetesDefaultRouter:
         where Flagger fails and keeps the Canary's finalizer until someone creates one.
         """
         name = canary.get_service_names().apex
-        current = self._services.get(ObjectKey(canary.namespace, name))
-        for _ in range(_ATTEMPTS):
-            if current is None:
-                current = await self._read(canary, name)
-            if current is None:
-                log.info("service_finalize_skipped", service=name, reason="not_found")
-                return
-            owner = controlling_canary(current)
-            if owner is not None:
-                log.debug("service_finalize_skipped", service=name, reason="controlled",
-                          owner=owner)
-                return
-            reverted = reverted_service(current, canary=canary, label=self._label,
-                                        label_value=self._label_value, ports=self._ports)
-            if reverted == current:
-                return
-            try:
-                await self._client.replace(kube.SERVICES, reverted)
-            except kube.ConflictError:
-                current = None  # changed since it was read: read it again and redo the revert
-                continue
-            except kube.WriteFencedError:
-                raise
-            except kube.KubeError as exc:
-                raise RouterError(f"Service {canary.namespace}/{name}: revert failed: {exc}") \
-                    from exc
-            log.info("service_restored", service=name,
-                     selector=(reverted.get("spec") or {}).get("selector"))
+        with _router_errors():
+            current = await self._store.get(kube.SERVICES, namespace=canary.namespace, name=name)
+        if current is None:
+            log.info("service_finalize_skipped", service=name, reason="not_found")
             return
-        raise RouterError(f"Service {canary.namespace}/{name}: revert failed: "
-                          f"it kept changing ({_ATTEMPTS} conflicts)")
+        owner = controlling_canary(current)
+        if owner is not None:
+            log.debug("service_finalize_skipped", service=name, reason="controlled", owner=owner)
+            return
 
-    async def _read(self, canary: Canary, name: str) -> dict[str, Any] | None:
-        try:
-            return await kube.ignore_not_found(
-                self._client.get(kube.SERVICES, name, namespace=canary.namespace))
-        except kube.KubeError as exc:
-            raise RouterError(f"Service {canary.namespace}/{name}: read failed: {exc}") from exc
+        def revert(live: dict[str, Any] | None) -> dict[str, Any] | None:
+            # Built again on a fresher copy after a conflict: the same checks, on it.
+            if live is None or controlling_canary(live) is not None:
+                return None
+            return reverted_service(live, canary=canary, label=self._label,
+                                    label_value=self._label_value, ports=self._ports)
+
+        with _router_errors():
+            applied = await self._store.apply(
+                kube.SERVICES, namespace=canary.namespace, name=name, build=revert)
+        if applied.changed:
+            log.info("service_restored", service=name,
+                     selector=((applied.obj or {}).get("spec") or {}).get("selector"))
 
     async def _apply(self, canary: Canary, *, role: Role) -> kube.OperationResult:
         desired = self.build(canary, role=role)
 
-        def mutate(obj: dict[str, Any]) -> None:
-            # create_or_update hands us a bare identity to create, or a copy of the live object.
-            if kube.resource_version(obj):
-                wanted = updated_service(obj, desired, canary=canary)
-            else:
-                wanted = copy.deepcopy(desired)
-            obj.clear()
-            obj.update(wanted)
+        def service(current: dict[str, Any] | None) -> dict[str, Any]:
+            if current is None:
+                return copy.deepcopy(desired)
+            return updated_service(current, desired, canary=canary)
 
         name = desired["metadata"]["name"]
-        try:
-            result = await self._client.create_or_update(
-                kube.SERVICES, _identity(desired), mutate=mutate, cache=self._services)
-        except kube.WriteFencedError:
-            raise
-        except kube.KubeError as exc:
-            raise RouterError(f"Service {canary.namespace}/{name}: create or update failed: "
-                              f"{exc}") from exc
-        if result is kube.OperationResult.CREATED:
+        with _router_errors():
+            applied = await self._store.apply(
+                kube.SERVICES, namespace=canary.namespace, name=name, build=service)
+        if applied.result is kube.OperationResult.CREATED:
             log.info("service_created", service=name, role=role)
-        elif result is kube.OperationResult.UPDATED:
+        elif applied.result is kube.OperationResult.UPDATED:
             log.info("service_updated", service=name, role=role)
-        return result
+        return applied.result
+
+
+@contextlib.contextmanager
+def _router_errors() -> Iterator[None]:
+    """An API failure raised as a RouterError (the store's message already names the Service
+    and what failed), the KubeError chained; WriteFencedError passes through."""
+    try:
+        yield
+    except kube.WriteFencedError:
+        raise
+    except kube.KubeError as exc:
+        raise RouterError(str(exc)) from exc
 
 
 class KubernetesNoopRouter:
@@ -527,8 +485,7 @@ class KubernetesNoopRouter:
 def new_kubernetes_router(
         *,
         kind: str,
-        client: kube.KubeClient,
-        services: kube.ObjectReader,
+        store: kube.ObjectStore,
         label: str,
         label_value: str,
         ports: Mapping[str, int],
@@ -540,8 +497,8 @@ def new_kubernetes_router(
     """
     if kind == "Service":
         return KubernetesNoopRouter()
-    return KubernetesDefaultRouter(client=client, services=services, label=label,
-                                   label_value=label_value, ports=ports)
+    return KubernetesDefaultRouter(store=store, label=label, label_value=label_value,
+                                   ports=ports)
 
 
 _: type[KubernetesRouter] = KubernetesDefaultRouter

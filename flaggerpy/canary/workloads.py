@@ -11,12 +11,13 @@ the two workload kinds, in two layers:
 * **A thin async layer** (:class:`PodWorkloadController` and its two subclasses) that reads from
   the informer caches and writes only when the built object differs from the cached one.
 
-Reads come from caches, never from the API server (design rule 3): a steady-state call of
+Every read and write goes through the object store (:class:`flaggerpy.kube.ObjectStore`),
+so reads come from caches, never from the API server (design rule 3): a steady-state call of
 ``initialize``, ``is_primary_ready``, ``has_target_changed`` or ``have_dependencies_changed``
-makes no request at all. A cache can lag behind our own write by a few milliseconds, so every
-write is written to be correct with a stale cache: a create that finds the name taken reads the
-object once instead of failing, an update carries the cached resourceVersion and, on a 409,
-re-reads and tries again, and scaling is an idempotent merge patch.
+makes no request at all. The store shows our own writes before the watch delivers them, so a
+primary just promoted is never mistaken for a finished rollout of the old template; a create
+that finds the name taken, or an update that conflicts, is re-read and built again there, and
+scaling is an idempotent merge patch.
 
 Why the primary's ``flagger-id`` is derived, not random: Flagger stamps a random UUID on the
 primary's pod template at each promotion so that a promotion always rolls the pods, even when
@@ -28,7 +29,6 @@ already up to date and writes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import struct
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -41,9 +41,7 @@ import structlog
 from flaggerpy import kube
 from flaggerpy.canary import hashing
 from flaggerpy.errors import FlaggerError, TerminalError
-from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.models import API_VERSION, Canary, CanaryService, CanaryStatus
-from flaggerpy.runtime.informer import Informer, SharedInformerFactory
+from flaggerpy.models import Canary, CanaryService, CanaryStatus
 from flaggerpy.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,12 +63,6 @@ TOOLKIT_MARKER = "toolkit.fluxcd.io"
 
 SIDECAR_CONTAINERS = frozenset({"istio-proxy", "envoy"})
 """Containers whose ports port discovery skips (Flagger's ``sidecars``)."""
-
-CACHE_SYNC_TIMEOUT = 30.0
-"""Seconds a call waits for a cache that has not finished its first list before it fails."""
-
-WRITE_VISIBLE_TIMEOUT = 5.0
-"""Seconds a write of the primary waits for the cache to show it (see ``_until_cached``)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,13 +129,12 @@ class WorkloadController(Protocol):
 def workload_controller(
         canary: Canary,
         *,
-        client: kube.KubeClient,
-        caches: SharedInformerFactory,
+        store: kube.ObjectStore,
         settings: Settings,
 ) -> WorkloadController:
     """The controller for the Canary's target kind: Deployment or DaemonSet.
 
-    Cheap to call on every reconcile: it holds references only, all state is in the caches and
+    Cheap to call on every reconcile: it holds references only, all state is in the store and
     the Canary status. Other kinds raise :class:`UnsupportedTargetError` (the CRD already limits
     ``targetRef.kind`` to Deployment, DaemonSet and Service).
     """
@@ -153,9 +144,9 @@ def workload_controller(
 
     kind = canary.spec.target_ref.kind
     if kind == DeploymentController.kind:
-        return DeploymentController(client=client, caches=caches, settings=settings)
+        return DeploymentController(store=store, settings=settings)
     if kind == DaemonSetController.kind:
-        return DaemonSetController(client=client, caches=caches, settings=settings)
+        return DaemonSetController(store=store, settings=settings)
     raise UnsupportedTargetError(
         f"canary {canary.name}.{canary.namespace}: targetRef kind {kind!r} is not handled by"
         " the workload controllers (Deployment, DaemonSet)")
@@ -281,26 +272,6 @@ def suffix_self_selectors(
         for key, value in match_labels.items():
             if key in keys and value in values:
                 match_labels[key] = primary_name(value)
-
-
-def owner_reference(canary: Canary) -> JsonObject:
-    """The controller ownerReference to the Canary that generated objects carry.
-
-    Garbage collection then deletes the primary, its configs and HPA with the Canary.
-    """
-    uid = canary.metadata.uid if canary.metadata else None
-    if not uid:
-        raise WorkloadError(
-            f"canary {canary.name}.{canary.namespace} has no metadata.uid: objects generated for"
-            " it could not be owned by it")
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Canary",
-        "name": canary.name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def spec_changed(status: CanaryStatus | None, new_hash: str) -> bool:
@@ -491,17 +462,13 @@ class PodWorkloadController:
     def __init__(
             self,
             *,
-            client: kube.KubeClient,
-            caches: SharedInformerFactory,
+            store: kube.ObjectStore,
             settings: Settings,
             tracker: ConfigTracker,
-            sync_timeout: float = CACHE_SYNC_TIMEOUT,
     ) -> None:
-        self._client = client
-        self._caches = caches
+        self._store = store
         self._settings = settings
         self._tracker = tracker
-        self._sync_timeout = sync_timeout
 
     @property
     def selector_labels(self) -> tuple[str, ...]:
@@ -513,28 +480,22 @@ class PodWorkloadController:
         """``-include-label-prefix``."""
         return tuple(self._settings.controller.include_label_prefix)
 
-    # -- reads (caches only) -----------------------------------------------------------------
+    # -- reads (the store: caches and our own writes) ---------------------------------------
 
-    async def _cache(self, resource: kube.Resource) -> Informer:
-        return await synced(self._caches.informer(resource), limit=self._sync_timeout)
-
-    async def _cached(
-            self, resource: kube.Resource, namespace: str, name: str,
-    ) -> JsonObject | None:
-        return (await self._cache(resource)).get(ObjectKey(namespace, name))
-
-    async def _target(self, canary: Canary) -> JsonObject:
+    async def _target(self, canary: Canary) -> Mapping[str, Any]:
         name = canary.spec.target_ref.name
-        target = await self._cached(self.resource, canary.namespace, name)
+        target = await self._store.get(self.resource, namespace=canary.namespace, name=name)
         if target is None:
             raise TargetNotFoundError(
                 f"{self.noun} {name}.{canary.namespace} get query error: "
                 f"{not_found(self.resource, name)}")
         return target
 
-    async def _primary(self, canary: Canary) -> JsonObject | None:
-        return await self._cached(
-            self.resource, canary.namespace, primary_name(canary.spec.target_ref.name))
+    async def _primary(self, canary: Canary) -> Mapping[str, Any] | None:
+        """The primary as we last know it: our own promotion shows before the watch has it."""
+        return await self._store.get(
+            self.resource, namespace=canary.namespace,
+            name=primary_name(canary.spec.target_ref.name))
 
     def _selector(self, workload: Mapping[str, Any]) -> tuple[str, str]:
         found = selector_label(workload, self.selector_labels)
@@ -589,7 +550,7 @@ class PodWorkloadController:
         Not retriable once the progress deadline has passed: the engine then rolls back.
         """
         name = canary.spec.target_ref.name
-        target = await self._cached(self.resource, canary.namespace, name)
+        target = await self._store.get(self.resource, namespace=canary.namespace, name=name)
         if target is None:
             raise NotReadyError(f"{self.noun} {name}.{canary.namespace} get query error: "
                                 f"{not_found(self.resource, name)}")
@@ -616,23 +577,20 @@ class PodWorkloadController:
         refs = await self._tracker.target_configs(canary, pod_spec(target))
         await self._tracker.sync_primary_configs(canary, refs)
         template = self._primary_template(target, label=label, value=value, refs=refs)
-        for attempt in range(3):
-            wanted = self._promoted(
-                current, target, canary=canary, label=label, value=value, template=template)
-            if wanted == current:
-                log.debug("primary_up_to_date", kind=self.kind, name=name)
-                return
-            try:
-                written = await self._client.replace(self.resource, wanted)
-            except kube.ConflictError:
-                if attempt == 2:
-                    raise
-                current = await self._client.get(self.resource, name, namespace=canary.namespace)
-                continue
-            log.info("primary_promoted", kind=self.kind, name=name,
-                     flagger_id=template["metadata"]["annotations"][FLAGGER_ID_ANNOTATION])
-            await self._until_cached(written)
+
+        def promoted(primary: JsonObject | None) -> JsonObject | None:
+            if primary is None:
+                return None  # deleted meanwhile: the next initialize creates it afresh
+            return self._promoted(
+                primary, target, canary=canary, label=label, value=value, template=template)
+
+        applied = await self._store.apply(
+            self.resource, namespace=canary.namespace, name=name, build=promoted)
+        if not applied.changed:
+            log.debug("primary_up_to_date", kind=self.kind, name=name)
             return
+        log.info("primary_promoted", kind=self.kind, name=name,
+                 flagger_id=template["metadata"]["annotations"][FLAGGER_ID_ANNOTATION])
 
     async def has_target_changed(self, canary: Canary) -> bool:
         """Whether the target's pod template is a new revision (spec §2.5 ``HasTargetChanged``).
@@ -706,39 +664,16 @@ class PodWorkloadController:
             target, spec=spec, label=label, value=value,
             checksums={k: ref.checksum for k, ref in refs.items()})
 
-    async def _create(self, body: JsonObject) -> JsonObject:
+    async def _create(self, body: JsonObject) -> Mapping[str, Any]:
+        """Creates the primary; one created meanwhile (by an earlier call) is left as it is."""
         key = kube.key_of(body)
-        try:
-            created = await self._client.create(self.resource, body)
-        except kube.AlreadyExistsError:
-            # Created by an earlier call whose write the cache has not seen yet.
-            return await self._client.get(self.resource, key.name, namespace=key.namespace)
-        log.info("primary_created", kind=self.kind, name=key.name)
-        await self._until_cached(created)
-        return created
-
-    async def _until_cached(self, written: Mapping[str, Any]) -> None:
-        """Waits, briefly, until the cache holds our write (its generation or a later one).
-
-        Read-your-writes across informers: the Canary's own status write can trigger the next
-        reconcile before the Deployment cache has seen the promotion, and a stale primary --
-        old template, fully rolled out -- would pass for a finished rollout. After
-        :data:`WRITE_VISIBLE_TIMEOUT` the call returns anyway (a later readiness check still
-        sees the new generation once it arrives); the wait is logged.
-        """
-        key = kube.key_of(written)
-        generation = int((written.get("metadata") or {}).get("generation") or 0)
-        informer = await self._cache(self.resource)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WRITE_VISIBLE_TIMEOUT
-        while loop.time() < deadline:
-            cached = informer.get(key)
-            if cached is not None and int(
-                    (cached.get("metadata") or {}).get("generation") or 0) >= generation:
-                return
-            await asyncio.sleep(0.02)
-        log.warning("cache_behind_own_write", kind=self.kind, name=key.name,
-                    generation=generation)
+        applied = await self._store.apply(
+            self.resource, namespace=key.namespace, name=key.name,
+            build=lambda current: body if current is None else None)
+        if applied.result is kube.OperationResult.CREATED:
+            log.info("primary_created", kind=self.kind, name=key.name)
+        assert applied.obj is not None  # created, or found by the create's re-read
+        return applied.obj
 
     def _raise_primary_not_ready(self, canary: Canary, primary: Mapping[str, Any]) -> None:
         readiness = self._readiness(
@@ -748,8 +683,8 @@ class PodWorkloadController:
                                 retriable=readiness.retriable)
 
     async def _patch_target(self, canary: Canary, patch: Mapping[str, Any]) -> None:
-        await self._client.patch(
-            self.resource, canary.spec.target_ref.name, patch, namespace=canary.namespace)
+        await self._store.patch(self.resource, namespace=canary.namespace,
+                                name=canary.spec.target_ref.name, patch=patch)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -796,22 +731,6 @@ class PodWorkloadController:
 
     def _canary_not_ready_message(self, canary: Canary, readiness: Readiness) -> str:
         raise NotImplementedError
-
-
-async def synced(informer: Informer, *, limit: float = CACHE_SYNC_TIMEOUT) -> Informer:
-    """The informer, once its first list is in; :class:`WorkloadError` after ``limit`` seconds.
-
-    A cache asked for the first time starts empty; reading it before it synced would report a
-    present object as missing.
-    """
-    if not informer.has_synced:
-        try:
-            async with asyncio.timeout(limit):
-                await informer.wait_synced()
-        except TimeoutError:
-            raise WorkloadError(
-                f"the {informer.resource} cache has not synced within {limit:g}s") from None
-    return informer
 
 
 def _now() -> datetime:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from flaggerpy.kube.client import (
     FIELD_MANAGER,
     KubeClient,
-    Mutate,
     ObjectList,
     ObjectReader,
     PatchType,
@@ -106,7 +105,6 @@ __all__ = [
     "JsonObject",
     "KubeClient",
     "KubeError",
-    "Mutate",
     "NotFoundError",
     "ObjectKey",
     "ObjectList",

@@ -33,9 +33,9 @@ import aiohttp
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from flaggerpy.kube import config, errors, objects, watch as watching
+from flaggerpy.kube import config, errors, watch as watching
 from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.kube.objects import JsonObject, OperationResult
+from flaggerpy.kube.objects import JsonObject
 from flaggerpy.kube.resources import Resource
 
 log = structlog.get_logger(__name__)
@@ -80,10 +80,6 @@ class ObjectList:
 
     items: list[JsonObject] = field(default_factory=list)
     resource_version: str = ""
-
-
-Mutate = Callable[[JsonObject], None]
-"""Sets fields on the object about to be written (controller-runtime's MutateFn)."""
 
 
 class KubeClient:
@@ -415,62 +411,6 @@ class KubeClient:
             options["preconditions"] = preconditions
         return await self._call(
             "DELETE", resource.path(namespace=namespace, name=name), body=options, write=True)
-
-    async def create_or_update(
-            self,
-            resource: Resource,
-            desired: Mapping[str, Any],
-            *,
-            mutate: Mutate | None = None,
-            cache: ObjectReader | None = None,
-            attempts: int = 3,
-    ) -> OperationResult:
-        """Makes the object look like ``desired`` and says what that took; no write if nothing.
-
-        The current object comes from ``cache`` (an informer) when given, else
-        from a GET. The fields of ``desired`` we own are merged into it (see
-        :func:`flaggerpy.kube.objects.merge_owned`: server defaults and
-        fields set by others stay), then ``mutate`` -- if given -- adjusts the
-        result, as controller-runtime's MutateFn. When the object is absent,
-        ``desired`` (after ``mutate``) is created. The write is an update
-        conditional on the resourceVersion that was read; if the cache was
-        stale (409 on update, AlreadyExists on create, 404 on update) the
-        object is re-read and the attempt repeated, ``attempts`` times at most.
-        """
-        key = objects.key_of(desired)
-        namespace = key.namespace or None
-        current: Mapping[str, Any] | None
-        if cache is not None:
-            current = cache.get(key)
-        else:
-            current = await errors.ignore_not_found(
-                self.get(resource, key.name, namespace=namespace))
-        last_error: errors.KubeError | None = None
-        for _ in range(max(1, attempts)):
-            try:
-                if current is None:
-                    fresh = copy.deepcopy(dict(desired))
-                    if mutate is not None:
-                        mutate(fresh)
-                    await self.create(resource, objects.strip_for_create(fresh))
-                    return OperationResult.CREATED
-                wanted = objects.merge_owned(current, desired)
-                if mutate is not None:
-                    mutate(wanted)
-                if wanted == current:
-                    return OperationResult.UNCHANGED
-                await self.replace(resource, wanted)
-                return OperationResult.UPDATED
-            except (errors.AlreadyExistsError, errors.ConflictError, errors.NotFoundError) as exc:
-                if isinstance(exc, errors.NotFoundError) and current is None:
-                    raise  # the namespace itself is missing: re-reading will not help
-                last_error = exc
-                log.debug("create_or_update_retry", resource=str(resource), key=str(key),
-                          reason=exc.reason)
-                current = await errors.ignore_not_found(
-                    self.get(resource, key.name, namespace=namespace))
-        assert last_error is not None
-        raise last_error
 
     # -- plumbing ------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
-"""Plain-dict Kubernetes objects, and the pure half of create-or-update.
+"""Plain-dict Kubernetes objects, and the pure half of a write: is it already what we want?
 
 Objects are JSON objects (``dict[str, Any]``) exactly as the API server sends
 them: no model classes here, so one client serves built-in types and any CRD,
 and fields we do not know survive a read-modify-write untouched.
 
-``create_or_update`` must not write when nothing changed (design rule 3), yet
+A write must not happen when nothing changed (design rule 3), yet
 a freshly read object never equals the one we built: the server fills
 defaults (``protocol: TCP``, ``clusterIP``, ``imagePullPolicy``...), plus
 ``metadata.resourceVersion``, ``uid``, ``managedFields`` and ``status``. So the
@@ -42,7 +42,7 @@ REPLACED_METADATA = ("ownerReferences", "finalizers")
 
 
 class OperationResult(enum.StrEnum):
-    """What :meth:`flaggerpy.kube.client.KubeClient.create_or_update` did (controller-runtime's)."""
+    """What :meth:`flaggerpy.kube.store.ObjectStore.apply` did (controller-runtime's)."""
 
     CREATED = "created"
     UPDATED = "updated"
@@ -75,8 +75,8 @@ def satisfies(actual: Any, desired: Any) -> bool:
 
     The limit, stated once: a key removed from a desired mapping is not seen
     as a change (it cannot be told apart from a server default). Owners of
-    such maps compare them exactly (:data:`EXACT_TOP_LEVEL`) or set them in a
-    ``mutate`` callback.
+    such maps compare them exactly (:data:`EXACT_TOP_LEVEL`) or set them in
+    their own ``build`` (see :meth:`flaggerpy.kube.store.ObjectStore.apply`).
     """
     if isinstance(desired, Mapping):
         if not isinstance(actual, Mapping):

@@ -1,18 +1,19 @@
-"""The kube client against the real API server: verbs, patches, SSA, create_or_update, errors."""
+"""The kube client against the real API server: verbs, patches, SSA, errors.
+
+The object store's writes on top of it are tested in test_store.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import secrets
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
 from flaggerpy import kube
 
@@ -36,16 +37,6 @@ async def client(api_client: ApiClient) -> kube.KubeClient:
 def configmap(namespace: str, name: str, **data: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace}, "data": data}
-
-
-def service(namespace: str, name: str, *, port: int = 80, label: str = "a") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name, "l": label}},
-        "spec": {"selector": {"app": name},
-                 "ports": [{"name": "http", "port": port, "targetPort": 8080}]},
-    }
 
 
 def deployment(namespace: str, name: str, *, replicas: int = 1) -> dict[str, Any]:
@@ -152,65 +143,6 @@ async def test_server_side_apply(
         await client.apply(kube.CONFIGMAPS, configmap(namespace, "s", a="ours"))
     forced = await client.apply(kube.CONFIGMAPS, configmap(namespace, "s", a="ours"), force=True)
     assert forced["data"] == {"a": "ours"}
-
-
-async def test_create_or_update_writes_only_changes(
-        client: kube.KubeClient, cluster: LocalCluster, namespace: str) -> None:
-    since = datetime.now(UTC) - timedelta(seconds=1)
-    desired = service(namespace, "web")
-    assert await client.create_or_update(kube.SERVICES, desired) is kube.OperationResult.CREATED
-    first = await client.get(kube.SERVICES, "web", namespace=namespace)
-    assert first["spec"]["clusterIP"]  # the server filled in defaults we did not send
-
-    for _ in range(3):
-        result = await client.create_or_update(kube.SERVICES, desired)
-        assert result is kube.OperationResult.UNCHANGED
-    same = await client.get(kube.SERVICES, "web", namespace=namespace)
-    assert same["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
-
-    changed = service(namespace, "web", port=81)
-    assert await client.create_or_update(kube.SERVICES, changed) is kube.OperationResult.UPDATED
-    after = await client.get(kube.SERVICES, "web", namespace=namespace)
-    assert after["spec"]["ports"][0]["port"] == 81
-    assert after["spec"]["clusterIP"] == first["spec"]["clusterIP"]
-
-    def relabel(obj: dict[str, Any]) -> None:
-        obj["metadata"]["labels"]["l"] = "b"
-
-    result = await client.create_or_update(kube.SERVICES, changed, mutate=relabel)
-    assert result is kube.OperationResult.UPDATED
-    result = await client.create_or_update(kube.SERVICES, changed, mutate=relabel)
-    assert result is kube.OperationResult.UNCHANGED
-
-    await asyncio.sleep(0.5)  # the audit log is written as requests complete
-    writes = [r for r in audit.records(cluster.audit_log)
-              if r.user_agent == client.user_agent and r.name == "web" and r.received >= since
-              and r.verb in ("create", "update", "patch")]
-    assert [r.verb for r in writes] == ["create", "update", "update"]
-
-
-async def test_create_or_update_survives_a_stale_cache(
-        client: kube.KubeClient, namespace: str) -> None:
-    await client.create(kube.CONFIGMAPS, configmap(namespace, "stale", a="1"))
-    old = await client.get(kube.CONFIGMAPS, "stale", namespace=namespace)
-    await client.patch(kube.CONFIGMAPS, "stale", {"data": {"x": "y"}}, namespace=namespace)
-
-    class StaleCache:
-        def __init__(self, obj: dict[str, Any] | None) -> None:
-            self.obj = obj
-
-        def get(self, key: object) -> dict[str, Any] | None:
-            return self.obj
-
-    # The cache still holds the old version: the update conflicts, is re-read and retried.
-    result = await client.create_or_update(
-        kube.CONFIGMAPS, configmap(namespace, "stale", a="2"), cache=StaleCache(old))
-    assert result is kube.OperationResult.UPDATED
-    assert (await client.get(kube.CONFIGMAPS, "stale", namespace=namespace))["data"] == {"a": "2"}
-    # The cache says absent, but it exists: the create fails, is re-read and becomes an update.
-    result = await client.create_or_update(
-        kube.CONFIGMAPS, configmap(namespace, "stale", a="3"), cache=StaleCache(None))
-    assert result is kube.OperationResult.UPDATED
 
 
 async def test_invalid_object_is_unprocessable_with_its_field(

@@ -1,8 +1,9 @@
 """The generated Services against the real API server: created, updated, reverted, and left alone.
 
-Every check reads what the API server stored. The router reads through a real Services informer,
-and its client has a user agent of its own, so the audit log can show that a steady tick makes
-no request at all (design rule 3) and that an update is exactly one write per Service.
+Every check reads what the API server stored. The router works through an object store over a
+real Services informer, and its client has a user agent of its own, so the audit log can show
+that a steady tick makes no request at all (design rule 3) and that an update is exactly one
+write per Service.
 """
 
 from __future__ import annotations
@@ -65,6 +66,27 @@ async def services(cluster: LocalCluster, namespace: str) -> AsyncIterator[Infor
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await watcher.aclose()
+
+
+class OneCache:
+    """The Services informer as the store's caches (it asks for no other resource)."""
+
+    def __init__(self, informer: kube.WatchedCache) -> None:
+        self._informer = informer
+
+    def informer(self, resource: kube.Resource) -> kube.WatchedCache:
+        assert resource == kube.SERVICES, resource
+        return self._informer
+
+
+def services_router(
+        client: kube.KubeClient, services: kube.WatchedCache, *, label_value: str = "podinfo",
+        ports: dict[str, int] | None = None,
+) -> KubernetesDefaultRouter:
+    """The router the engine builds, on a store of its own over ``services``."""
+    return KubernetesDefaultRouter(
+        store=kube.ObjectStore(client, caches=OneCache(services)), label="app",
+        label_value=label_value, ports=ports or {})
 
 
 async def create_canary(
@@ -149,8 +171,7 @@ async def test_initialize_and_reconcile_create_the_three_services(
         apex={"labels": {"tier": "edge"}, "annotations": {"example.com/apex": "yes"}},
         canary={"labels": {"track": "preview"}},
     )
-    router = KubernetesDefaultRouter(client=client, services=services, label="app",
-                                     label_value="podinfo", ports={"metrics": 9797})
+    router = services_router(client, services, label_value="podinfo", ports={"metrics": 9797})
     await router.initialize(canary)
     with pytest.raises(kube.NotFoundError):
         await read(admin, namespace, "podinfo")  # the apex comes later (step 13)
@@ -196,8 +217,7 @@ async def test_headless_services(
 ) -> None:
     canary = await create_canary(admin, namespace, name="backend", target="backend",
                                  headless=True, portName="grpc", targetPort="grpc-app")
-    router = KubernetesDefaultRouter(client=client, services=services, label="app",
-                                     label_value="backend", ports={})
+    router = services_router(client, services, label_value="backend")
     await router.initialize(canary)
     await router.reconcile(canary)
     for name in ("backend", "backend-primary", "backend-canary"):
@@ -217,9 +237,7 @@ async def test_a_steady_tick_makes_no_request(
         apex={"labels": {"tier": "edge"}, "annotations": {"a": "b"}},
         unmanagedMetadata={"annotations": ["example.com/stamp"]},
     )
-    router = KubernetesDefaultRouter(client=client, services=services, label="app",
-                                     label_value="podinfo",
-                                     ports={"metrics": 9797, "grpc": 9999})
+    router = services_router(client, services, ports={"metrics": 9797, "grpc": 9999})
     await router.initialize(canary)
     await router.reconcile(canary)
     await cache_caught_up(admin, services, namespace, NAMES)
@@ -239,8 +257,7 @@ async def test_a_changed_port_is_one_update_per_service(
         client: kube.KubeClient, services: Informer,
 ) -> None:
     canary = await create_canary(admin, namespace)
-    router = KubernetesDefaultRouter(client=client, services=services, label="app",
-                                     label_value="podinfo", ports={})
+    router = services_router(client, services, label_value="podinfo")
     await router.initialize(canary)
     await router.reconcile(canary)
     await cache_caught_up(admin, services, namespace, NAMES)
@@ -269,16 +286,30 @@ async def test_a_stale_cache_costs_a_retry_not_a_lost_update(
     canary = await create_canary(admin, namespace)
 
     class Empty:
+        """A cache that never sees anything."""
+
+        has_synced = True
+        lists_started = 0
+
+        async def wait_synced(self) -> None:
+            return None
+
         def get(self, key: ObjectKey) -> None:
             return None
 
-    router = KubernetesDefaultRouter(client=client, services=Empty(), label="app",
-                                     label_value="podinfo", ports={})
-    await router.initialize(canary)
+        def add_handler(self, **handlers: object) -> None:
+            return None
+
+        def listed_since(self, lists_started: int) -> bool:
+            return False
+
+    await services_router(client, Empty()).initialize(canary)
     changed = Canary.model_validate(await admin.patch(
         kube.CANARIES, canary.name, {"spec": {"service": {"portName": "tcp"}}},
         namespace=namespace))
-    await router.initialize(changed)  # the cache says "absent": create fails, re-read, update
+    # A store that has not seen the first write, over a cache that says "absent": the create
+    # fails, the Service is read and updated.
+    await services_router(client, Empty()).initialize(changed)
     svc = await read(admin, namespace, "podinfo-canary")
     assert svc["spec"]["ports"][0]["name"] == "tcp"
 
@@ -309,8 +340,7 @@ async def test_a_users_apex_service_is_switched_then_restored_from_kubectl(
 
     canary = await create_canary(admin, namespace, apex={"labels": {"tier": "edge"}},
                                  revertOnDeletion=True)
-    router = KubernetesDefaultRouter(client=client, services=services, label="app",
-                                     label_value="podinfo", ports={})
+    router = services_router(client, services, label_value="podinfo")
     await router.initialize(canary)
     await router.reconcile(canary)
 
@@ -353,8 +383,7 @@ async def test_a_users_apex_service_without_kubectl_is_pointed_at_the_target(
                  "ports": [{"name": "web", "port": 80, "targetPort": 8080}]},
     })
     canary = await create_canary(admin, namespace)
-    router = KubernetesDefaultRouter(client=client, services=services, label="app",
-                                     label_value="podinfo-app", ports={})
+    router = services_router(client, services, label_value="podinfo-app")
     await router.reconcile(canary)
     switched = await read(admin, namespace, "podinfo")
     assert switched["spec"]["selector"] == {"app": "podinfo-app-primary"}
@@ -373,8 +402,7 @@ async def test_finalize_leaves_owned_and_missing_services_alone(
         services: Informer,
 ) -> None:
     canary = await create_canary(admin, namespace)
-    router = KubernetesDefaultRouter(client=client, services=services, label="app",
-                                     label_value="podinfo", ports={})
+    router = services_router(client, services, label_value="podinfo")
     await router.finalize(canary)  # no apex Service yet: nothing to revert, no error
 
     await router.initialize(canary)

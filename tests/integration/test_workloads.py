@@ -2,8 +2,8 @@
 
 kube-controller-manager runs the Deployment, DaemonSet and ReplicaSet controllers and kwok makes
 the pods Ready, so readiness here is the real thing. The controller reads through informers
-started by the test; its own requests carry a user agent of their own, so the audit log shows
-exactly what each call cost.
+started by the test, through an object store like the engine's; its own requests carry a user
+agent of their own, so the audit log shows exactly what each call cost.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ class Env:
     """The controller's client; its user agent is :attr:`user_agent`."""
     user_agent: str
     caches: SharedInformerFactory
+    store: kube.ObjectStore
+    """What the controllers read and write through: :attr:`client` over :attr:`caches`."""
     settings: Settings
 
     def controller(self, canary: Canary) -> workloads.WorkloadController:
-        return workloads.workload_controller(
-            canary, client=self.client, caches=self.caches, settings=self.settings)
+        return workloads.workload_controller(canary, store=self.store, settings=self.settings)
 
     def cached(self, resource: kube.Resource, name: str) -> dict[str, Any] | None:
         return self.caches.informer(resource).get(ObjectKey(self.namespace, name))
@@ -102,7 +103,8 @@ async def env(cluster: LocalCluster, namespace: str, flagger_crds: None) -> Asyn
         async with asyncio.timeout(30):
             await caches.wait_synced()
         yield Env(cluster=cluster, namespace=namespace, client=client, user_agent=user_agent,
-                  caches=caches, settings=Settings())
+                  caches=caches, store=kube.ObjectStore(client, caches=caches),
+                  settings=Settings())
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -278,11 +280,11 @@ async def test_promote_copies_a_new_image_and_a_changed_configmap(env: Env) -> N
     assert primary["spec"]["template"]["metadata"]["annotations"]["flagger-id"] != old_id
     assert (await env.get(kube.CONFIGMAPS, "podinfo-config-primary"))["data"] == {
         "color": "green"}
-    # promote() returns once the cache shows the new primary: the rollout it started is not
+    # The store shows the promotion at once, watch or no watch: the rollout it started is not
     # mistaken for the finished one of the previous revision.
-    cached = env.cached(kube.DEPLOYMENTS, "podinfo-primary")
-    assert cached is not None
-    assert container(cached)["image"] == "podinfo:6.0.1"
+    seen = await env.store.get(kube.DEPLOYMENTS, namespace=env.namespace, name="podinfo-primary")
+    assert seen is not None
+    assert container(dict(seen))["image"] == "podinfo:6.0.1"
     with pytest.raises(workloads.NotReadyError):
         await controller.is_primary_ready(canary)
     await until_ready(lambda: controller.is_primary_ready(canary), "the promoted primary")
@@ -524,7 +526,7 @@ async def test_primary_hpa_is_created_and_kept_in_sync(env: Env) -> None:
     canary = await env.canary(target="scaled", autoscalerRef={
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "scaled",
         "primaryScalerReplicas": {"maxReplicas": 6}})
-    autoscaler = PrimaryAutoscaler(client=env.client, caches=env.caches, settings=env.settings)
+    autoscaler = PrimaryAutoscaler(store=env.store, settings=env.settings)
 
     await autoscaler.reconcile(canary, init=True)
     primary = await env.get(kube.HORIZONTAL_POD_AUTOSCALERS, "scaled-primary")

@@ -1,4 +1,4 @@
-"""The pure half of create_or_update: when is an object already what we want?"""
+"""The pure half of a write: when is an object already what we want?"""
 
 from __future__ import annotations
 

@@ -399,8 +399,8 @@ def test_revert_refuses_a_broken_annotation(text: str) -> None:
 
 
 def test_service_targets_get_the_noop_router() -> None:
-    kwargs: dict[str, Any] = {"client": object(), "services": {}, "label": "app",
-                              "label_value": "podinfo", "ports": {}}
+    kwargs: dict[str, Any] = {"store": object(), "label": "app", "label_value": "podinfo",
+                              "ports": {}}
     assert isinstance(new_kubernetes_router(kind="Service", **kwargs), KubernetesNoopRouter)
     for kind in ("Deployment", "DaemonSet"):
         assert isinstance(new_kubernetes_router(kind=kind, **kwargs), KubernetesDefaultRouter)

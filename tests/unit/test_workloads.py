@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from flaggerpy import kube
 from flaggerpy.canary import autoscalers, configs, daemonsets, deployments, hashing, workloads
 from flaggerpy.models import Canary, CanaryStatus, ScalerReplicas
+from flaggerpy.routing import canary_owner
 from flaggerpy.settings import Settings
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -171,13 +173,14 @@ def test_discover_ports_skips_the_service_port_and_sidecars() -> None:
     assert workloads.discover_ports(make_canary().spec.service, containers) == {}
 
 
-def test_owner_reference_needs_the_canary_uid() -> None:
-    assert workloads.owner_reference(make_canary()) == OWNER
+def test_the_owner_reference_is_flaggers_and_needs_the_canary_uid() -> None:
+    """What the engine stamps on generated objects: Flagger's ``NewControllerRef`` exactly."""
+    assert kube.controller_reference(canary_owner(make_canary())) == OWNER
     canary = make_canary()
     assert canary.metadata is not None
     canary.metadata.uid = None
-    with pytest.raises(workloads.WorkloadError, match=r"no metadata\.uid"):
-        workloads.owner_reference(canary)
+    with pytest.raises(ValueError, match=r"no metadata\.uid"):
+        kube.controller_reference(canary_owner(canary))
 
 
 # --- the primary Deployment ---------------------------------------------------------------------
@@ -601,7 +604,7 @@ def test_configs_changed(tracked: dict[str, str] | None, current: dict[str, str]
 
 def test_workload_controller_picks_the_kind() -> None:
     settings = Settings()
-    args: dict[str, Any] = {"client": None, "caches": None, "settings": settings}
+    args: dict[str, Any] = {"store": None, "settings": settings}
     deployment = workloads.workload_controller(make_canary(), **args)
     assert isinstance(deployment, deployments.DeploymentController)
     daemonset = workloads.workload_controller(make_canary(targetRef={
