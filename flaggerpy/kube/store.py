@@ -443,9 +443,11 @@ class ObjectStore:
         try:
             yield delivered
         finally:
-            writes = self._in_flight[key]
-            writes.remove(delivered)
-            if not writes:
+            # By identity: two writes in flight may hold equal sets.
+            writes = [other for other in self._in_flight[key] if other is not delivered]
+            if writes:
+                self._in_flight[key] = writes
+            else:
                 del self._in_flight[key]
 
     def _delivered(self, resource: Resource) -> Callable[[JsonObject], None]:

@@ -7,6 +7,7 @@ a delete) can be made to happen in exactly the order under test.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -140,3 +141,38 @@ async def test_a_write_the_watch_delivered_before_its_response_is_not_overlaid()
     assert await read(store) == "theirs"  # not hidden by our older write
     cache.deliver(cm("14", "newest"))
     assert await read(store) == "newest"
+
+
+class GatedClient:
+    """A client whose write of each value waits for the test to let it through."""
+
+    def __init__(self, *values: str) -> None:
+        self.gates = {value: asyncio.Event() for value in values}
+        self.version = 11
+
+    async def patch(self, resource: kube.Resource, name: str, patch: Any,
+                    **options: Any) -> dict[str, Any]:
+        value = str(patch["data"]["v"])
+        await self.gates[value].wait()
+        self.version += 1
+        return cm(str(self.version), value)
+
+
+async def test_two_writes_of_one_object_in_flight_at_once_both_complete() -> None:
+    cache = DrivenCache()
+    cache.deliver(cm("10", "old"))
+    client = GatedClient("a", "b")
+    store = kube.ObjectStore(client, caches=cache)  # type: ignore[arg-type]
+    await store.get(kube.CONFIGMAPS, namespace=NS, name="c")
+    first, second = (asyncio.create_task(store.patch(
+        kube.CONFIGMAPS, namespace=NS, name="c", patch={"data": {"v": v}})) for v in ("a", "b"))
+    await asyncio.sleep(0)  # both are in flight
+    client.gates["b"].set()
+    assert (await second)["metadata"]["resourceVersion"] == "12"
+    cache.deliver(cm("12", "b"))  # delivered while the first write is still in flight
+    client.gates["a"].set()
+    assert (await first)["metadata"]["resourceVersion"] == "13"
+    assert await read(store) == "a"  # the last write, until the watch delivers it
+    cache.deliver(cm("13", "a"))
+    cache.deliver(cm("14", "theirs"))
+    assert await read(store) == "theirs"
