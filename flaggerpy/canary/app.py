@@ -13,6 +13,7 @@ from collections import Counter
 import structlog
 
 from flaggerpy import __version__, kube
+from flaggerpy.canary import plugin_status
 from flaggerpy.canary.alerting import Alerter
 from flaggerpy.canary.lifecycle import Lifecycle
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
@@ -190,7 +191,19 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
 
         server = TelemetryServer(telemetry, port=settings.telemetry.port,
                                  ready=lambda: caches.has_synced)
-        manager = Manager(runnables=(caches, server, controller), elector=elector)
+        # A MetricTemplate or AlertProvider whose type no installed plugin serves says so in its
+        # own status (the CRDs accept any type name).
+        status_controllers = [
+            plugin_status.status_controller(
+                kind, store=store, cache=caches.informer(kind.resource),
+                queue_metrics=telemetry.queue_metrics(kind.controller),
+                reconcile_metrics=telemetry.controller_metrics(kind.controller, workers=1),
+                may_act=elector.is_leader if elector is not None else None,
+            )
+            for kind in plugin_status.KINDS
+        ]
+        manager = Manager(runnables=(caches, server, controller, *status_controllers),
+                          elector=elector)
         log.info(
             "controller_starting",
             version=__version__,
