@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import structlog
 
 from flaggerpy import kube
-from flaggerpy.canary import configs, workloads
+from flaggerpy.canary import configs, pod_workloads, workloads
 from flaggerpy.canary.workloads import JsonObject, Readiness
 from flaggerpy.models import Canary
 from flaggerpy.routing import canary_owner
@@ -146,7 +146,7 @@ def daemonset_readiness(
         " updated pods are available")
 
 
-class DaemonSetController(workloads.PodWorkloadController):
+class DaemonSetController(pod_workloads.PodWorkloadController):
     """DaemonSet targets (Flagger's ``DaemonSetController``)."""
 
     kind: ClassVar[str] = "DaemonSet"

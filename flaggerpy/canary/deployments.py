@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import structlog
 
 from flaggerpy import kube
-from flaggerpy.canary import configs, workloads
+from flaggerpy.canary import configs, pod_workloads, workloads
 from flaggerpy.canary.workloads import JsonObject, Readiness
 from flaggerpy.models import Canary
 from flaggerpy.routing import canary_owner
@@ -155,7 +155,7 @@ def scale_from_zero_replicas(
     return 1
 
 
-class DeploymentController(workloads.PodWorkloadController):
+class DeploymentController(pod_workloads.PodWorkloadController):
     """Deployment targets (Flagger's ``DeploymentController``)."""
 
     kind: ClassVar[str] = "Deployment"

@@ -26,17 +26,17 @@ import structlog
 from flaggerpy import kube, plugins
 from flaggerpy.canary import alerting, status as canary_status, strategies
 from flaggerpy.canary.alerting import Alerter, AlertMessage, Dispatcher
+from flaggerpy.canary.autoscalers import PrimaryAutoscaler
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.canary.services import KubernetesDefaultRouter, KubernetesNoopRouter
 from flaggerpy.canary.strategies import Action, Step
+from flaggerpy.canary.targets import workload_controller
 from flaggerpy.canary.webhooks import WebhookCaller
 from flaggerpy.canary.workloads import (
     NotReadyError,
-    PrimaryAutoscaler,
     TargetNotFoundError,
     WorkloadController,
     WorkloadMetadata,
-    workload_controller,
 )
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType

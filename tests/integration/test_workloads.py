@@ -23,7 +23,7 @@ from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import eventually
 from flaggerpy import kube
-from flaggerpy.canary import workloads
+from flaggerpy.canary import targets, workloads
 from flaggerpy.canary.autoscalers import PrimaryAutoscaler
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryStatus
@@ -49,7 +49,7 @@ class Env:
     settings: Settings
 
     def controller(self, canary: Canary) -> workloads.WorkloadController:
-        return workloads.workload_controller(canary, store=self.store, settings=self.settings)
+        return targets.workload_controller(canary, store=self.store, settings=self.settings)
 
     def cached(self, resource: kube.Resource, name: str) -> dict[str, Any] | None:
         return self.caches.informer(resource).get(ObjectKey(self.namespace, name))

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from flaggerpy import kube
-from flaggerpy.canary import autoscalers, configs, daemonsets, deployments, hashing, workloads
+from flaggerpy.canary import (
+    autoscalers,
+    configs,
+    daemonsets,
+    deployments,
+    hashing,
+    targets,
+    workloads,
+)
 from flaggerpy.models import Canary, CanaryStatus, ScalerReplicas
 from flaggerpy.routing import canary_owner
 from flaggerpy.settings import Settings
@@ -605,13 +613,13 @@ def test_configs_changed(tracked: dict[str, str] | None, current: dict[str, str]
 def test_workload_controller_picks_the_kind() -> None:
     settings = Settings()
     args: dict[str, Any] = {"store": None, "settings": settings}
-    deployment = workloads.workload_controller(make_canary(), **args)
+    deployment = targets.workload_controller(make_canary(), **args)
     assert isinstance(deployment, deployments.DeploymentController)
-    daemonset = workloads.workload_controller(make_canary(targetRef={
+    daemonset = targets.workload_controller(make_canary(targetRef={
         "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"}), **args)
     assert isinstance(daemonset, daemonsets.DaemonSetController)
     with pytest.raises(workloads.UnsupportedTargetError, match="'Service'"):
-        workloads.workload_controller(make_canary(targetRef={
+        targets.workload_controller(make_canary(targetRef={
             "apiVersion": "v1", "kind": "Service", "name": "podinfo"}), **args)
 
 
@@ -620,10 +628,6 @@ def test_not_ready_error_carries_message_and_retriable() -> None:
     assert error.message == str(error) == "podinfo-primary.test not ready: x"
     assert error.retriable is False
     assert workloads.NotReadyError("y").retriable is True
-
-
-def test_primary_autoscaler_is_importable_from_workloads() -> None:
-    assert workloads.PrimaryAutoscaler is autoscalers.PrimaryAutoscaler
 
 
 # --- the primary HPA ----------------------------------------------------------------------------
