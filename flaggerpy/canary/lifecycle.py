@@ -14,11 +14,11 @@ revision and otherwise waits for the next tick.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -37,6 +37,7 @@ from flaggerpy.canary.workloads import (
     TargetNotFoundError,
     WorkloadController,
     WorkloadMetadata,
+    parse_time,
 )
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType
@@ -68,6 +69,9 @@ PACED_PHASES = ACTIVE_PHASES | {CanaryPhase.WAITING}
 ROLLBACK_HOOK_PHASES = frozenset({
     CanaryPhase.PROGRESSING, CanaryPhase.WAITING, CanaryPhase.WAITING_PROMOTION,
 })
+REVERT_READY_DELAYS = (3.0, 6.0, 12.0)
+"""Seconds between the 4 readiness checks of the target restored at deletion, each capped at
+the analysis interval (Flagger's backoff: 3 s, factor 2, 4 steps)."""
 
 
 @dataclass
@@ -193,22 +197,28 @@ class Lifecycle:
             raise
         return Result(requeue_after=interval)
 
-    async def finalize(self, obj: dict[str, Any], canary: Canary, *, provider: str) -> None:
+    async def finalize(
+        self, obj: dict[str, Any], canary: Canary, *, provider: str
+    ) -> float | None:
         """revertOnDeletion (spec §2.8): give the target its traffic back before the Canary goes.
 
         The primary, the generated Services and configs are owned by the Canary and removed by
         the garbage collector; what is restored here is what the user owns.
+
+        Returns the seconds to wait while the restored target is not ready yet (the work queue
+        brings the Canary back then; every step before the wait is idempotent), or None once
+        finalized and the finalizer may go.
         """
         key = ObjectKey(canary.namespace, canary.name)
         state = self._ticks.setdefault(key, TickState())
         name = f"{canary.name}.{canary.namespace}"
         if (obj.get("status") or {}).get("phase") != CanaryPhase.TERMINATING:
-            updated = await self._patch_status(canary, canary_status.set_phase_patch(
+            obj = await self._patch_status(canary, canary_status.set_phase_patch(
                 current=obj.get("status"), phase=CanaryPhase.TERMINATING,
                 kind=canary.spec.target_ref.kind,
                 analysis_iterations=canary.spec.analysis.iterations or 0,
             ))
-            await self._normal(updated, f"Terminating canary {name}")
+            await self._normal(obj, f"Terminating canary {name}")
         autoscaler = self._autoscaler(canary)
         if autoscaler is not None:
             try:
@@ -218,7 +228,9 @@ class Lifecycle:
                 log.info("target_scaler_gone", canary=name, error=str(error))
         workload = workload_controller(canary, store=self._store, settings=self._settings)
         await workload.finalize(canary)
-        await self._wait_target_ready(workload, canary)
+        wait = await self._target_ready_wait(workload, canary, status=obj.get("status") or {})
+        if wait is not None:
+            return wait
         metadata = await workload.get_metadata(canary)
         router = self._router(canary, provider=provider, state=state)
         services = self._services_router(metadata, capabilities_of(router))
@@ -226,20 +238,34 @@ class Lifecycle:
         await router.finalize(canary)
         await self._normal(obj, f"Terminated canary {name}")
         self.forget(key)
+        return None
 
-    async def _wait_target_ready(self, workload: WorkloadController, canary: Canary) -> None:
-        """Flagger's bounded wait for the restored target: 3 s doubling, capped, 4 tries."""
-        delay = 3.0
-        for attempt in range(4):
-            try:
-                await workload.is_canary_ready(canary)
-                return
-            except NotReadyError as error:
-                if attempt == 3:
-                    log.warning("target_not_ready_after_revert", reason=error.message)
-                    return
-            await asyncio.sleep(min(delay, self._interval(canary)))
-            delay *= 2
+    async def _target_ready_wait(
+        self, workload: WorkloadController, canary: Canary, *, status: dict[str, Any]
+    ) -> float | None:
+        """Flagger's bounded wait for the restored target: 3 s doubling, capped, 4 tries.
+
+        The tries are due at fixed offsets from the moment the Canary became Terminating (its
+        ``status.lastTransitionTime``), so no worker sleeps, the schedule survives a restart,
+        and a reconcile brought early by a watch event only looks once more. Returns the seconds
+        until the next try, or None: the target is ready, or the last try has passed (logged;
+        the revert goes on, as Flagger's does).
+        """
+        try:
+            await workload.is_canary_ready(canary)
+            return None
+        except NotReadyError as error:
+            reason = error.message
+        since = parse_time(status.get("lastTransitionTime"))
+        if since is not None:
+            elapsed = max(0.0, (datetime.now(UTC) - since).total_seconds())
+            due = 0.0
+            for delay in REVERT_READY_DELAYS:
+                due += min(delay, self._interval(canary))
+                if elapsed < due:
+                    return due - elapsed
+        log.warning("target_not_ready_after_revert", reason=reason)
+        return None
 
     # -- steps 3..16: make sure every object exists ------------------------------------------
 

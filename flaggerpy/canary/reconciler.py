@@ -92,8 +92,9 @@ class CanaryReconciler:
         if problems:
             await self._fail(obj, "invalid canary spec: " + "; ".join(problems))
             return Result()
-        if await self._finalizer(obj, canary, provider=provider):
-            return Result()
+        deleting = await self._finalizer(obj, canary, provider=provider)
+        if deleting is not None:
+            return deleting
         obj = await self._initialize(obj, canary)
         if self._lifecycle is None:
             return Result(requeue_after=canary.get_analysis_interval(
@@ -101,24 +102,32 @@ class CanaryReconciler:
             ))
         return await self._lifecycle.advance(obj, Canary.model_validate(obj), provider=provider)
 
-    async def _finalizer(self, obj: dict[str, Any], canary: Canary, *, provider: str) -> bool:
-        """revertOnDeletion (spec §2.8); True when the Canary is being deleted."""
+    async def _finalizer(
+        self, obj: dict[str, Any], canary: Canary, *, provider: str
+    ) -> Result | None:
+        """revertOnDeletion (spec §2.8); the reconcile's Result when the Canary is being deleted.
+
+        The finalizer goes once the revert is done; while it waits for the restored target the
+        Result brings the Canary back after that wait, so no worker is held.
+        """
         metadata = obj.get("metadata") or {}
         finalizers = list(metadata.get("finalizers") or [])
         has_finalizer = FINALIZER in finalizers
         if metadata.get("deletionTimestamp"):
             if has_finalizer and self._lifecycle is not None:
-                await self._lifecycle.finalize(obj, canary, provider=provider)
+                wait = await self._lifecycle.finalize(obj, canary, provider=provider)
+                if wait is not None:
+                    return Result(requeue_after=wait)
                 await self._set_finalizers(canary, [f for f in finalizers if f != FINALIZER],
                                            version=metadata.get("resourceVersion"))
-            return True
+            return Result()
         if canary.spec.revert_on_deletion and not has_finalizer:
             await self._set_finalizers(canary, [*finalizers, FINALIZER],
                                        version=metadata.get("resourceVersion"))
         elif not canary.spec.revert_on_deletion and has_finalizer:
             await self._set_finalizers(canary, [f for f in finalizers if f != FINALIZER],
                                        version=metadata.get("resourceVersion"))
-        return False
+        return None
 
     async def _set_finalizers(
         self, canary: Canary, finalizers: list[str], *, version: str | None
