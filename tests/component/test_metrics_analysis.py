@@ -358,8 +358,10 @@ async def test_template_failures_are_flaggers_errors(world: World) -> None:
                    "not found",
         "unrenderable": "Metric template unrenderable.test query render error: line 1, column 8:"
                         ' variables has no entry for key "nope" (in {{ variables.nope }})',
+        # Whatever else is installed in this environment is listed too (the example plugins).
         "no-such-type": "Metric template no-such-type.test provider datadog error: unknown "
-                        "flaggerpy.metrics provider 'datadog'; installed: prometheus",
+                        "flaggerpy.metrics provider 'datadog'; installed: "
+                        + ", ".join(plugins.metrics.names()),
     }
     for name, message in cases.items():
         outcome = await world.analyzer.run(make_canary(
