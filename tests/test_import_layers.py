@@ -8,6 +8,7 @@ anything, a farm that does not lay out ``providers/`` as ``flaggerpy.providers``
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -20,6 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "lint-imports.sh"
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 PACKAGE_DIRS = ("flaggerpy", "providers", "metrics", "notifiers")
+CONFIG = configparser.ConfigParser()
+CONFIG.read(ROOT / ".importlinter")
+
+
+def contract_name(contract_id: str) -> str:
+    return CONFIG[f"importlinter:contract:{contract_id}"]["name"]
 
 
 def lint_imports(tmp_path: Path, *, src: Path = ROOT) -> tuple[int, str]:
@@ -34,29 +41,28 @@ def lint_imports(tmp_path: Path, *, src: Path = ROOT) -> tuple[int, str]:
 def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
     status, output = lint_imports(tmp_path)
     assert status == 0, output
-    assert "0 broken" in output
-    # the farm lays the plugin families out under flaggerpy: the plugins were analysed
-    assert "Analyzed" in output
+    contracts = [s for s in CONFIG.sections() if s.startswith("importlinter:contract:")]
+    assert f"Contracts: {len(contracts)} kept, 0 broken." in output, output
 
 
 @pytest.mark.parametrize(("module", "planted", "contract", "broken_import"), [
     pytest.param("providers/kubernetes.py", "import flaggerpy.canary",
-                 "Plugins never import the engine", "flaggerpy.providers.kubernetes -> "
+                 "plugins-not-engine", "flaggerpy.providers.kubernetes -> "
                  "flaggerpy.canary", id="plugin-imports-engine"),
     pytest.param("metrics/prometheus.py", "from flaggerpy.providers import istio",
-                 "flaggerpy is layered", "flaggerpy.metrics.prometheus -> "
+                 "layers", "flaggerpy.metrics.prometheus -> "
                  "flaggerpy.providers.istio", id="plugin-imports-plugin"),
     pytest.param("flaggerpy/canary/lifecycle.py", "from flaggerpy import cli",
-                 "flaggerpy is layered", "flaggerpy.canary.lifecycle -> flaggerpy.cli",
+                 "layers", "flaggerpy.canary.lifecycle -> flaggerpy.cli",
                  id="engine-imports-process"),
     pytest.param("flaggerpy/kube/keys.py", "from flaggerpy.runtime import workqueue",
-                 "kube does not import runtime", "flaggerpy.kube.keys -> "
+                 "kube-not-runtime", "flaggerpy.kube.keys -> "
                  "flaggerpy.runtime.workqueue", id="kube-imports-runtime"),
     pytest.param("flaggerpy/routing.py", "import kubernetes_asyncio",
-                 "kubernetes_asyncio is imported by flaggerpy.kube only",
+                 "kubernetes-asyncio-in-kube",
                  "flaggerpy.routing -> kubernetes_asyncio", id="kubernetes-asyncio-outside-kube"),
     pytest.param("flaggerpy/canary/workloads.py", "from flaggerpy.canary import targets",
-                 "No import cycles", ".workloads -> .targets", id="cycle"),
+                 "no-cycles", ".workloads -> .targets", id="cycle"),
 ])
 def test_a_planted_import_breaks_its_contract(
         tmp_path: Path, module: str, planted: str, contract: str, broken_import: str,
@@ -69,5 +75,5 @@ def test_a_planted_import_breaks_its_contract(
         file.write(f"\n{planted}\n")
     status, output = lint_imports(tmp_path, src=src)
     assert status == 1, output
-    assert f"{contract}" in output and "BROKEN" in output, output
+    assert f"{contract_name(contract)} BROKEN" in output, output
     assert broken_import in output, output
