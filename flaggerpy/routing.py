@@ -33,10 +33,13 @@ before it existed still loads and is treated as a weighted mesh router.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from flaggerpy.errors import PluginError
+from flaggerpy.models import API_VERSION
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -46,9 +49,9 @@ if TYPE_CHECKING:
     from flaggerpy.settings import Settings
 
 __all__ = [
+    "TOOLKIT_ANNOTATIONS",
     "TOTAL_WEIGHT",
     "WORKLOAD_TARGETS",
-    "CacheFactory",
     "Capabilities",
     "KubernetesRouter",
     "ProviderContext",
@@ -57,11 +60,19 @@ __all__ = [
     "TargetKind",
     "Traffic",
     "Weights",
+    "canary_owner",
     "capabilities_of",
 ]
 
 TOTAL_WEIGHT = 100
 """Flagger splits traffic in whole percent; primary and canary always add up to this."""
+
+TOOLKIT_ANNOTATIONS: Mapping[str, str] = MappingProxyType({
+    "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
+    "helm.toolkit.fluxcd.io/driftDetection": "disabled",
+})
+"""Put on every Service and routing object Flagger generates (its ``filterMetadata``), so Flux
+does not undo the weights the analysis writes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,43 +279,24 @@ class KubernetesRouter(Protocol):
         ...
 
 
-class CacheFactory(Protocol):
-    """Hands out a cache (an informer) per resource, so a plugin reads without requests.
-
-    Design rule 3: a steady reconcile reads its routing objects from watch-fed caches, never
-    from the API server. ``flaggerpy.runtime.informer.SharedInformerFactory`` is one; a plugin
-    asks for the resources it owns and shares the watch with everyone else who asks. The
-    reader may be one whose first list has not finished yet: a plugin that can tell (it has
-    ``has_synced``/``wait_synced``, as informers do) waits for it before trusting a miss.
-    """
-
-    def informer(self, resource: kube.Resource) -> kube.ObjectReader:
-        """The shared cache of ``resource`` in the controller's namespace scope."""
-        ...
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderContext:
-    """What the core hands a plugin when it builds one: clients, settings, a logger.
+    """What the core hands a plugin when it builds one: the object store, settings, a logger.
 
-    One value instead of Flagger's Factory struct: a plugin takes what it
-    needs from it and nothing is injected field by field.
+    One value instead of Flagger's Factory struct: a plugin takes what it needs from it and
+    nothing is injected field by field. Plugins read and write Kubernetes objects only through
+    :attr:`store` / :attr:`routing_store` (``kube.ObjectStore``): cache reads, our own writes
+    seen at once, writes only on a change, owner references and conflict retries come with it.
     """
 
-    api: Any
-    """The Kubernetes client (``flaggerpy.kube``) for the cluster the workloads run in."""
+    store: kube.ObjectStore
+    """The object store of the cluster the workloads and the Canary live in."""
     settings: Settings
     """The controller's settings; ``settings.mesh`` holds the router options."""
     log: FilteringBoundLogger
     """A structlog logger already bound to the plugin's name."""
-    mesh_api: Any = None
-    """The client for mesh objects when ``-kubeconfig-service-mesh`` names another cluster."""
-    caches: CacheFactory | None = None
-    """Informer caches of the workload cluster, or None to read with GETs (tests, tools).
-
-    Only for objects on :attr:`api`: with a separate ``mesh_api`` the mesh objects live on
-    another API server, whose objects these caches do not watch.
-    """
+    mesh_store: kube.ObjectStore | None = None
+    """The object store of the mesh cluster when ``-kubeconfig-service-mesh`` names another."""
     set_owner_refs: bool = True
     """Whether mesh objects get an ownerReference to the Canary.
 
@@ -314,9 +306,29 @@ class ProviderContext:
     """
 
     @property
-    def routing_api(self) -> Any:
-        """The client routers write mesh objects through: ``mesh_api`` if set, else ``api``."""
-        return self.api if self.mesh_api is None else self.mesh_api
+    def api(self) -> kube.KubeClient:
+        """The client of :attr:`store`, for what the store does not do (lists, watches)."""
+        return self.store.client
+
+    @property
+    def routing_store(self) -> kube.ObjectStore:
+        """Where routers keep mesh objects: :attr:`mesh_store` if set, else :attr:`store`."""
+        return self.store if self.mesh_store is None else self.mesh_store
+
+
+def canary_owner(canary: Canary) -> dict[str, Any]:
+    """The stored Canary's identity, as ``kube.controller_reference`` and
+    ``kube.ObjectStore.apply(owner=...)`` take an owner.
+
+    Raises ValueError for a Canary that was never stored (no uid): an owner reference to it
+    would be rejected or, worse, point at nothing.
+    """
+    uid = canary.metadata.uid if canary.metadata else None
+    if not uid:
+        raise ValueError(f"Canary {canary.namespace}/{canary.name} has no metadata.uid; "
+                         "owner references need the stored object")
+    return {"apiVersion": API_VERSION, "kind": "Canary",
+            "metadata": {"name": canary.name, "namespace": canary.namespace, "uid": uid}}
 
 
 class RouterFactory(Protocol):
