@@ -123,7 +123,7 @@ def run_controller(settings: Settings) -> int:
     ``flaggerpy version`` and ``--help`` do not import the Kubernetes client
     and every router.
     """
-    app = importlib.import_module("flaggerpy.canary.app")
+    app = importlib.import_module("flaggerpy.app")
     status = app.run(settings)
     return status if isinstance(status, int) else EXIT_OK
 

@@ -136,6 +136,7 @@ class Lifecycle:
         self,
         *,
         store: kube.ObjectStore,
+        mesh_store: kube.ObjectStore | None = None,  # -kubeconfig-service-mesh's cluster
         settings: Settings,
         telemetry: Recorder,
         events: EventRecorder,
@@ -144,6 +145,7 @@ class Lifecycle:
         alerter: Alerter,
     ) -> None:
         self._store = store
+        self._mesh_store = mesh_store
         self._settings = settings
         self._telemetry = telemetry
         self._events = events
@@ -356,7 +358,9 @@ class Lifecycle:
         """The mesh router for ``provider``, built once per canary and provider."""
         if state.router is None or state.router_provider != provider:
             plugin = plugins.routers.get(provider)
-            context = ProviderContext(store=self._store, settings=self._settings, log=log)
+            context = ProviderContext(store=self._store, mesh_store=self._mesh_store,
+                                      set_owner_refs=self._mesh_store is None,
+                                      settings=self._settings, log=log)
             state.router = plugin.factory(ctx=context, variant=plugin.variant)
             state.router_provider = provider
         return state.router

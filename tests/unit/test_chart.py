@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flaggerpy import cli, logs
-from flaggerpy.canary import app
+from flaggerpy import app, cli, logs
 from flaggerpy.models.canary import CANARY_PROVIDERS
 from flaggerpy.settings import Settings, iter_flags
 from flaggerpy.telemetry import Recorder

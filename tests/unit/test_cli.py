@@ -314,13 +314,13 @@ def test_crds_are_the_real_definitions(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_run_controller_imports_the_application_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Settings] = []
-    app = types.ModuleType("flaggerpy.canary.app")
+    app = types.ModuleType("flaggerpy.app")
 
     def fake_run(settings: Settings) -> None:
         seen.append(settings)
 
     app.run = fake_run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "flaggerpy.canary.app", app)
+    monkeypatch.setitem(sys.modules, "flaggerpy.app", app)
     settings = Settings()
     assert cli.run_controller(settings) == 0
     assert seen == [settings]

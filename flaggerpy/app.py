@@ -8,6 +8,7 @@ and writes through a client fenced by the Lease, so a deposed leader stops writi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 
 import structlog
@@ -87,7 +88,13 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
     client = await kube.KubeClient.connect(
         kubeconfig=settings.kube.kubeconfig or None, master=settings.kube.master or None
     )
-    async with client:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(client)
+        mesh_client: kube.KubeClient | None = None
+        if settings.kube.service_mesh_kubeconfig:
+            mesh_client = await kube.KubeClient.connect(
+                kubeconfig=settings.kube.service_mesh_kubeconfig)
+            await stack.enter_async_context(mesh_client)
         namespace = settings.controller.namespace or None
         caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS)
         canaries = caches.informer(kube.CANARIES)
@@ -107,6 +114,15 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
                 retry_period=settings.controller.leader_election_retry_period,
             )
             writer = client.fenced(elector.is_leader)
+        # -kubeconfig-service-mesh: routing objects live on the mesh cluster, read from caches
+        # of that cluster and written through its own store (fenced by the same Lease), with no
+        # owner references there (Flagger's rule: that cluster has no Canary to own them).
+        mesh_caches: SharedInformerFactory | None = None
+        mesh_store: kube.ObjectStore | None = None
+        if mesh_client is not None:
+            mesh_caches = SharedInformerFactory(mesh_client, namespace=namespace)
+            mesh_writer = mesh_client.fenced(elector.is_leader) if elector else mesh_client
+            mesh_store = kube.ObjectStore(mesh_writer, caches=mesh_caches)
 
         queue: WorkQueue[ObjectKey] = WorkQueue(
             CONTROLLER_NAME, metrics=telemetry.queue_metrics(CONTROLLER_NAME)
@@ -125,7 +141,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         # The one object store of this API server: every engine and plugin read and write.
         store = kube.ObjectStore(writer, caches=caches)
         lifecycle = Lifecycle(
-            store=store, settings=settings, telemetry=telemetry,
+            store=store, mesh_store=mesh_store, settings=settings, telemetry=telemetry,
             events=events, webhooks=webhooks, analyzer=analyzer, alerter=alerter,
         )
         reconciler = CanaryReconciler(
@@ -189,8 +205,9 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         for resource in (kube.CONFIGMAPS, kube.SECRETS):
             caches.informer(resource).add_handler(on_update=config_changed)
 
+        all_caches = (caches,) if mesh_caches is None else (caches, mesh_caches)
         server = TelemetryServer(telemetry, port=settings.telemetry.port,
-                                 ready=lambda: caches.has_synced)
+                                 ready=lambda: all(c.has_synced for c in all_caches))
         # A MetricTemplate or AlertProvider whose type no installed plugin serves says so in its
         # own status (the CRDs accept any type name).
         status_controllers = [
@@ -202,7 +219,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             )
             for kind in plugin_status.KINDS
         ]
-        manager = Manager(runnables=(caches, server, controller, *status_controllers),
+        manager = Manager(runnables=(*all_caches, server, controller, *status_controllers),
                           elector=elector)
         log.info(
             "controller_starting",
@@ -212,6 +229,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             workers=workers,
             leader_election=elector is not None,
             server=client.server,
+            mesh_server=mesh_client.server if mesh_client is not None else None,
         )
         try:
             await manager.run(handle_signals=handle_signals)
