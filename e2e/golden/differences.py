@@ -55,7 +55,7 @@ class Allowed:
 
     def covers_field(self, where: str, obj: str, path: str) -> bool:
         return (where in self.where and bool(self.object) and fnmatch.fnmatchcase(obj, self.object)
-                and any(path_matches(p, path) for p in self.paths))
+                and any(path_matches(p, path, exact=self.unordered) for p in self.paths))
 
     def covers_event(self, message: str) -> bool:
         return ("events" in self.where and bool(self.message)
@@ -70,7 +70,7 @@ class Allowed:
         return f"{self.provider}/{','.join(self.cases)} {what}: {self.reason}"
 
 
-def _pattern(path: str) -> re.Pattern[str]:
+def _pattern(path: str, *, exact: bool) -> re.Pattern[str]:
     out = []
     for token in re.split(r"(\[\*\]|\*)", path):
         if token == "[*]":
@@ -79,12 +79,16 @@ def _pattern(path: str) -> re.Pattern[str]:
             out.append(r"[^.\[\]]*")
         else:
             out.append(re.escape(token))
-    return re.compile("".join(out) + r"(?:$|[.\[])")  # the field itself or anything inside it
+    # The field itself, or (not exact) anything inside it too.
+    return re.compile("".join(out) + ("$" if exact else r"(?:$|[.\[])"))
 
 
-def path_matches(pattern: str, path: str) -> bool:
-    """Whether the entry path ``pattern`` covers the field at ``path`` (``""`` covers all)."""
-    return not pattern or _pattern(pattern).match(path) is not None
+def path_matches(pattern: str, path: str, *, exact: bool = False) -> bool:
+    """Whether the entry path ``pattern`` covers the field at ``path`` (``""`` covers all);
+    ``exact``: that field only, not what is inside it (an unordered list's items are compared)."""
+    if not pattern:
+        return not exact or not path
+    return _pattern(pattern, exact=exact).match(path) is not None
 
 
 def load(path: Path = ALLOW_LIST) -> list[Allowed]:

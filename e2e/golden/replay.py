@@ -298,7 +298,10 @@ async def _drop_namespace(cluster: LocalCluster, namespace: str, *, wait: bool =
         await cluster.akubectl("patch", name, "-n", namespace, "--type=merge",
                                "-p", '{"metadata":{"finalizers":null}}', check=False)
     await cluster.akubectl("delete", "namespace", namespace, "--ignore-not-found",
-                           f"--wait={str(wait).lower()}", "--timeout=120s", check=False)
+                           "--wait=false", check=False)
+    if wait:  # a namespace controller busy with other tests' namespaces may take minutes
+        await cluster.akubectl("wait", "--for=delete", f"namespace/{namespace}",
+                               "--timeout=300s", check=False)
 
 
 async def _delete_cluster_scoped(cluster: LocalCluster, provider: GoldenProvider,

@@ -92,14 +92,19 @@ async def test_every_listed_difference_still_exists(
     cluster: LocalCluster, replays: dict[str, replay.ProviderReplay],
     request: pytest.FixtureRequest, provider: providers.GoldenProvider,
 ) -> None:
-    """An entry of this provider that hid nothing is stale (the behaviour was aligned or the bug
-    fixed): it must go, or it would hide the difference coming back."""
+    """An entry that hid nothing is stale (the behaviour was aligned, the bug fixed): it must go,
+    or it would hide the difference coming back. An entry naming cases must hide something in
+    each of them; one with a pattern (``ab-*``, ``*``) in at least one case it matches."""
     result = await replayed(cluster, provider, replays, request)
-    used: set[int] = set()
-    for case in replayable(provider):
-        used |= compare.compare_case(case, result.cases[case.id], ALLOWED).used
-    stale = [e.describe() for i, e in enumerate(ALLOWED)
-             if e.provider == provider.directory and i not in used]
+    used = {case.name: compare.compare_case(case, result.cases[case.id], ALLOWED).used
+            for case in replayable(provider)}
+    stale = []
+    for index, entry in enumerate(ALLOWED):
+        cases = [name for name in used if entry.applies(provider.directory, name)]
+        hid = [name for name in cases if index in used[name]]
+        named = not any(c in pattern for pattern in entry.cases for c in "*?[")
+        if cases and (len(hid) < len(cases) if named else not hid):
+            stale.append(f"{entry.describe()} (hid nothing in {sorted(set(cases) - set(hid))})")
     assert not stale, "allow-list entries that matched no difference:\n" + "\n".join(stale)
 
 
@@ -222,3 +227,30 @@ def test_flagger_flags_become_controller_flags() -> None:
         2 if ingress_class else 1)
     assert [len(g) for g in replay.groups(providers.CATALOGUE["kuma"],
                                           corpus.cases("kuma"))] == [1, 1, 1]
+
+
+def test_an_unordered_entry_ignores_the_order_and_nothing_else() -> None:
+    case = _istio_case("delegation")
+    ours = _recorded(case)
+    [service] = [o for o in ours.snapshots["succeeded"] if label(o) == "Service/podinfo"]
+    service["spec"]["ports"].reverse()
+    entry = differences.Allowed("istio", ("delegation",), "test", object="Service/podinfo",
+                                paths=("spec.ports",), unordered=True, where=("succeeded",))
+
+    reordered = compare.compare_case(case, ours, [entry])
+    assert not reordered.failed, reordered.render()
+    assert reordered.used == {0}
+    service["spec"]["ports"][0]["targetPort"] = 1234
+    assert compare.compare_case(case, ours, [entry]).failed
+
+
+def test_an_entry_is_used_only_where_it_hides_a_difference() -> None:
+    case = _istio_case("ab-header")
+    ours = _recorded(case)
+    hash_entry = differences.Allowed("*", ("*",), "test", object="Canary.flagger.app/podinfo",
+                                     paths=("status.lastAppliedSpec",))
+    assert compare.compare_case(case, ours, [hash_entry]).used == set()
+    for obj in ours.snapshots["succeeded"]:
+        if obj["kind"] == "Canary":
+            obj["status"]["lastAppliedSpec"] = "0123456789abcdef"
+    assert compare.compare_case(case, ours, [hash_entry]).used == {0}
