@@ -1,27 +1,25 @@
 """Runs ``flaggerpy`` itself as a separate process, the way a cluster would run it.
 
 Tests and scenarios start the real console script against the local control plane, read its JSON
-log lines and stop it with the signal Kubernetes would send.
+log lines and stop it with the signal Kubernetes would send. The controller process is
+:class:`flaggerpy.testing.ControllerProcess`, the one plugin packages test with too.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from e2e.cluster.localcluster import free_port
+from flaggerpy.testing import FLAGGERPY, ControllerProcess
 
-FLAGGERPY = str(Path(sys.executable).with_name("flaggerpy"))
+__all__ = ["FLAGGERPY", "RUN_TAG", "ControllerProcess", "LoadTesterProcess", "tagged_processes",
+           "wait_until_gone"]
 
 RUN_TAG = "FLAGGERPY_E2E_RUN"
 """An environment variable a run sets so that everything it starts can be found afterwards."""
@@ -59,90 +57,6 @@ def wait_until_gone(tag: str, *, within: float = 10.0) -> dict[int, str]:
         time.sleep(0.1)
         left = tagged_processes(tag)
     return left
-
-
-class ControllerProcess:
-    """One ``flaggerpy controller`` process with its telemetry port and log file."""
-
-    def __init__(
-        self, *, kubeconfig: Path, args: Sequence[str] = (), name: str = "controller"
-    ) -> None:
-        self.port = free_port()
-        self.name = name
-        self.kubeconfig = kubeconfig
-        self.args = [f"-kubeconfig={kubeconfig}", f"-port={self.port}", "-log-level=debug", *args]
-        self._log_file = Path(tempfile.mkstemp(prefix=f"flaggerpy-{name}-", suffix=".log")[1])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ControllerProcess:
-        with self._log_file.open("wb") as log:
-            self.process = subprocess.Popen(
-                [FLAGGERPY, "controller", "-zap-encoding=json", *self.args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def get(self, path: str) -> tuple[int, str]:
-        """Status and body of a GET on the telemetry port (0 when nothing answers)."""
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=2) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-        except (urllib.error.URLError, OSError):
-            return 0, ""
-
-    def wait_ready(self, *, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.exit_code() is not None:
-                raise RuntimeError(f"{self.name} exited {self.exit_code()}:\n{self.output()}")
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.output()}")
-
-    def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def output(self) -> str:
-        return self._log_file.read_text(errors="replace")
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        """The JSON log lines written so far (other lines are skipped)."""
-        lines = []
-        for line in self.output().splitlines():
-            if line.startswith("{"):
-                try:
-                    lines.append(json.loads(line))
-                except ValueError:
-                    continue
-        return lines
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def terminate(self, *, timeout: float = 10.0) -> float:
-        """Sends SIGTERM and returns the seconds until the process exited."""
-        assert self.process is not None
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=timeout)
-        return time.monotonic() - started
-
-    def stop(self) -> None:
-        """Ends the process whatever its state (test teardown) and removes its log."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait(timeout=10)
-        self._log_file.unlink(missing_ok=True)
 
 
 class LoadTesterProcess:

@@ -19,31 +19,12 @@ from e2e.exporter import GaugeExporter
 from e2e.processes import ControllerProcess
 from e2e.prometheus import LocalPrometheus, ScrapeJob
 from e2e.simulator.process import SimulatorProcess
+from flaggerpy.testing import deployment, wait_for_phase
+
+__all__ = ["APP_METRIC", "Scenario", "canary", "container_image", "deployment",
+           "metric_template", "patch_workload"]
 
 APP_METRIC = "app_success_rate"
-
-
-def deployment(name: str, *, image: str, replicas: int = 2, **template: Any) -> dict[str, Any]:
-    """A Deployment selected by ``app=<name>``; ``template`` adds to the pod spec."""
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "progressDeadlineSeconds": 60,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [{"name": name, "image": image,
-                                    "ports": [{"name": "http", "containerPort": 9898}]}],
-                    **template,
-                },
-            },
-        },
-    }
 
 
 def container_image(obj: dict[str, Any] | None) -> str:
@@ -214,22 +195,9 @@ class Scenario:
         seen: list[str] | None = None,
     ) -> dict[str, Any]:
         """Polls the Canary until its phase is one of ``phases``; records each phase seen."""
-        wanted = {phases} if isinstance(phases, str) else set(phases)
-        deadline = time.monotonic() + within
-        while True:
-            status = await self.status(name)
-            phase = status.get("phase") or ""
-            if seen is not None and (not seen or seen[-1] != phase):
-                seen.append(phase)
-            if phase in wanted:
-                return status
-            if time.monotonic() > deadline:
-                logs = "\n".join(c.output()[-4000:] for c in self.controllers)
-                raise TimeoutError(
-                    f"canary {name} is {phase or 'without phase'} after {within}s, "
-                    f"wanted {sorted(wanted)}; seen {seen}; status {status}\n{logs}"
-                )
-            await asyncio.sleep(0.2)
+        return await wait_for_phase(
+            lambda: self.status(name), name=name, phases=phases, within=within, seen=seen,
+            logs=lambda: "\n".join(c.output()[-4000:] for c in self.controllers))
 
     async def aclose(self) -> None:
         for controller in self.controllers:

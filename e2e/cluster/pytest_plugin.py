@@ -8,17 +8,17 @@ deleted afterwards. Tests that use ``cluster`` are marked ``integration`` automa
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
+from flaggerpy import testing
+from flaggerpy.testing import eventually as eventually  # re-exported for the tests
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
@@ -41,22 +41,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float = 60, what: str
-) -> None:
-    """Polls ``check`` until it is true; fails the test naming ``what`` after ``within`` seconds.
-
-    Integration tests wait on a real cluster's controllers, so they poll for an outcome instead of
-    sleeping for a guessed time.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.25)
 
 
 @pytest.fixture(scope="session")
@@ -115,10 +99,9 @@ async def counted_client(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
 
 @pytest.fixture
 async def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{slug}-{secrets.token_hex(3)}"
+    name = testing.namespace_name(request.node.name)
     await cluster.akubectl("create", "namespace", name)
-    await cluster.akubectl("label", "namespace", name, "flaggerpy.dev/test=true")
+    await cluster.akubectl("label", "namespace", name, f"{testing.TEST_LABEL}=true")
     try:
         yield name
     finally:
