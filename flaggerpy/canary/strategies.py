@@ -80,8 +80,7 @@ def canary_step(canary: Canary, current: Weights, *, capabilities: Capabilities)
     name = f"{canary.name}.{canary.namespace}"
     limit = max_weight(canary)
     if current.canary >= limit:
-        return Step(Action.CONFIRM_PROMOTION, event=f"Copying {name} template spec to "
-                    f"{canary.spec.target_ref.name}-primary.{canary.namespace}")
+        return Step(Action.CONFIRM_PROMOTION)  # promotion records "Copying ... template spec"
     step = next_step_weight(canary, current.canary)
     if step <= 0:
         return Step(Action.NOTHING)
