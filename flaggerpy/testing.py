@@ -39,6 +39,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -76,6 +77,7 @@ __all__ = [
     "ControllerProcess",
     "Sandbox",
     "WebhookReceiver",
+    "check_plugin_package",
     "deployment",
     "eventually",
     "flaggerpy_client",
@@ -187,6 +189,35 @@ def imported_flaggerpy_modules(package: types.ModuleType) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 found.add(node.module)
     return {name for name in found if name == "flaggerpy" or name.startswith("flaggerpy.")}
+
+
+def check_plugin_package(
+        package: types.ModuleType, *, group: str, name: str, contract: type[Any],
+) -> object:
+    """The packaging checks a plugin package wants, made as flaggerpy loads plugins; returns
+    what the entry point loads.
+
+    The entry point ``name`` of ``group`` is installed (the package was ``pip install``-ed after
+    its pyproject last changed), loads something of ``package``, a class that satisfies
+    ``contract`` (its methods exist; mypy checks their signatures), and ``package`` imports
+    nothing of flaggerpy but ``flaggerpy.sdk``.
+    """
+    found = importlib.metadata.entry_points(group=group, name=name)
+    if not found:
+        pytest.fail(f"no {group} entry point {name!r} is installed: pip install the package "
+                    "again after changing its pyproject.toml")
+    plugin = next(iter(found)).load()
+    home = getattr(plugin, "__module__", "")
+    if home != package.__name__ and not home.startswith(f"{package.__name__}."):
+        pytest.fail(f"{group} entry point {name!r} loads {plugin!r} from {home}, "
+                    f"not from {package.__name__}")
+    if isinstance(plugin, type) and not issubclass(plugin, contract):
+        pytest.fail(f"{plugin.__qualname__} does not implement {contract.__qualname__}")
+    imported = imported_flaggerpy_modules(package)
+    if imported - {"flaggerpy.sdk"}:
+        pytest.fail(f"{package.__name__} imports {sorted(imported - {'flaggerpy.sdk'})}: "
+                    "a plugin imports flaggerpy.sdk only")
+    return plugin
 
 
 def deployment(name: str, *, image: str, replicas: int = 2, **pod_spec: Any) -> dict[str, Any]:
