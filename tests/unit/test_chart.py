@@ -30,7 +30,7 @@ CHART = ROOT / "charts" / "flaggerpy"
 HELM = ROOT / "e2e" / "cluster" / "bin" / "helm"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
-PROVIDERS: list[str] = SCHEMA["properties"]["meshProvider"]["enum"]
+PROVIDERS: list[str] = ["", *CANARY_PROVIDERS]
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="e2e/cluster/build has not built helm")
 
@@ -131,8 +131,23 @@ def test_lint(sets: list[str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_provider_enum_is_flaggers_provider_list() -> None:
-    assert ["", *CANARY_PROVIDERS] == PROVIDERS
+def test_the_provider_field_documents_flaggers_providers_and_stays_open() -> None:
+    field = SCHEMA["properties"]["meshProvider"]
+    assert "enum" not in field  # a third-party router is a valid choice
+    for provider in CANARY_PROVIDERS:
+        assert provider in field["description"]
+
+
+def test_a_third_party_provider_gets_only_the_extra_rules_it_is_given() -> None:
+    objects = render("meshProvider=acme", "rbac.additionalProviders={acme-edge}",
+                     "rbac.extraRules[0].apiGroups={acme.example.com}",
+                     "rbac.extraRules[0].resources={splits}",
+                     "rbac.extraRules[0].verbs={get,list,watch,create,update}")
+    granted = {(g, r) for g, r, _ in cluster_role_grants(objects)}
+    assert ("acme.example.com", "splits") in granted
+    assert not granted & ALL_MESH_RESOURCES
+    assert one(objects, "ClusterRole")["metadata"]["annotations"]["flaggerpy.dev/providers"] == ""
+    assert "-mesh-provider=acme" in args_of(objects)
 
 
 # The objects each provider's router writes (spec §3.2), and nothing else a mesh could own.
@@ -539,7 +554,7 @@ def test_the_grafana_dashboard_plots_metrics_the_controller_exports() -> None:
 
 
 @pytest.mark.parametrize(("sets", "message"), [
-    pytest.param(["meshProvider=nosuch"], "at '/meshProvider': value must be one of", id="mesh"),
+    pytest.param(["meshProvider=two words"], "at '/meshProvider'", id="mesh"),
     pytest.param(["logLevel=7"], "at '/logLevel': value must be one of", id="log-level-type"),
     pytest.param(["logLevel=verbose"], "at '/logLevel': value must be one of", id="log-level"),
     pytest.param(["meshprovider=istio"], "additional properties 'meshprovider' not allowed",
@@ -551,7 +566,7 @@ def test_the_grafana_dashboard_plots_metrics_the_controller_exports() -> None:
     pytest.param(["metricsServer=prometheus:9090"], "at '/metricsServer'", id="url"),
     pytest.param(["rbac.pspEnabled=true"], "at '/rbac/pspEnabled': value must be false",
                  id="psp"),
-    pytest.param(["rbac.additionalProviders={nosuch}"], "at '/rbac/additionalProviders/0'",
+    pytest.param(["rbac.additionalProviders={a b}"], "at '/rbac/additionalProviders/0'",
                  id="additional-provider"),
     pytest.param(["threadiness=many"], "at '/threadiness'", id="threadiness"),
 ])

@@ -82,7 +82,14 @@ default, istio.
 {{- $families = append $families (include "flaggerpy.providerFamily" .) }}
 {{- end }}
 {{- end }}
-{{- without ($families | uniq | sortAlpha) "kubernetes" | join "," }}
+{{- /* Only the families flaggerpy ships rules for: a third-party router's objects are granted
+with rbac.extraRules, and "kubernetes" writes no routing objects. */}}
+{{- $known := list "apisix" "appmesh" "contour" "gatewayapi" "gloo" "istio" "knative" "kuma" "nginx" "skipper" "smi" "traefik" }}
+{{- $granted := list }}
+{{- range ($families | uniq | sortAlpha) }}
+{{- if has . $known }}{{ $granted = append $granted . }}{{ end }}
+{{- end }}
+{{- $granted | join "," }}
 {{- end }}
 
 {{/*
