@@ -232,3 +232,12 @@ def test_the_observer_the_docs_show_is_one_and_renders() -> None:
         'code!~"5.."}[1m])) / sum(rate(meshy_requests_total{namespace="test",'
         'service="podinfo-canary"}[1m])) * 100')
     assert "meshy_request_duration_ms_bucket" in observer.render_duration(model)
+
+
+def test_the_docs_list_the_sdk_exactly() -> None:
+    text = DOCS.read_text()
+    table = text[text.index("| family | from `flaggerpy.sdk` |"):]
+    table = table[:table.index("\n\n")]
+    listed = {name for row in table.splitlines()[2:]
+              for name in re.findall(r"`(\w+)`", row.split("|")[2])}
+    assert listed == set(sdk.__all__)
