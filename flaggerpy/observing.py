@@ -40,7 +40,7 @@ from typing import ClassVar, Final, TypeAlias
 from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, Observer
 from flaggerpy.errors import MetricsError
 
-__all__ = ["PrometheusObserver", "QueryRenderer", "p99", "ratio"]
+__all__ = ["HttpObserver", "PrometheusObserver", "QueryRenderer", "p99", "ratio"]
 
 QueryRenderer: TypeAlias = Callable[[str, MetricTemplateModel], str]
 """Renders a query template with a model; raises on an unknown function or missing key."""
@@ -129,3 +129,25 @@ def p99(series: str, selector: str, *, trailing_comma: bool = False) -> str:
 
 
 _: type[Observer] = PrometheusObserver  # every subclass is an Observer; mypy checks it here
+
+
+_POD_OF_TARGET: Final = (
+    'kubernetes_namespace="{{ namespace }}",'
+    'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+)
+
+
+class HttpObserver(PrometheusObserver):
+    """Flagger's "http" observer: the canary pods' own ``http_request_duration_seconds``.
+
+    For providers with no telemetry of their own (``kubernetes``, Gateway API): the histogram
+    that podinfo-style applications export. It is in seconds; the p99 is multiplied by 1000
+    here, as Flagger does, before it is truncated to milliseconds. Shared here so that each of
+    those providers' modules names it for itself without importing another plugin.
+    """
+
+    mesh = "http"
+    success_rate_query = ratio("http_request_duration_seconds_count", _POD_OF_TARGET,
+                               'status!~"5.*"')
+    duration_query = p99("http_request_duration_seconds_bucket", _POD_OF_TARGET)
+    duration_scale = 1000.0

@@ -10,7 +10,7 @@ say ``gatewayapi``.
 
 from __future__ import annotations
 
-from flaggerpy.providers.kubernetes import HttpObserver
+from flaggerpy.observing import HttpObserver
 
 __all__ = ["GatewayAPIObserver"]
 

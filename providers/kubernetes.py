@@ -11,17 +11,17 @@ once blue/green iterations have started (``status.iterations > 0``), 100/0 befor
 what the status and the ``flagger_canary_weight`` metric show, as in Flagger, even though the
 apex Service never sends traffic to the canary.
 
-The module ends with :class:`HttpObserver`, Flagger's "http" observer for the builtin metrics
+The module ends with :class:`KubernetesObserver`, Flagger's "http" observer for the builtin metrics
 (``pkg/metrics/observers/http.go``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import ClassVar
 
 from flaggerpy.errors import PluginError
 from flaggerpy.models.canary import Canary
-from flaggerpy.observing import PrometheusObserver, p99, ratio
+from flaggerpy.observing import HttpObserver
 from flaggerpy.routing import (
     Capabilities,
     ProviderContext,
@@ -31,7 +31,7 @@ from flaggerpy.routing import (
     Weights,
 )
 
-__all__ = ["HttpObserver", "NopRouter"]
+__all__ = ["KubernetesObserver", "NopRouter"]
 
 
 class NopRouter:
@@ -76,25 +76,11 @@ _: type[Router] = NopRouter
 
 
 # --- builtin metrics ----------------------------------------------------------------------------
-# Flagger's "http" observer (pkg/metrics/observers/http.go, spec §4.3), registered as the
-# ``kubernetes`` observer: with no mesh there is no mesh telemetry, so the queries read the
-# ``http_request_duration_seconds`` histogram that podinfo-style applications export themselves.
-
-_POD_OF_TARGET: Final = (
-    'kubernetes_namespace="{{ namespace }}",'
-    'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
-)
+# With no mesh there is no mesh telemetry: Flagger answers the builtin metrics with its "http"
+# observer (pkg/metrics/observers/http.go, spec §4.3), registered as the ``kubernetes`` observer.
 
 
-class HttpObserver(PrometheusObserver):
-    """Flagger's "http" observer: the canary pods' ``http_request_duration_seconds``.
-
-    The histogram is in seconds; the p99 is multiplied by 1000 here, as Flagger does, before it
-    is truncated to milliseconds.
-    """
+class KubernetesObserver(HttpObserver):
+    """``provider: kubernetes``: the application's own ``http_request_duration_seconds``."""
 
     mesh = "kubernetes"
-    success_rate_query = ratio("http_request_duration_seconds_count", _POD_OF_TARGET,
-                               'status!~"5.*"')
-    duration_query = p99("http_request_duration_seconds_bucket", _POD_OF_TARGET)
-    duration_scale = 1000.0

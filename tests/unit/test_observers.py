@@ -25,7 +25,7 @@ from flaggerpy.providers.gatewayapi import GatewayAPIObserver
 from flaggerpy.providers.gloo import GlooObserver
 from flaggerpy.providers.istio import IstioObserver
 from flaggerpy.providers.knative import KnativeObserver
-from flaggerpy.providers.kubernetes import HttpObserver
+from flaggerpy.providers.kubernetes import KubernetesObserver
 from flaggerpy.providers.kuma import KumaObserver
 from flaggerpy.providers.linkerd import LinkerdObserver
 from flaggerpy.providers.nginx import NginxObserver
@@ -117,7 +117,7 @@ EXPECTED: dict[type[PrometheusObserver], tuple[str, str]] = {
         'ingress="podinfo",canary!=""}[1m])) / sum(rate(nginx_ingress_controller_response_'
         'duration_seconds_count{namespace="test",ingress="podinfo",canary!=""}[1m])) * 1000',
     ),
-    HttpObserver: HTTP,
+    KubernetesObserver: HTTP,
     GatewayAPIObserver: HTTP,
     SkipperObserver: (
         f' sum(rate(skipper_response_duration_seconds_bucket{{route=~"{SKIPPER_ROUTE}",'
@@ -187,7 +187,7 @@ async def test_queries_are_spec_4_3(cls: type[PrometheusObserver]) -> None:
     pytest.param("contour", ContourObserver, id="contour"),
     pytest.param("gloo", GlooObserver, id="gloo"),
     pytest.param("nginx", NginxObserver, id="nginx"),
-    pytest.param("kubernetes", HttpObserver, id="kubernetes"),
+    pytest.param("kubernetes", KubernetesObserver, id="kubernetes"),
     pytest.param("gatewayapi", GatewayAPIObserver, id="gatewayapi"),
     pytest.param("skipper", SkipperObserver, id="skipper"),
     pytest.param("traefik", TraefikObserver, id="traefik"),
@@ -207,7 +207,7 @@ def test_registered_under_flaggers_provider_names(
 @pytest.mark.parametrize(("provider", "cls"), [
     pytest.param("gatewayapi:v1", GatewayAPIObserver, id="gatewayapi-variant"),
     pytest.param("gatewayapi:v1beta1:service", GatewayAPIObserver, id="service-target"),
-    pytest.param("kubernetes:service", HttpObserver, id="kubernetes-service-target"),
+    pytest.param("kubernetes:service", KubernetesObserver, id="kubernetes-service-target"),
     pytest.param("appmesh:v1beta2", IstioObserver, id="appmesh-is-not-served"),
     pytest.param("smi:v1alpha3:linkerd", IstioObserver, id="unknown-falls-back"),
     pytest.param("crossover", IstioObserver, id="crossover-falls-back"),
@@ -221,8 +221,8 @@ def test_provider_strings_resolve_like_flaggers_factory(
 @pytest.mark.parametrize(("cls", "answer", "expected_ms"), [
     pytest.param(IstioObserver, 612.9, 612, id="ms-histogram-truncated"),
     pytest.param(LinkerdObserver, 0.7, 0, id="below-one-ms"),
-    pytest.param(HttpObserver, 0.4975, 497, id="seconds-times-1000-truncated"),
-    pytest.param(HttpObserver, 2.0, 2000, id="seconds"),
+    pytest.param(KubernetesObserver, 0.4975, 497, id="seconds-times-1000-truncated"),
+    pytest.param(KubernetesObserver, 2.0, 2000, id="seconds"),
     pytest.param(NginxObserver, 15.99, 15, id="query-already-in-ms"),
 ])
 async def test_duration_is_whole_milliseconds(
