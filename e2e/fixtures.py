@@ -10,6 +10,7 @@ import pytest
 
 from e2e.processes import LoadTesterProcess
 from e2e.receiver import WebhookReceiver
+from flaggerpy.testing import receiving
 
 __all__ = ["loadtester", "receiver"]
 
@@ -17,11 +18,8 @@ __all__ = ["loadtester", "receiver"]
 @pytest.fixture
 async def receiver() -> AsyncIterator[WebhookReceiver]:
     """An HTTP endpoint for webhooks whose answers a test sets (gates, post-rollout)."""
-    running = await WebhookReceiver().start()
-    try:
+    async with receiving() as running:
         yield running
-    finally:
-        await running.aclose()
 
 
 @pytest.fixture

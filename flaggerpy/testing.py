@@ -93,6 +93,7 @@ __all__ = [
     "kubeconfig_from_env",
     "namespace_name",
     "provider_context",
+    "receiving",
     "serve",
     "wait_for_phase",
 ]
@@ -552,6 +553,16 @@ class WebhookReceiver:
             self._runner = None
 
 
+@contextlib.asynccontextmanager
+async def receiving() -> AsyncIterator[WebhookReceiver]:
+    """A started :class:`WebhookReceiver`, closed on exit."""
+    receiver = await WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        await receiver.aclose()
+
+
 # -- hooks and fixtures -------------------------------------------------------------------------
 
 
@@ -646,8 +657,5 @@ async def flaggerpy_sandbox(
 @pytest_asyncio.fixture
 async def flaggerpy_http() -> AsyncIterator[WebhookReceiver]:
     """A started :class:`WebhookReceiver`: a metrics backend or chat webhook the test scripts."""
-    receiver = await WebhookReceiver().start()
-    try:
+    async with receiving() as receiver:
         yield receiver
-    finally:
-        await receiver.aclose()

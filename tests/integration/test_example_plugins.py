@@ -146,11 +146,10 @@ async def test_a_canary_runs_on_the_example_router_metrics_and_notifier(
 ) -> None:
     sandbox = testing.Sandbox(client=counted_client, kubeconfig=cluster.kubeconfig,
                               namespace=namespace)
-    metrics = await testing.WebhookReceiver().start()
-    chat = await testing.WebhookReceiver().start()
-    metrics.answer("/api/value", 200, json={"value": 0.5})
-    try:
-        async with watched_splits(counted_client, namespace, "podinfo-split") as splits:
+    async with (testing.receiving() as metrics, testing.receiving() as chat,
+                watched_splits(counted_client, namespace, "podinfo-split") as splits):
+        metrics.answer("/api/value", 200, json={"value": 0.5})
+        try:
             await sandbox.start_controller()
             await sandbox.apply(
                 testing.deployment("podinfo", image="podinfo:6.0.0"),
@@ -167,36 +166,35 @@ async def test_a_canary_runs_on_the_example_router_metrics_and_notifier(
             assert seen[-4:] == ["Progressing", "Promoting", "Finalising", "Succeeded"], seen
             await testing.eventually(lambda: _settled(splits), within=10,
                                      what="the split back at 100/0")
-            assert splits == [(100, 0), (75, 25), (50, 50), (100, 0)], splits
+            await testing.eventually(lambda: _announced(chat), within=10,
+                                     what="the promotion alert")
+        finally:
+            sandbox.stop()
 
-        queries = [call.query["query"] for call in metrics.calls if "query" in call.query]
-        assert len(queries) >= 2, queries  # a check before each of the two steps at least
-        assert set(queries) == {f'errors{{namespace="{namespace}",target="podinfo"}}[30s]'}
-
-        async def promotion_announced() -> bool:
-            return any(b["attachments"][0]["text"].startswith("Canary analysis completed")
-                       for b in chat.bodies("/hooks/team"))
-
-        await testing.eventually(promotion_announced, within=10, what="the promotion alert")
-        bodies = chat.bodies("/hooks/team")
-        texts = [b["attachments"][0]["text"] for b in bodies]
-        # The order of the news is checked here; how often the engine repeats one is the
-        # lifecycle's business (tests/integration/test_lifecycle.py), not the notifier's.
-        assert list(dict.fromkeys(texts)) == [
-            "New Deployment detected, initialization completed.",
-            "New revision detected, progressing canary analysis.",
-            "Canary analysis completed successfully, promotion finished.",
-        ], texts
-        assert {(b["username"], b["channel"], b["text"]) for b in bodies} == {
-            ("flaggerpy", "deployments", f"**podinfo.{namespace}**")}
-    finally:
-        sandbox.stop()
-        await metrics.aclose()
-        await chat.aclose()
+    assert splits == [(100, 0), (75, 25), (50, 50), (100, 0)], splits
+    queries = [call.query["query"] for call in metrics.calls if "query" in call.query]
+    assert len(queries) >= 2, queries  # a check before each of the two steps at least
+    assert set(queries) == {f'errors{{namespace="{namespace}",target="podinfo"}}[30s]'}
+    bodies = chat.bodies("/hooks/team")
+    texts = [b["attachments"][0]["text"] for b in bodies]
+    # The order of the news is checked here; how often the engine repeats one is the
+    # lifecycle's business (tests/integration/test_lifecycle.py), not the notifier's.
+    assert list(dict.fromkeys(texts)) == [
+        "New Deployment detected, initialization completed.",
+        "New revision detected, progressing canary analysis.",
+        "Canary analysis completed successfully, promotion finished.",
+    ], texts
+    assert {(b["username"], b["channel"], b["text"]) for b in bodies} == {
+        ("flaggerpy", "deployments", f"**podinfo.{namespace}**")}
 
 
 async def _settled(splits: list[tuple[int, int]]) -> bool:
     return len(splits) > 1 and splits[-1] == (100, 0)
+
+
+async def _announced(chat: testing.WebhookReceiver) -> bool:
+    return any(b["attachments"][0]["text"].startswith("Canary analysis completed")
+               for b in chat.bodies("/hooks/team"))
 
 
 # -- docs/plugins.md shows this code, as it is ---------------------------------------------------
