@@ -23,7 +23,8 @@ What is here, by family (docs/plugins.md walks through one example package of ea
   (what a router declares, with :class:`Traffic` and :class:`TargetKind`), :func:`canary_owner`,
   :data:`TOOLKIT_ANNOTATIONS`;
 - observers: :class:`Observer`, :class:`ObserverFactory`, the shared base
-  :class:`PrometheusObserver` with the query shapes :func:`ratio` and :func:`p99`, and the
+  :class:`PrometheusObserver` with the query shapes :func:`ratio` and :func:`p99`, Flagger's
+  "http" observer :class:`HttpObserver` for providers with no telemetry of their own, and the
   Go-template renderer (:func:`render`, :class:`QueryRenderer`, :class:`TemplatingError`) that
   fills Flagger's ``{{ namespace }}``, ``{{ target }}``, ``{{ interval }}``, ...;
 - metrics providers: :class:`MetricsProvider`, :class:`MetricsProviderFactory`,
@@ -100,7 +101,7 @@ from flaggerpy.kube import (
 )
 from flaggerpy.models.canary import Canary
 from flaggerpy.notifying import Field, Message, Notifier, NotifierFactory, Severity
-from flaggerpy.observing import PrometheusObserver, QueryRenderer, p99, ratio
+from flaggerpy.observing import HttpObserver, PrometheusObserver, QueryRenderer, p99, ratio
 from flaggerpy.routing import (
     TOOLKIT_ANNOTATIONS,
     TOTAL_WEIGHT,
@@ -133,6 +134,7 @@ __all__ = [
     "ConflictError",
     "Field",
     "FlaggerError",
+    "HttpObserver",
     "JsonObject",
     "KubeError",
     "KubernetesRouter",

@@ -20,6 +20,7 @@ EXPORTED = [
     "CANARIES", "CONFIGMAPS", "SECRETS", "SERVICES", "TOOLKIT_ANNOTATIONS", "TOTAL_WEIGHT",
     "WORKLOAD_TARGETS",
     "Applied", "Build", "Canary", "Capabilities", "ConflictError", "Field", "FlaggerError",
+    "HttpObserver",
     "JsonObject", "KubeError", "KubernetesRouter", "Message", "MetricTemplateModel",
     "MetricsError", "MetricsProvider", "MetricsProviderFactory", "MultipleValuesError",
     "NoValuesFoundError", "NotFoundError", "Notifier", "NotifierError", "NotifierFactory",
