@@ -118,8 +118,16 @@ class CanaryReconciler:
                 wait = await self._lifecycle.finalize(obj, canary, provider=provider)
                 if wait is not None:
                     return Result(requeue_after=wait)
-                await self._set_finalizers(canary, [f for f in finalizers if f != FINALIZER],
-                                           version=metadata.get("resourceVersion"))
+                # finalize may have written the status: guard the removal with the version
+                # the store shows now, not the one this reconcile started from.
+                now = await self._store.get(kube.CANARIES, namespace=canary.namespace,
+                                            name=canary.name)
+                if now is None:
+                    return Result()
+                meta = now.get("metadata") or {}
+                await self._set_finalizers(
+                    canary, [f for f in meta.get("finalizers") or [] if f != FINALIZER],
+                    version=meta.get("resourceVersion"))
             return Result()
         if canary.spec.revert_on_deletion and not has_finalizer:
             await self._set_finalizers(canary, [*finalizers, FINALIZER],

@@ -453,6 +453,40 @@ async def test_revert_on_deletion_gives_the_target_back(scenario: Scenario) -> N
     assert apex is None or apex["spec"]["selector"] == {"app": "podinfo"}
 
 
+async def test_a_canary_deleted_mid_analysis_is_finalized_in_one_pass(
+        scenario: Scenario) -> None:
+    """The target is running the new revision, so the revert needs no wait: the reconcile
+    that writes ``Terminating`` also removes the finalizer, with the Canary's version after
+    that write (a stale one would cost a 409 and a retry)."""
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0", replicas=2),
+                         canary("podinfo", revertOnDeletion=True,
+                                analysis=analysis(interval="10s", iterations=30)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await set_image(scenario, "podinfo", "podinfo:6.0.1")
+    await scenario.wait_phase("podinfo", "Progressing", within=60)
+
+    async def target_ready() -> bool:
+        target = await scenario.get("deployment", "podinfo") or {}
+        return int((target.get("status") or {}).get("readyReplicas") or 0) >= 2
+
+    await eventually(target_ready, within=60, what="the new revision to be ready")
+    since = datetime.now(UTC)
+    await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
+
+    async def gone() -> bool:
+        return await scenario.get("canary", "podinfo") is None
+
+    await eventually(gone, within=60, what="the Canary to be finalized")
+    await asyncio.sleep(1)  # let the audit log catch up
+    writes = [(r.verb, r.subresource, r.code) for r in audit.records(scenario.cluster.audit_log)
+              if r.user_agent.startswith("flaggerpy/") and r.received >= since
+              and r.namespace == scenario.namespace and r.resource == "canaries"]
+    assert ("patch", "status", 200) in writes  # Terminating
+    assert [w for w in writes if w[2] == 409] == [], writes
+
+
 async def test_controller_killed_mid_analysis_resumes_without_repeating(
     scenario: Scenario,
 ) -> None:
