@@ -37,6 +37,11 @@ SHARED_CRDS = (
 )
 # Flagger's own CRDs are replaced by ours (charts/flaggerpy/crds): not installed by default.
 UPSTREAM_CRDS_EXCLUDED = ("flagger-crd.yaml",)
+# No upstream apiextensions/v1 CRD serves SMI TrafficSplit v1alpha3 (crds/SOURCES.md, "gaps"):
+# the golden corpus was recorded with this JSON patch adding it (served, not stored) to the SMI CRD,
+# and it is applied the same way here, so `smi:v1alpha3` can be tested.
+SMI_V1ALPHA3_PATCH = SHARED_CRDS.parent / "golden" / "_support" / "smi-v1alpha3-version-patch.json"
+SMI_CRD = "trafficsplits.split.smi-spec.io"
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -507,6 +512,27 @@ class LocalCluster:
         started = time.monotonic()
         self.install_crds(files)
         _log(f"installed {len(files)} upstream CRD files in {time.monotonic() - started:.1f}s")
+        self.serve_smi_v1alpha3()
+
+    def serve_smi_v1alpha3(self) -> None:
+        """Adds the corpus's ``v1alpha3`` version to the SMI TrafficSplit CRD, once.
+
+        A JSON patch (its own field manager), so the server-side applies of the upstream file
+        keep it. Idempotent: nothing happens if the version is there (a concurrent caller may
+        add it first, which makes our patch fail with a duplicate version: checked again).
+        """
+        if not SMI_V1ALPHA3_PATCH.exists() or self._smi_serves_v1alpha3():
+            return
+        result = self.kubectl("patch", "crd", SMI_CRD, "--type=json",
+                              f"--patch-file={SMI_V1ALPHA3_PATCH}", check=False)
+        if result.returncode != 0 and not self._smi_serves_v1alpha3():
+            raise KubectlError(result)
+        self.kubectl("wait", "--for=condition=Established", "crd", SMI_CRD, "--timeout=60s")
+
+    def _smi_serves_v1alpha3(self) -> bool:
+        names = self.kubectl("get", "crd", SMI_CRD, "-o",
+                             "jsonpath={.spec.versions[*].name}", check=False)
+        return names.returncode == 0 and "v1alpha3" in names.stdout.split()
 
     def compact(self) -> int:
         """Compacts etcd at its current revision, so older resourceVersions get 410 Gone."""
