@@ -39,9 +39,9 @@ SHARED_CRDS = (
 UPSTREAM_CRDS_EXCLUDED = ("flagger-crd.yaml",)
 # No upstream apiextensions/v1 CRD serves SMI TrafficSplit v1alpha3 (crds/SOURCES.md, "gaps"):
 # the golden corpus was recorded with this JSON patch adding it (served, not stored) to the SMI CRD,
-# and it is applied the same way here, so `smi:v1alpha3` can be tested.
+# and the CRD is installed with it here too, so `smi:v1alpha3` can be tested.
 SMI_V1ALPHA3_PATCH = SHARED_CRDS.parent / "golden" / "_support" / "smi-v1alpha3-version-patch.json"
-SMI_CRD = "trafficsplits.split.smi-spec.io"
+SMI_CRD_FILE = "smi-trafficsplit.yaml"
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -510,29 +510,23 @@ class LocalCluster:
         if not files:
             raise FileNotFoundError(f"no CRDs found in {SHARED_CRDS}")
         started = time.monotonic()
-        self.install_crds(files)
+        self.install_crds([self._with_smi_v1alpha3(p) for p in files])
         _log(f"installed {len(files)} upstream CRD files in {time.monotonic() - started:.1f}s")
-        self.serve_smi_v1alpha3()
 
-    def serve_smi_v1alpha3(self) -> None:
-        """Adds the corpus's ``v1alpha3`` version to the SMI TrafficSplit CRD, once.
+    def _with_smi_v1alpha3(self, path: Path) -> Path:
+        """The SMI CRD file with the corpus's ``v1alpha3`` version added; other files as they are.
 
-        A JSON patch (its own field manager), so the server-side applies of the upstream file
-        keep it. Idempotent: nothing happens if the version is there (a concurrent caller may
-        add it first, which makes our patch fail with a duplicate version: checked again).
+        Patched before it is applied (kubectl ``patch --local``, written to the state folder),
+        not after: a CRD's ``versions`` is an atomic list, so every server-side apply of the
+        upstream file would otherwise drop the version for other test sessions in between.
         """
-        if not SMI_V1ALPHA3_PATCH.exists() or self._smi_serves_v1alpha3():
-            return
-        result = self.kubectl("patch", "crd", SMI_CRD, "--type=json",
-                              f"--patch-file={SMI_V1ALPHA3_PATCH}", check=False)
-        if result.returncode != 0 and not self._smi_serves_v1alpha3():
-            raise KubectlError(result)
-        self.kubectl("wait", "--for=condition=Established", "crd", SMI_CRD, "--timeout=60s")
-
-    def _smi_serves_v1alpha3(self) -> bool:
-        names = self.kubectl("get", "crd", SMI_CRD, "-o",
-                             "jsonpath={.spec.versions[*].name}", check=False)
-        return names.returncode == 0 and "v1alpha3" in names.stdout.split()
+        if path.name != SMI_CRD_FILE or not SMI_V1ALPHA3_PATCH.exists():
+            return path
+        patched = self.kubectl("patch", "--local", "-f", str(path), "--type=json",
+                               f"--patch-file={SMI_V1ALPHA3_PATCH}", "-o", "json")
+        target = self.state_dir / f"{path.stem}-v1alpha3-{os.getpid()}.json"  # one per session
+        target.write_text(patched.stdout)
+        return target
 
     def compact(self) -> int:
         """Compacts etcd at its current revision, so older resourceVersions get 410 Gone."""
