@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import prometheus_client
 
-from e2e.simulator.metrics import ADAPTERS
+from e2e.simulator.meshes import MESHES
 from e2e.simulator.simulator import Simulator, SimulatorConfig
 from e2e.simulator.users import parse_trait
 from flaggerpy import logs
@@ -49,14 +49,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig, argp
     parser = argparse.ArgumentParser(
         prog="python -m e2e.simulator",
         description="Simulated service-mesh data plane: routes generated and ingress traffic "
-                    "through the cluster's VirtualServices to per-Deployment backends and "
+                    "through the cluster's routing objects to per-Deployment backends and "
                     "exports the mesh's metrics.")
     parser.add_argument("--kubeconfig", help="kubeconfig of the cluster (default: $KUBECONFIG)")
     parser.add_argument("--namespace", "-n", action="append", required=True, dest="namespaces",
                         help="namespace to watch; repeat for more (the first is the ingress's "
                              "default for short host names)")
-    parser.add_argument("--mesh", choices=sorted(ADAPTERS), default="istio",
-                        help="metric names and labels to export (default: istio)")
+    parser.add_argument("--mesh", choices=sorted(MESHES), default="istio",
+                        help="the routing objects to follow and the metrics to export "
+                             "(default: istio)")
     parser.add_argument("--metrics-port", type=int, default=0,
                         help="port of /metrics, /healthz, /backends (default: a free port)")
     parser.add_argument("--ingress-port", type=int, default=None,

@@ -11,6 +11,14 @@ PromQL the controller runs (spec §4.3, each mesh's ``providers/<mesh>.py``) rea
   reports, with ``destination_workload="unknown"``, exactly why Flagger then finds "no values").
 - :class:`LinkerdAdapter`: ``request_total``, ``response_total`` and ``response_latency_ms``,
   ``direction="inbound"`` from the destination proxy, ``direction="outbound"`` from the source.
+- :class:`OsmAdapter`: ``osm_request_total`` and ``osm_request_duration_ms`` with the source's
+  and destination's ``*_namespace``/``*_kind``/``*_name``, for requests a pod received.
+- :class:`KumaAdapter`: Envoy's ``envoy_cluster_upstream_rq`` and
+  ``envoy_cluster_upstream_rq_time``, labelled as Kuma's Prometheus discovery labels them
+  (``service`` is the reporting data plane's ``kuma.io/service`` tag).
+- :class:`HttpAdapter` (Gateway API, which has no metrics of its own): the application's own
+  ``http_request_duration_seconds``, with the ``kubernetes_namespace``/``kubernetes_pod_name``
+  labels Prometheus's pod discovery adds, as Flagger's http observer reads it.
 
 Adding a mesh is one class with a ``name`` and an ``observe(exchange)``, registered in
 :data:`ADAPTERS`; see ``docs/simulator.md``.
@@ -18,24 +26,30 @@ Adding a mesh is one class with a ``name`` and an ``observe(exchange)``, registe
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from e2e.simulator.routing import ServiceKey
+from e2e.simulator.routing_kuma import service_tag
 
 __all__ = [
     "ADAPTERS",
     "ISTIO_DURATION_BUCKETS",
     "LINKERD_LATENCY_BUCKETS",
     "Exchange",
+    "HttpAdapter",
     "IstioAdapter",
+    "KumaAdapter",
     "LinkerdAdapter",
     "MeshAdapter",
+    "OsmAdapter",
     "Peer",
     "make_adapter",
+    "pod_name",
 ]
 
 ISTIO_DURATION_BUCKETS = (
@@ -49,6 +63,12 @@ LINKERD_LATENCY_BUCKETS = (
     10000, 20000, 30000, 40000, 50000,
 )
 """The Linkerd proxy's buckets for ``response_latency_ms`` (ms)."""
+
+ENVOY_BUCKETS = ISTIO_DURATION_BUCKETS
+"""Envoy's default histogram buckets (ms): Kuma's and OSM's sidecars keep them."""
+
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""Prometheus's default buckets (s), which podinfo's ``http_request_duration_seconds`` uses."""
 
 UNKNOWN = "unknown"
 
@@ -93,7 +113,9 @@ class Exchange:
     endpoint): only the source proxy can report it. ``service`` is the Service addressed, or
     None when the host named none; ``authority`` is the host the client asked for.
     ``response_flags`` uses Envoy's codes (``-`` for none, ``NR`` no route, ``UH`` no healthy
-    upstream, ``UF`` upstream connection failure, ``UT`` upstream timeout).
+    upstream, ``UF`` upstream connection failure, ``UT`` upstream timeout). ``service_port``
+    is the addressed Service's first port (Kuma's service tags carry it); ``method`` and
+    ``path`` (without the query) are what the application saw, for its own metrics.
     """
 
     source: Peer
@@ -104,6 +126,9 @@ class Exchange:
     duration_ms: float
     response_flags: str = "-"
     mirrored: bool = False
+    service_port: int | None = None
+    method: str = "GET"
+    path: str = "/"
 
 
 class MeshAdapter(Protocol):
@@ -219,9 +244,121 @@ class LinkerdAdapter:
             self.latency.labels(**labels).observe(exchange.duration_ms)
 
 
+class OsmAdapter:
+    """Open Service Mesh's Envoy stats (its WASM extension): one report per request a pod
+    received, labelled with both workloads."""
+
+    name: ClassVar[str] = "osm"
+    LABELS: ClassVar[tuple[str, ...]] = (
+        "source_namespace", "source_kind", "source_name", "source_pod",
+        "destination_namespace", "destination_kind", "destination_name", "destination_pod",
+        "response_code",
+    )
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "osm_request_total", "Requests, as OSM's proxies count them.", self.LABELS,
+            registry=registry)
+        self.duration = Histogram(
+            "osm_request_duration_ms", "Request duration in milliseconds.", self.LABELS,
+            buckets=ENVOY_BUCKETS, registry=registry)
+
+    def observe(self, exchange: Exchange) -> None:
+        source, destination = exchange.source, exchange.destination
+        if destination is None:
+            return  # no destination workload to label it with
+        labels = {
+            "source_namespace": source.namespace, "source_kind": source.kind,
+            "source_name": source.workload, "source_pod": pod_name(source),
+            "destination_namespace": destination.namespace, "destination_kind": destination.kind,
+            "destination_name": destination.workload, "destination_pod": pod_name(destination),
+            "response_code": str(exchange.response_code),
+        }
+        self.requests.labels(**labels).inc()
+        self.duration.labels(**labels).observe(exchange.duration_ms)
+
+
+class KumaAdapter:
+    """Envoy's cluster stats in a Kuma mesh, as Kuma's Prometheus discovery labels them.
+
+    The destination's data plane reports its inbound cluster (``localhost_<port>``), the
+    source's its outbound cluster (the destination's tag); ``service`` is the *reporting* data
+    plane's ``kuma.io/service`` tag, ``<service>_<namespace>_svc_<port>`` of the Service the
+    request was routed to, which is how Flagger's kuma queries find the canary's requests.
+    ``envoy_cluster_upstream_rq`` is a gauge here only because the client library would append
+    ``_total`` to a counter's name, which Envoy's does not have; it only ever increases.
+    """
+
+    name: ClassVar[str] = "kuma"
+    LABELS: ClassVar[tuple[str, ...]] = (
+        "mesh", "service", "dataplane", "envoy_cluster_name", "envoy_response_code")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Gauge(
+            "envoy_cluster_upstream_rq", "Upstream requests by response code (Envoy counter).",
+            self.LABELS, registry=registry)
+        self.time = Histogram(
+            "envoy_cluster_upstream_rq_time", "Upstream request time in milliseconds.",
+            self.LABELS[:-1], buckets=ENVOY_BUCKETS, registry=registry)
+
+    def observe(self, exchange: Exchange) -> None:
+        destination, service = exchange.destination, exchange.service
+        if service is None:
+            return
+        tag = service_tag(service, exchange.service_port)
+        source = exchange.source
+        reports = [(f"{source.workload}_{source.namespace}_svc_80", pod_name(source), tag)]
+        if destination is not None:
+            reports.append((tag, pod_name(destination),
+                            f"localhost_{exchange.service_port or 80}"))
+        for reporter, dataplane, cluster in reports:
+            labels = {"mesh": "default", "service": reporter, "dataplane": dataplane,
+                      "envoy_cluster_name": cluster}
+            self.requests.labels(**labels, envoy_response_code=str(exchange.response_code)).inc()
+            self.time.labels(**labels).observe(exchange.duration_ms)
+
+
+class HttpAdapter:
+    """The application's own metrics (podinfo's ``http_request_duration_seconds``), scraped
+    per pod, for meshes that export none (Gateway API): only requests a pod answered."""
+
+    name: ClassVar[str] = "gatewayapi"
+    LABELS: ClassVar[tuple[str, ...]] = (
+        "kubernetes_namespace", "kubernetes_pod_name", "app", "method", "path", "status")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            "http_request_duration_seconds", "Duration of HTTP requests, in seconds.",
+            self.LABELS, buckets=HTTP_DURATION_BUCKETS, registry=registry)
+
+    def observe(self, exchange: Exchange) -> None:
+        destination = exchange.destination
+        if destination is None:
+            return
+        self.duration.labels(
+            kubernetes_namespace=destination.namespace,
+            kubernetes_pod_name=pod_name(destination),
+            app=destination.labels.get("app", ""),
+            method=exchange.method, path=exchange.path,
+            status=str(exchange.response_code),
+        ).observe(exchange.duration_ms / 1000.0)
+
+
+def pod_name(peer: Peer) -> str:
+    """A stable pod name for a workload, shaped as a Deployment's pods are named
+    (``<deployment>-<template hash>-<5 chars>``): Flagger's http observer selects pods with
+    ``<target>-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)``, which this shape matches for the target only."""
+    digest = hashlib.sha256(
+        repr((peer.namespace, peer.workload, sorted(peer.labels.items()))).encode()).hexdigest()
+    return f"{peer.workload}-{digest[:10]}-{digest[10:15]}"
+
+
 ADAPTERS: Mapping[str, Callable[[CollectorRegistry], MeshAdapter]] = {
     IstioAdapter.name: IstioAdapter,
     LinkerdAdapter.name: LinkerdAdapter,
+    OsmAdapter.name: OsmAdapter,
+    KumaAdapter.name: KumaAdapter,
+    HttpAdapter.name: HttpAdapter,
 }
 """Mesh name (``--mesh``) → adapter class."""
 

@@ -165,6 +165,12 @@ class RouteDecision:
     delegated, and ``rule_name`` is the two names joined with ``-`` as Istio names the merged
     route. Short hosts of a delegate are relative to the delegate's namespace, so the caller
     resolves ``destination`` and ``mirrors`` in :meth:`hosts_namespace`.
+
+    Other meshes' routing sources fill three more fields Istio's VirtualServices never set here:
+    ``rewrite_path``/``rewrite_authority`` (a Gateway API ``URLRewrite``: the path and ``Host``
+    the backend receives) and ``invalid_backend_status``, the status answered when the rule has
+    nothing to route to or routes to a missing Service (Gateway API requires 500; None keeps
+    Envoy's 503 ``UH``/``NC``).
     """
 
     rule_index: int
@@ -176,6 +182,9 @@ class RouteDecision:
     timeout: float | None = None
     delegate: VirtualServiceRef | None = None
     root_rule_index: int | None = None
+    rewrite_path: str | None = None
+    rewrite_authority: str | None = None
+    invalid_backend_status: int | None = None
 
     def hosts_namespace(self, root_namespace: str) -> str:
         """The namespace short hosts of this decision name Services in: the delegate's when a

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from e2e.simulator.backends import BackendPool
-from e2e.simulator.metrics import make_adapter
+from e2e.simulator.meshes import mesh
 from e2e.simulator.servers import ingress_app, metrics_app, serve
 from e2e.simulator.traffic import DataPlane, TrafficGenerator
 from e2e.simulator.users import Trait, UserPool
@@ -58,7 +58,8 @@ class Simulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=True)
-        self.adapter = make_adapter(config.mesh, registry=self.registry)
+        self.mesh = mesh(config.mesh)
+        self.adapter = self.mesh.adapter(self.registry)
         self.metrics_port = 0
         self.ingress_port: int | None = None
         self.ready = asyncio.Event()
@@ -72,7 +73,7 @@ class Simulator:
         pool = BackendPool(seed=config.seed, drain_grace=config.drain_grace)
         client = await kube.KubeClient.connect(kubeconfig=config.kubeconfig)
         try:
-            world = World.watching(client, config.namespaces)
+            world = World.watching(client, config.namespaces, source=self.mesh.source())
             users = UserPool(config.users, rng=random.Random(rng.random()),
                              headers=config.user_headers, cookies=config.user_cookies)
             async with DataPlane(world, pool, self.adapter, rng=rng,

@@ -23,6 +23,7 @@ slow backend cannot make the simulator's memory grow.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +36,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from e2e.simulator.backends import BackendPool, BackendProcess
 from e2e.simulator.metrics import Exchange, MeshAdapter, Peer
-from e2e.simulator.routing import HeaderOps, Request, ServiceKey, route, service_key
+from e2e.simulator.routing import HeaderOps, Request, ServiceKey, service_key
+from e2e.simulator.sources import IstioSource
 from e2e.simulator.users import UserPool
 from e2e.simulator.world import Workload, World
 from flaggerpy.kube.keys import ObjectKey
@@ -140,9 +142,10 @@ class DataPlane:
             if key is None or self.world.service(key) is None:
                 return self._report(request, source, None, None, 404, 0.0, "NR")
         else:
-            vs_namespace = str(vs["metadata"]["namespace"])
-            decision = route(vs.get("spec") or {}, request, self.rng, namespace=vs_namespace,
-                             delegates=self._delegate)
+            # A cluster-scoped routing object (Kuma) names its Services by namespace itself.
+            vs_namespace = str(vs["metadata"].get("namespace") or namespace)
+            decision = self.world.source.route(vs, request, self.rng,
+                                               lookup=self.world.virtual_service)
             own = service_key(request.host, namespace=namespace,
                               namespaces=self.world.namespaces)
             if decision is None:
@@ -151,26 +154,25 @@ class DataPlane:
             hosts_namespace = decision.hosts_namespace(vs_namespace)
             for host in decision.mirrors:
                 self._mirror(request, host, source=source, namespace=hosts_namespace, body=body)
+            invalid = decision.invalid_backend_status
             if decision.destination is None:
-                return self._report(request, source, own, None, 503, 0.0, "UH")
+                return self._report(request, source, own, None, invalid or 503, 0.0, "UH")
             key = service_key(decision.destination.host, namespace=hosts_namespace,
                               namespaces=self.world.namespaces)
             if key is None or self.world.service(key) is None:
-                return self._report(request, source, key or own, None, 503, 0.0, "NC")
+                return self._report(request, source, key or own, None, invalid or 503, 0.0, "NC")
             request_ops, response_ops = decision.request_headers, decision.response_headers
             timeout = decision.timeout or timeout
+            if decision.rewrite_path is not None or decision.rewrite_authority is not None:
+                request = dataclasses.replace(
+                    request, path=decision.rewrite_path or request.path,
+                    host=decision.rewrite_authority or request.host)
         response = await self._forward(request, key, source=source, request_ops=request_ops,
                                        time_limit=timeout, body=body)
         if response_ops:
             return Response(response.status, response_ops.apply(response.headers),
                             response.body, response.workload, response.flags)
         return response
-
-    def _delegate(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        """A delegate VirtualService's spec from the world's cache, for ``routing.route``
-        (which does no I/O itself); None when it is not there or not in a watched namespace."""
-        vs = self.world.virtual_service(ObjectKey(namespace, name))
-        return (vs.get("spec") or {}) if vs is not None else None
 
     def _choose(self, key: ServiceKey) -> tuple[Workload, BackendProcess] | None:
         service = self.world.service(key)
@@ -249,6 +251,13 @@ class DataPlane:
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
 
+    def _port(self, key: ServiceKey | None) -> int | None:
+        """The first port of the Service addressed (Kuma names its service tags with it)."""
+        service = self.world.service(key) if key is not None else None
+        ports = ((service or {}).get("spec") or {}).get("ports") or []
+        port = ports[0].get("port") if ports else None
+        return int(port) if port is not None else None
+
     def _report(
         self,
         request: Request,
@@ -264,7 +273,8 @@ class DataPlane:
         self.adapter.observe(Exchange(
             source=source, authority=request.host, service=service, destination=destination,
             response_code=status, duration_ms=duration_ms, response_flags=flags,
-            mirrored=mirrored))
+            mirrored=mirrored, service_port=self._port(service),
+            method=request.method, path=request.path.partition("?")[0]))
         return Response(status, [], b"", destination.workload if destination else None, flags)
 
 
@@ -320,7 +330,8 @@ class TrafficGenerator:
     def sync(self) -> None:
         """Starts and stops streams to match the cached VirtualServices (never blocks)."""
         present = {ObjectKey(vs["metadata"]["namespace"], vs["metadata"]["name"])
-                   for vs in self.world.virtual_services() if stream_host(vs) is not None}
+                   for vs in self.world.virtual_services()
+                   if self.world.source.stream_host(vs) is not None}
         for key in [k for k in self._streams if k not in present]:
             self._streams.pop(key).cancel()
             log.info("traffic_stream_stopped", virtual_service=str(key))
@@ -348,7 +359,7 @@ class TrafficGenerator:
             vs = self.world.virtual_service(key)
             if vs is None:
                 continue
-            host = stream_host(vs)
+            host = self.world.source.stream_host(vs)
             if host is None:
                 continue
             if self.plane.busy:
@@ -364,7 +375,9 @@ class TrafficGenerator:
             host=host, path=self.path, headers=user.request_headers(host, now=self._clock()),
             source_namespace=GENERATOR.namespace, source_labels=GENERATOR.labels)
         try:
-            response = await self.plane.send(request, source=GENERATOR, namespace=key.namespace)
+            # A cluster-scoped routing object's hosts are qualified; any namespace will do.
+            namespace = key.namespace or self.world.namespaces[0]
+            response = await self.plane.send(request, source=GENERATOR, namespace=namespace)
         except Exception:
             log.exception("traffic_request_failed", virtual_service=str(key), host=host)
             return
@@ -375,9 +388,7 @@ class TrafficGenerator:
 def stream_host(vs: Mapping[str, Any]) -> str | None:
     """The host generated traffic addresses for a VirtualService: its first concrete host.
 
-    None for a VirtualService with only wildcard hosts, or none at all (a delegate).
+    None for a VirtualService with only wildcard hosts, or none at all (a delegate). Other
+    meshes' routing objects answer through their source's ``stream_host``.
     """
-    for host in (vs.get("spec") or {}).get("hosts") or []:
-        if host and "*" not in host:
-            return str(host)
-    return None
+    return IstioSource().stream_host(vs)

@@ -1,12 +1,15 @@
-"""The cluster as the simulated mesh sees it: VirtualServices, Services and Deployments.
+"""The cluster as the simulated mesh sees it: routing objects, Services and Deployments.
 
 Three informers per namespace (flaggerpy's :class:`SharedInformerFactory`: list, then watch,
 resume, relist) keep a current copy; every lookup the data plane makes per request is a read of
 those caches, never an API request. A change to any of them calls the listeners registered with
 :meth:`World.on_change` (the simulator re-syncs its backends and traffic streams then).
 
-VirtualServices are watched at ``networking.istio.io/v1beta1``, the version Flagger (and the
-Istio router) writes; the API server serves ``v1`` and ``v1beta1`` of the same objects.
+The routing objects are the mesh's, as its :class:`~e2e.simulator.sources.RouteSource` names
+them: Istio VirtualServices at ``networking.istio.io/v1beta1`` (the version Flagger writes) by
+default, SMI TrafficSplits, Gateway API HTTPRoutes, or Kuma's cluster-scoped TrafficRoutes (one
+informer for the whole cluster, cached under namespace ``""``). The methods keep their Istio
+names (``virtual_service_for``...): they answer with whatever the source watches.
 
 :meth:`World.of` builds the same views over fixed objects, so the data plane can be tested
 without a cluster.
@@ -20,17 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from e2e.simulator.backends import BackendSpec, backend_spec, ready_replicas
-from e2e.simulator.routing import ServiceKey, hosts_match, selector_matches
+from e2e.simulator.routing import ServiceKey, selector_matches
+from e2e.simulator.sources import VIRTUAL_SERVICES, IstioSource, RouteSource
 from flaggerpy import kube
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.informer import Informer, SharedInformerFactory
 
 __all__ = ["VIRTUAL_SERVICES", "StaticStore", "Store", "Workload", "World"]
-
-VIRTUAL_SERVICES = kube.Resource(
-    "networking.istio.io", "v1beta1", "virtualservices", "VirtualService")
-"""Istio's VirtualService at the version Flagger writes (spec §3.2)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Workload:
@@ -82,6 +81,7 @@ class World:
         services: Mapping[str, Store],
         deployments: Mapping[str, Store],
         factory: SharedInformerFactory | None = None,
+        source: RouteSource | None = None,
     ) -> None:
         if not namespaces:
             raise ValueError("at least one namespace must be watched")
@@ -90,6 +90,7 @@ class World:
         self._services = dict(services)
         self._deployments = dict(deployments)
         self._factory = factory
+        self.source: RouteSource = source if source is not None else IstioSource()
         # Per-request lookups are answered from these; any change to the objects they were
         # computed from clears them (handlers registered first, so before any listener runs).
         self._workloads: dict[ObjectKey, tuple[str, Workload]] = {}
@@ -110,21 +111,29 @@ class World:
                 store.add_handler(on_add=changed, on_update=changed, on_delete=changed)
 
     @classmethod
-    def watching(cls, client: kube.KubeClient, namespaces: Sequence[str]) -> World:
-        """A world kept current by list+watch informers, one per resource and namespace."""
+    def watching(cls, client: kube.KubeClient, namespaces: Sequence[str],
+                 *, source: RouteSource | None = None) -> World:
+        """A world kept current by list+watch informers, one per resource and namespace (one
+        for the whole cluster when the source's resource is cluster-scoped)."""
         factory = SharedInformerFactory(client)
         unique = tuple(dict.fromkeys(namespaces))
+        source = source if source is not None else IstioSource()
+        resource = source.resource
+        routes: dict[str, Store] = (
+            {ns: factory.informer(resource, namespace=ns) for ns in unique}
+            if resource.namespaced else {"": factory.informer(resource, namespace=None)})
         return cls(
             unique,
-            virtual_services={ns: factory.informer(VIRTUAL_SERVICES, namespace=ns)
-                              for ns in unique},
+            virtual_services=routes,
             services={ns: factory.informer(kube.SERVICES, namespace=ns) for ns in unique},
             deployments={ns: factory.informer(kube.DEPLOYMENTS, namespace=ns) for ns in unique},
             factory=factory,
+            source=source,
         )
 
     @classmethod
-    def of(cls, namespaces: Sequence[str], objects: Iterable[kube.JsonObject]) -> World:
+    def of(cls, namespaces: Sequence[str], objects: Iterable[kube.JsonObject],
+           *, source: RouteSource | None = None) -> World:
         """A world of fixed objects (sorted by ``kind`` and ``metadata.namespace``)."""
         by_kind: dict[str, dict[str, list[kube.JsonObject]]] = {}
         for obj in objects:
@@ -135,8 +144,12 @@ class World:
             found = by_kind.get(kind, {})
             return {ns: StaticStore(found.get(ns, ())) for ns in namespaces}
 
-        return cls(namespaces, virtual_services=stores("VirtualService"),
-                   services=stores("Service"), deployments=stores("Deployment"))
+        source = source if source is not None else IstioSource()
+        kind = source.resource.kind
+        routes = stores(kind) if source.resource.namespaced else {
+            "": StaticStore(obj for found in by_kind.get(kind, {}).values() for obj in found)}
+        return cls(namespaces, virtual_services=routes, services=stores("Service"),
+                   deployments=stores("Deployment"), source=source)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -169,7 +182,8 @@ class World:
         return informer.get(key) if informer is not None else None
 
     def virtual_service_for(self, host: str, *, namespace: str) -> kube.JsonObject | None:
-        """The VirtualService that routes ``host`` for a caller in ``namespace``, if any.
+        """The routing object that routes ``host`` for a caller in ``namespace``, if any (the
+        oldest, when several claim it).
 
         Never a delegate VirtualService: it has no ``hosts``, so it serves no host of its own and
         is reached only through a root's ``delegate`` (:meth:`virtual_service`).
@@ -178,9 +192,8 @@ class World:
         if lookup not in self._hosts:
             self._hosts[lookup] = None
             for vs in self.virtual_services():
-                hosts = (vs.get("spec") or {}).get("hosts") or []
-                if hosts_match(hosts, host, vs_namespace=_key(vs).namespace,
-                               request_namespace=namespace, namespaces=self.namespaces):
+                if self.source.claims(vs, host, namespace=namespace,
+                                      namespaces=self.namespaces):
                     self._hosts[lookup] = _key(vs)
                     break
         key = self._hosts[lookup]

@@ -73,5 +73,5 @@ def test_linkerd_series_match_flaggers_selectors() -> None:
 
 def test_make_adapter_names_known_meshes() -> None:
     assert make_adapter("istio", registry=CollectorRegistry()).name == "istio"
-    with pytest.raises(ValueError, match="istio, linkerd"):
+    with pytest.raises(ValueError, match="gatewayapi, istio, kuma, linkerd, osm"):
         make_adapter("consul", registry=CollectorRegistry())
