@@ -28,6 +28,7 @@ __all__ = [
     "canary_share",
     "gateway",
     "istio_canary",
+    "mesh_canary",
     "routes",
     "settled_share",
 ]
@@ -45,6 +46,26 @@ SHARE_QUERY = (
 """The share of requests (reported by the destination proxies) that reached ``workload``
 rather than its primary, over the last 10 s."""
 
+SHARE_QUERIES = {
+    "istio": SHARE_QUERY,
+    "linkerd": (
+        'sum(rate(response_total{{direction="inbound",namespace="{ns}",deployment="{workload}"'
+        '}}[10s])) / sum(rate(response_total{{direction="inbound",namespace="{ns}",'
+        'deployment=~"{workload}|{workload}-primary"}}[10s]))'),
+    "kuma": (
+        'sum(rate(envoy_cluster_upstream_rq{{service=~"{workload}-canary_{ns}_svc_[0-9]+"'
+        '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'
+        'service=~"{workload}-(canary|primary)_{ns}_svc_[0-9]+"}}[10s]))'),
+    "gatewayapi": (
+        'sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}",'
+        'kubernetes_pod_name=~"{workload}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}}[10s]))'
+        ' / sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}",'
+        'kubernetes_pod_name=~"{workload}(-primary)?-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}}[10s]))'),
+}
+"""The same share from each simulated mesh's own series (``--mesh``): Linkerd's inbound
+``response_total``, Kuma's inbound Envoy counters by service tag, and for Gateway API the
+application's own request counts per pod."""
+
 
 def istio_canary(name: str, *, service: dict[str, Any] | None = None,
                  **analysis: Any) -> dict[str, Any]:
@@ -61,6 +82,14 @@ def istio_canary(name: str, *, service: dict[str, Any] | None = None,
             "analysis": {"interval": "2s", "threshold": 3, **analysis},
         },
     }
+
+
+def mesh_canary(name: str, *, provider: str, service: dict[str, Any] | None = None,
+                **analysis: Any) -> dict[str, Any]:
+    """A Canary of Deployment ``name`` on ``provider``, analysed every 2 s, threshold 3."""
+    manifest = istio_canary(name, service=service, **analysis)
+    manifest["spec"]["provider"] = provider
+    return manifest
 
 
 def routes(virtual_service: dict[str, Any] | None, *, rule: int = -1) -> dict[str, int]:
@@ -82,23 +111,23 @@ def gateway() -> dict[str, Any]:
     }
 
 
-async def canary_share(scenario: Scenario, workload: str) -> float | None:
+async def canary_share(scenario: Scenario, workload: str, *, mesh: str = "istio") -> float | None:
     """``workload``'s share of its and its primary's requests over the last 10 s, if any."""
     assert scenario.prometheus is not None
-    query = SHARE_QUERY.format(ns=scenario.namespace, workload=workload)
+    query = SHARE_QUERIES[mesh].format(ns=scenario.namespace, workload=workload)
     result = await asyncio.to_thread(scenario.prometheus.query, query)
     return float(result[0]["value"][1]) if result else None  # type: ignore[index]
 
 
 async def settled_share(scenario: Scenario, workload: str, expected: float,
-                        *, tolerance: float = 0.1) -> float:
+                        *, tolerance: float = 0.1, mesh: str = "istio") -> float:
     """The share once a 10 s window lies entirely after the route change; fails if it is not
     within ``tolerance`` of ``expected`` for 40 s."""
     deadline = time.monotonic() + 40
     share = None
     await asyncio.sleep(12)
     while time.monotonic() < deadline:
-        share = await canary_share(scenario, workload)
+        share = await canary_share(scenario, workload, mesh=mesh)
         if share is not None and abs(share - expected) <= tolerance:
             return share
         await asyncio.sleep(1)

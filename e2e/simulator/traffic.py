@@ -329,15 +329,25 @@ class TrafficGenerator:
 
     def sync(self) -> None:
         """Starts and stops streams to match the cached VirtualServices (never blocks)."""
-        present = {ObjectKey(vs["metadata"]["namespace"], vs["metadata"]["name"])
-                   for vs in self.world.virtual_services()
-                   if self.world.source.stream_host(vs) is not None}
+        present = {ObjectKey(vs["metadata"].get("namespace") or "", vs["metadata"]["name"])
+                   for vs in self.world.virtual_services() if self._addressable(vs)}
         for key in [k for k in self._streams if k not in present]:
             self._streams.pop(key).cancel()
             log.info("traffic_stream_stopped", virtual_service=str(key))
         for key in sorted(present - set(self._streams)):
             self._streams[key] = asyncio.create_task(self._stream(key), name=f"stream {key}")
             log.info("traffic_stream_started", virtual_service=str(key))
+
+    def _addressable(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` gets a stream: it has a host to address, and a cluster-scoped one
+        (Kuma's) only when that host is a Service of a watched namespace, not another's."""
+        host = self.world.source.stream_host(obj)
+        if host is None:
+            return False
+        if (obj.get("metadata") or {}).get("namespace"):
+            return True
+        return service_key(host, namespace=self.world.namespaces[0],
+                           namespaces=self.world.namespaces) is not None
 
     async def aclose(self) -> None:
         tasks = [*self._streams.values(), *self._requests]
