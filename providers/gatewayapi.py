@@ -215,6 +215,22 @@ def _set_cookie_filter(value: str) -> dict[str, Any]:
             "responseHeaderModifier": {"add": [{"name": SET_COOKIE_HEADER, "value": value}]}}
 
 
+def _with_set_cookie(filters: Sequence[Mapping[str, Any]], value: str) -> list[dict[str, Any]]:
+    """``filters`` that also add ``Set-Cookie: value`` to the response.
+
+    Into the rule's ResponseHeaderModifier when ``service.headers.response`` made one: the CRD
+    allows one filter of each type per rule (Flagger appends a second one, which is refused).
+    """
+    result = [copy.deepcopy(dict(f)) for f in filters]
+    header = {"name": SET_COOKIE_HEADER, "value": value}
+    for existing in result:
+        if existing.get("type") == "ResponseHeaderModifier":
+            existing["responseHeaderModifier"].setdefault("add", []).append(header)
+            return result
+    result.append(_set_cookie_filter(value))
+    return result
+
+
 def _cookie_match(cookie: str) -> dict[str, Any]:
     # Flagger's regex, written unescaped as Flagger does: ".*<name>.*<value>.*".
     name, _, value = cookie.partition("=")
@@ -502,9 +518,9 @@ def _rules(
     elif cookies.previous:
         # A client still holding the last run's cookie gets the weighted split and is told to
         # drop the cookie.
-        expire = _set_cookie_filter(f"{cookies.previous}; Max-Age=-1")
+        expire = _with_set_cookie(weighted_filters, f"{cookies.previous}; Max-Age=-1")
         sticky.append(rule(_merge_matches([_cookie_match(cookies.previous)], matches),
-                           split(weights.primary, weights.canary), [*weighted_filters, expire]))
+                           split(weights.primary, weights.canary), expire))
     return [*sticky, weighted]
 
 

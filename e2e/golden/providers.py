@@ -86,7 +86,7 @@ CATALOGUE: dict[str, GoldenProvider] = {
     )
 }
 
-ENABLED: tuple[str, ...] = ("istio", "kubernetes")
+ENABLED: tuple[str, ...] = ("istio", "kubernetes", "gatewayapi-v1", "gatewayapi-v1beta1")
 """Provider folders whose cases the test suite replays. A new router adds its folder here."""
 
 

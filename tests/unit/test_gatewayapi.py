@@ -405,3 +405,16 @@ def test_router_is_registered_and_conforms() -> None:
 def test_router_needs_a_known_version(variant: str) -> None:
     with pytest.raises(PluginError, match="gatewayapi:v1"):
         gatewayapi.GatewayAPIRouter(ctx=context(), variant=variant)
+
+
+def test_the_expiring_cookie_joins_the_services_response_header_filter() -> None:
+    """The CRD allows one ResponseHeaderModifier per rule: Set-Cookie goes into the user's."""
+    canary = make_canary(service={"headers": {"response": {"add": {"x-resp": "r"}}}},
+                         analysis={"sessionAffinity": AFFINITY})
+    expire, weighted = rules(build_http_route(
+        canary, Weights.all_primary(), cookies=SessionCookies(previous="flagger-cookie=AAA")))
+    assert expire["filters"] == [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+        "add": [{"name": "x-resp", "value": "r"},
+                {"name": "Set-Cookie", "value": "flagger-cookie=AAA; Max-Age=-1"}]}}]
+    assert weighted["filters"] == [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+        "add": [{"name": "x-resp", "value": "r"}]}}]
