@@ -8,6 +8,7 @@ integration test.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,8 +19,11 @@ from prometheus_client import CollectorRegistry
 
 from e2e.cluster.pytest_plugin import eventually
 from e2e.simulator.backend import BackendBehaviour, make_app
-from e2e.simulator.metrics import IstioAdapter, LinkerdAdapter
+from e2e.simulator.metrics import HttpAdapter, IstioAdapter, KumaAdapter, LinkerdAdapter
 from e2e.simulator.routing import Request
+from e2e.simulator.routing_gatewayapi import GatewayAPISource
+from e2e.simulator.routing_kuma import KumaSource
+from e2e.simulator.routing_smi import SmiSource
 from e2e.simulator.traffic import GENERATOR, INGRESS, DataPlane, TrafficGenerator, stream_host
 from e2e.simulator.users import UserPool, parse_trait
 from e2e.simulator.world import World
@@ -109,9 +113,9 @@ async def plane(backends: dict[str, FakeBackend]) -> Any:
     planes: list[DataPlane] = []
 
     async def make(*objects: dict[str, Any], mesh: type = IstioAdapter, seed: int = 1,
-                   namespaces: Sequence[str] = (NS,)) -> Any:
+                   namespaces: Sequence[str] = (NS,), source: Any = None) -> Any:
         registry = CollectorRegistry()
-        world = World.of(namespaces, [*BASE, *objects])
+        world = World.of(namespaces, [*BASE, *objects], source=source)
         dp = DataPlane(world, FakePool(backends), mesh(registry),  # type: ignore[arg-type]
                        rng=random.Random(seed), timeout=5)
         await dp.__aenter__()
@@ -376,3 +380,72 @@ async def test_linkerd_adapter_reports_inbound_and_outbound(plane: Any) -> None:
     assert value(registry, "response_total", direction="outbound",
                  dst_deployment="podinfo") == 10
     assert value(registry, "response_latency_ms_bucket", **inbound, le="+Inf") == 10
+
+
+# -- other meshes' routing objects through the data plane ------------------------------------
+
+
+async def test_traffic_split_routes_apex_requests_by_weight(plane: Any) -> None:
+    split_ = {"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+              "metadata": {"name": "podinfo", "namespace": NS},
+              "spec": {"service": "podinfo", "backends": [
+                  {"service": "podinfo-canary", "weight": "100"},
+                  {"service": "podinfo-primary", "weight": "0"}]}}
+    dp, registry = await plane(split_, mesh=LinkerdAdapter, source=SmiSource())
+    for _ in range(10):
+        response = await dp.send(Request(host="podinfo.test"), source=GENERATOR, namespace="x")
+        assert (response.status, response.workload) == (500, "podinfo")
+    inbound = {"direction": "inbound", "namespace": NS, "deployment": "podinfo"}
+    assert value(registry, "response_total", **inbound, classification="failure") == 10
+    # The canary Service itself is not the apex: straight to its pods, as Linkerd does.
+    response = await dp.send(Request(host="podinfo-primary"), source=GENERATOR, namespace=NS)
+    assert response.workload == "podinfo-primary"
+
+
+async def test_httproute_rewrites_and_answers_500_for_an_invalid_backend(plane: Any) -> None:
+    def route(name: str, hostname: str, backend: str) -> dict[str, Any]:
+        return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"hostnames": [hostname], "parentRefs": [{"name": "gateway"}],
+                         "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+                                    "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {
+                                        "type": "ReplacePrefixMatch",
+                                        "replacePrefixMatch": "/v2"}}}],
+                                    "backendRefs": [{"name": backend, "port": 9898}]}]}}
+    dp, _ = await plane(route("good", "www.example.com", "podinfo-primary"),
+                        route("bad", "bad.example.com", "missing"),
+                        source=GatewayAPISource(), mesh=HttpAdapter)
+    response = await dp.send(Request(host="www.example.com", path="/api/info?a=1"),
+                             source=INGRESS, namespace=NS)
+    assert response.status == 200
+    assert json.loads(response.body)["path"] == "/v2/info?a=1"
+    response = await dp.send(Request(host="www.example.com", path="/other"),
+                             source=INGRESS, namespace=NS)
+    assert response.status == 404
+    response = await dp.send(Request(host="bad.example.com", path="/api"),
+                             source=INGRESS, namespace=NS)
+    assert response.status == 500
+
+
+async def test_traffic_route_sends_the_apex_to_the_split_tags(plane: Any) -> None:
+    route = {"apiVersion": "kuma.io/v1alpha1", "kind": "TrafficRoute", "mesh": "default",
+             "metadata": {"name": "podinfo"},
+             "spec": {"sources": [{"match": {"kuma.io/service": "*"}}],
+                      "destinations": [{"match": {"kuma.io/service": "podinfo_test_svc_9898"}}],
+                      "conf": {"split": [
+                          {"weight": 0, "destination": {
+                              "kuma.io/service": "podinfo-primary_test_svc_9898"}},
+                          {"weight": 100, "destination": {
+                              "kuma.io/service": "podinfo-canary_test_svc_9898"}}]}}}
+    dp, registry = await plane(route, source=KumaSource(), mesh=KumaAdapter)
+    for _ in range(5):
+        response = await dp.send(Request(host="podinfo"), source=GENERATOR, namespace=NS)
+        assert response.workload == "podinfo"
+    assert value(registry, "envoy_cluster_upstream_rq", service="podinfo-canary_test_svc_9898",
+                 envoy_cluster_name="localhost_9898", envoy_response_code="500") == 5
+    generator = TrafficGenerator(dp.world, dp, UserPool(1, rng=random.Random(1)))
+    try:
+        generator.sync()
+        assert generator.streams == [ObjectKey("", "podinfo")]
+    finally:
+        await generator.aclose()
