@@ -3,6 +3,12 @@
 :class:`LinkerdObserver` answers ``request-success-rate`` and ``request-duration`` from the
 Linkerd proxy's inbound ``response_total`` counter (by ``classification``) and its
 ``response_latency_ms`` histogram, selected by the target Deployment's name (spec §4.3).
+
+Linkerd's router is not here: ``provider: linkerd`` is Flagger's SMI TrafficSplit router, which
+``providers/smi.py`` holds for ``linkerd``, ``osm`` and ``smi:<version>`` alike
+(:class:`flaggerpy.providers.smi.LinkerdRouter`). That router names this observer in its
+capabilities (``observer="linkerd"``, for every canary, as Flagger measures all canaries with
+Linkerd's metrics on a Linkerd mesh), by entry-point name, so neither module imports the other.
 """
 
 from __future__ import annotations

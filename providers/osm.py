@@ -3,6 +3,10 @@
 :class:`OsmObserver` answers ``request-success-rate`` and ``request-duration`` from OSM's
 ``osm_request_total`` counter and ``osm_request_duration_ms`` histogram of the target
 Deployment (spec §4.3).
+
+OSM's router is not here: ``provider: osm`` is Flagger's SMI TrafficSplit v1alpha2 router, which
+``providers/smi.py`` holds for ``linkerd``, ``osm`` and ``smi:<version>`` alike
+(:class:`flaggerpy.providers.smi.OsmRouter`); the ``osm`` provider string picks this observer.
 """
 
 from __future__ import annotations
