@@ -49,10 +49,11 @@ async def test_promotion_follows_the_traffic_split(
     await linkerd.wait_phase("backend", "Initialized", within=60)
     await linkerd.kubectl("set", "image", "deployment/backend", "backend=podinfo:6.0.1")
     await linkerd.wait_phase("backend", "WaitingPromotion", within=90)
-    assert backends(await linkerd.get("trafficsplit", "backend")) == {
-        "backend-primary": 40, "backend-canary": 60}
+    # What traffic did first: a wrong split fails here, whatever the object says.
     share = await settled_share(linkerd, "backend", 0.6, mesh=MESH)
     print(f"linkerd canary share at weight 60: {share:.2f}")
+    assert backends(await linkerd.get("trafficsplit", "backend")) == {
+        "backend-primary": 40, "backend-canary": 60}
 
     receiver.answer("/promote", 200)
     await linkerd.wait_phase("backend", "Succeeded", within=90)
