@@ -275,6 +275,42 @@ async def test_the_service_account_runs_an_istio_canary_with_the_istio_rules(
             "create destinationrules"} <= written, written
 
 
+async def test_the_service_account_runs_a_linkerd_canary_with_the_smi_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=linkerd: the TrafficSplit (v1alpha1) is written with the smi rules only.
+    await release.install("meshProvider=linkerd")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level="))]
+    assert "-mesh-provider=linkerd" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="linkerd", analysis=analysis))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    split = await scenario.get("trafficsplits.v1alpha1.split.smi-spec.io", "podinfo")
+    assert split is not None
+    assert split["spec"]["backends"] == [{"service": "podinfo-canary", "weight": "0"},
+                                         {"service": "podinfo-primary", "weight": "100"}]
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create trafficsplits", "update trafficsplits"} <= written, written
+
+
 async def test_what_the_chart_does_not_grant_is_denied(
         release: Release, cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
     await release.install("meshProvider=kubernetes")
