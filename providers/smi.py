@@ -9,15 +9,10 @@ Flagger's ``SmiRouter``, ``Smiv1alpha2Router`` and ``Smiv1alpha3Router`` (``pkg/
 
 Which API version is written depends on the provider string, as Flagger's router factory picks:
 
-============================  ===========================  ===========================
-provider                      TrafficSplit                  weights
-============================  ===========================  ===========================
-``linkerd``                   ``split.smi-spec.io/v1alpha1``  quantities (``"90"``)
-``smi:v1alpha1[:<mesh>]``     ``split.smi-spec.io/v1alpha1``  quantities (``"90"``)
-``smi:v1alpha2[:<mesh>]``     ``split.smi-spec.io/v1alpha2``  numbers (``90``)
-``osm``                       ``split.smi-spec.io/v1alpha2``  numbers
-``smi:v1alpha3[:<mesh>]``     ``split.smi-spec.io/v1alpha3``  numbers
-============================  ===========================  ===========================
+- ``linkerd`` and ``smi:v1alpha1[:<mesh>]``: ``split.smi-spec.io/v1alpha1``, whose weights are
+  quantities, written as strings (``"90"``);
+- ``osm`` and ``smi:v1alpha2[:<mesh>]``: ``split.smi-spec.io/v1alpha2``, number weights (``90``);
+- ``smi:v1alpha3[:<mesh>]``: ``split.smi-spec.io/v1alpha3``, number weights.
 
 SMI has no header matches, mirroring or session cookies: an A/B canary runs its iterations with
 all traffic on the canary (Flagger's behaviour, declared as ``ab_matches=False``), blue/green
