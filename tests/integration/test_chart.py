@@ -311,6 +311,44 @@ async def test_the_service_account_runs_a_linkerd_canary_with_the_smi_rules(
     assert {"create trafficsplits", "update trafficsplits"} <= written, written
 
 
+async def test_the_service_account_runs_a_gatewayapi_canary_with_the_gatewayapi_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=gatewayapi:v1: the HTTPRoute is written with the gatewayapi rules only.
+    await release.install("meshProvider=gatewayapi:v1")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level="))]
+    assert "-mesh-provider=gatewayapi:v1" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    service = {"port": 9898, "gatewayRefs": [{"name": "gateway"}]}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="gatewayapi:v1", analysis=analysis,
+                                service=service))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    route = await scenario.get("httproutes.v1.gateway.networking.k8s.io", "podinfo")
+    assert route is not None
+    weights = [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]]
+    assert weights == [100, 0]
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create httproutes", "update httproutes"} <= written, written
+
+
 async def test_what_the_chart_does_not_grant_is_denied(
         release: Release, cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
     await release.install("meshProvider=kubernetes")
