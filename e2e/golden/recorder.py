@@ -3,13 +3,16 @@
 The corpus was recorded this way: watches on every snapshot kind, ordered afterwards by
 resourceVersion (one etcd: the order of the writes). One recorder serves all the cases of a run;
 it lists and watches across the cluster and keeps only the objects of the case namespaces (and of
-cluster-scoped kinds, which a provider's cases then do not share at once).
+cluster-scoped kinds, which a provider's cases then do not share at once, when they name a case
+namespace: Kuma's TrafficRoutes carry it in every service tag, and the cluster may hold other
+tests' objects of the same kind).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -18,7 +21,7 @@ from e2e.golden.normalize import identity
 from e2e.golden.steps import Change
 from flaggerpy import kube
 
-__all__ = ["CORE_KINDS", "Recorder", "canary_phase"]
+__all__ = ["CORE_KINDS", "Recorder", "canary_phase", "names_namespace"]
 
 Json = dict[str, Any]
 Key = tuple[str, str, str, str]
@@ -39,6 +42,13 @@ def canary_phase(objects: Iterable[Mapping[str, Any]]) -> str | None:
         if obj.get("kind") == "Canary":
             return str((obj.get("status") or {}).get("phase") or "")
     return None
+
+
+def names_namespace(obj: Mapping[str, Any], namespaces: Iterable[str]) -> bool:
+    """Whether a cluster-scoped object names one of ``namespaces`` anywhere in it: how the
+    objects a case's controller wrote are told from other tests' objects of the same kind."""
+    text = json.dumps(obj)
+    return any(namespace in text for namespace in namespaces)
 
 
 def _revision(obj: Mapping[str, Any]) -> int:
@@ -136,6 +146,8 @@ class Recorder:
         if resource.namespaced and namespace not in self._namespaces:
             return
         if not resource.namespaced:
+            if not names_namespace(obj, self._namespaces):
+                return
             namespace = CLUSTER
         key = identity(obj)
         revision = _revision(obj)

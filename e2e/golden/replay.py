@@ -30,7 +30,7 @@ from e2e.golden.corpus import Case, EventLine
 from e2e.golden.identity import ScopedIdentity
 from e2e.golden.normalize import CookieNames, normalize, replace_strings, sort_objects
 from e2e.golden.providers import GoldenProvider
-from e2e.golden.recorder import CORE_KINDS, Recorder, canary_phase
+from e2e.golden.recorder import CORE_KINDS, Recorder, canary_phase, names_namespace
 from e2e.golden.steps import distinct_steps
 from e2e.processes import ControllerProcess
 from flaggerpy import kube
@@ -42,9 +42,10 @@ Json = dict[str, Any]
 
 HARNESS_FLAGS = frozenset({"kubeconfig", "namespace", "port", "log-level"})
 """Flagger flags the harness sets itself: ``-kubeconfig`` (the scoped identity's), ``-namespace``
-(one process serves every case, so all namespaces), ``-port`` (a free one) and ``-log-level``
-(debug, for the failure report). Every other flag of ``flagger-args.txt`` is passed unchanged:
-flaggerpy reads Flagger's flags."""
+(one process serves every case, so all namespaces; the case's own for a provider with
+cluster-scoped routing kinds, which replays one case at a time), ``-port`` (a free one) and
+``-log-level`` (debug, for the failure report). Every other flag of ``flagger-args.txt`` is
+passed unchanged: flaggerpy reads Flagger's flags."""
 
 INITIALIZED_WITHIN = 120.0
 FINAL_WITHIN = 300.0
@@ -141,9 +142,14 @@ async def _replay_group(cluster: LocalCluster, client: kube.KubeClient,
     try:
         kubeconfig = await identity.create(workdir)
         recorder = await Recorder(client, [*CORE_KINDS, *provider.routing], namespaces).start()
+        args = [*controller_args(cases[0]), f"-threadiness={len(cases)}"]
+        if _shares_cluster_objects(provider):
+            # One case per group: watch only its namespace, as Flagger's process did. Watching
+            # all of them, the controller would route other tests' Canaries too, and its
+            # cluster-scoped writes (allowed everywhere) would fight over the shared names.
+            args.append(f"-namespace={cases[0].namespace}")
         controller = ControllerProcess(
-            kubeconfig=kubeconfig, name=f"golden-{provider.directory}",
-            args=[*controller_args(cases[0]), f"-threadiness={len(cases)}"])
+            kubeconfig=kubeconfig, name=f"golden-{provider.directory}", args=args)
         controller.start()
         await asyncio.to_thread(controller.wait_ready)
         replayed = await asyncio.gather(*(
@@ -214,9 +220,11 @@ async def snapshot(client: kube.KubeClient, provider: GoldenProvider,
     resources = [*CORE_KINDS, *provider.routing]
     answers = await asyncio.gather(*(
         client.list(r, namespace=namespace if r.namespaced else None) for r in resources))
-    objects = [normalize(obj) for answer in answers for obj in answer.items
+    objects = [normalize(obj) for r, answer in zip(resources, answers, strict=True)
+               for obj in answer.items
                if not (obj.get("kind") == "ConfigMap"
-                       and obj["metadata"].get("name") == "kube-root-ca.crt")]
+                       and obj["metadata"].get("name") == "kube-root-ca.crt")
+               and (r.namespaced or names_namespace(obj, [namespace]))]
     revision = max(int(answer.resource_version or 0) for answer in answers)
     return sort_objects(objects), revision
 
