@@ -75,9 +75,10 @@ async def caches(cluster: LocalCluster, namespace: str) -> AsyncIterator[SharedI
         await watcher.aclose()
 
 
-def make_router(client: kube.KubeClient, caches: Any, provider: str) -> SmiRouter:
+def make_router(client: kube.KubeClient, caches: Any, provider: str, *,
+                set_owner_refs: bool = True) -> SmiRouter:
     ctx = ProviderContext(store=kube.ObjectStore(client, caches=caches), settings=Settings(),
-                          log=structlog.get_logger("smi"))
+                          log=structlog.get_logger("smi"), set_owner_refs=set_owner_refs)
     name, _, variant = provider.partition(":")
     cls = {"linkerd": LinkerdRouter, "osm": OsmRouter, "smi": SmiRouter}[name]
     return cls(ctx=ctx, variant=variant)
@@ -203,6 +204,21 @@ async def test_reconcile_set_get_and_finalize(
     # Nothing to revert (Flagger's Finalize is a no-op): the garbage collector has it.
     await router.finalize(canary)
     assert (await ts_of(admin, smi, namespace))["spec"] == ts["spec"]
+
+
+async def test_no_owner_reference_when_the_mesh_is_another_cluster(
+        namespace: str, admin: kube.KubeClient, client: kube.KubeClient,
+        caches: SharedInformerFactory,
+) -> None:
+    # -kubeconfig-service-mesh: a reference there would name a Canary that does not exist.
+    smi = VERSIONS["v1alpha3"]
+    canary = await store_canary(admin, namespace)
+    router = make_router(client, caches, "smi:v1alpha3", set_owner_refs=False)
+    await router.reconcile(canary)
+    await router.set_routes(canary, Weights.to_canary(50))
+    ts = await ts_of(admin, smi, namespace)
+    assert "ownerReferences" not in ts["metadata"]
+    assert ts["spec"]["backends"] == backends(smi, 50, 50)
 
 
 async def test_get_routes_without_a_traffic_split(
