@@ -115,6 +115,10 @@ def test_every_upstream_crd_installs(cluster: LocalCluster) -> None:
         )
     ]
     assert len(established) == len(crds)
+    # The golden corpus's patch: no upstream CRD serves TrafficSplit v1alpha3 (smi:v1alpha3).
+    split = next(c for c in crds if c["metadata"]["name"] == "trafficsplits.split.smi-spec.io")
+    served = {v["name"] for v in split["spec"]["versions"] if v["served"]}
+    assert served == {"v1alpha1", "v1alpha2", "v1alpha3"}
 
 
 async def test_wrongly_typed_virtual_service_is_rejected(
