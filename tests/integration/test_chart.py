@@ -349,6 +349,49 @@ async def test_the_service_account_runs_a_gatewayapi_canary_with_the_gatewayapi_
     assert {"create httproutes", "update httproutes"} <= written, written
 
 
+async def test_the_service_account_runs_a_kuma_canary_in_one_namespace_with_the_kuma_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=kuma watching one namespace: the cluster-scoped TrafficRoute is written
+    # through the chart's cluster-wide binding of the kuma rules, everything else through the
+    # RoleBinding in the namespace.
+    await release.install("meshProvider=kuma", f"namespace={namespace}")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level=", "-namespace="))]
+    assert "-mesh-provider=kuma" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    route = f"kuma-{secrets.token_hex(3)}"  # cluster-wide name: unique to this test
+    try:
+        await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                             canary("podinfo", provider="kuma", analysis=analysis,
+                                    service={"port": 9898, "name": route}))
+        await scenario.wait_phase("podinfo", "Initialized", within=60)
+        await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+        status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+        assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+        stored = await get(cluster, "trafficroutes.v1alpha1.kuma.io", route)
+        assert stored is not None
+        assert [s["weight"] for s in stored["spec"]["conf"]["split"]] == [100, 0]
+    finally:
+        await cluster.akubectl("delete", "trafficroutes.kuma.io", route, "--ignore-not-found",
+                               check=False)
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create trafficroutes", "update trafficroutes"} <= written, written
+
+
 async def test_what_the_chart_does_not_grant_is_denied(
         release: Release, cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
     await release.install("meshProvider=kubernetes")
@@ -443,8 +486,8 @@ async def scenario_objects(cluster: LocalCluster, namespace: str) -> None:
 async def test_the_schema_refuses_a_typo_before_anything_is_installed(
         release: Release, cluster: LocalCluster, namespace: str) -> None:
     result = await release.helm("install", release.name, str(CHART), "--namespace", namespace,
-                                "--set", "meshProvider=istoi", check=False)
+                                "--set", "meshprovider=istio", check=False)
     assert result.returncode != 0
-    assert "at '/meshProvider': value must be one of" in result.stderr
+    assert "additional properties 'meshprovider' not allowed" in result.stderr
     listed = await release.helm("list", "--namespace", namespace, "--short")
     assert listed.stdout.strip() == ""
