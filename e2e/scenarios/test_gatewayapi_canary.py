@@ -56,7 +56,7 @@ async def test_promotion_follows_the_route_weights(
     # What traffic did first: a wrong split fails here, whatever the object says.
     share = await settled_share(mesh, "backend", 0.6, mesh=MESH)
     print(f"gatewayapi canary share at weight 60: {share:.2f}")
-    assert backend_refs(await mesh.get("httproute", "backend")) == {
+    assert backend_refs(await mesh.get("httproutes.gateway.networking.k8s.io", "backend")) == {
         "backend-primary": 40, "backend-canary": 60}
 
     receiver.answer("/promote", 200)
@@ -80,7 +80,7 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(
     status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
     assert status["phase"] == "Failed"
     assert "success rate" in status["conditions"][0]["message"]
-    assert backend_refs(await mesh.get("httproute", "backend")) == {
+    assert backend_refs(await mesh.get("httproutes.gateway.networking.k8s.io", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"
 
@@ -99,7 +99,7 @@ async def test_header_match_sends_only_matching_users_to_the_canary(
     await mesh.wait_phase("frontend", "Progressing", within=30)
     share = await settled_share(mesh, "frontend", 0.3, mesh=MESH)
     print(f"gatewayapi A/B canary share with 30% insiders: {share:.2f}")
-    route = await mesh.get("httproute", "frontend")
+    route = await mesh.get("httproutes.gateway.networking.k8s.io", "frontend")
     assert route is not None
     assert route["spec"]["rules"][0]["matches"] == [
         {"headers": [{"name": "x-canary", "type": "Exact", "value": "insider"}],

@@ -52,7 +52,7 @@ async def test_promotion_follows_the_traffic_split(
     # What traffic did first: a wrong split fails here, whatever the object says.
     share = await settled_share(linkerd, "backend", 0.6, mesh=MESH)
     print(f"linkerd canary share at weight 60: {share:.2f}")
-    assert backends(await linkerd.get("trafficsplit", "backend")) == {
+    assert backends(await linkerd.get("trafficsplits.split.smi-spec.io", "backend")) == {
         "backend-primary": 40, "backend-canary": 60}
 
     receiver.answer("/promote", 200)
@@ -73,6 +73,6 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(linkerd: Sce
     status = await linkerd.wait_phase("backend", ("Failed", "Succeeded"), within=120)
     assert status["phase"] == "Failed"
     assert "success rate" in status["conditions"][0]["message"]
-    assert backends(await linkerd.get("trafficsplit", "backend")) == {
+    assert backends(await linkerd.get("trafficsplits.split.smi-spec.io", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     assert container_image(await linkerd.get("deployment", "backend-primary")) == "podinfo:6.0.0"
