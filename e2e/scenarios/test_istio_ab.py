@@ -53,7 +53,7 @@ async def test_cookie_regex_with_confirm_promotion_and_post_rollout(
 
     # Five iterations pass; the closed gate holds the run with the insiders on the canary.
     await mesh.wait_phase("frontend", "WaitingPromotion", within=90)
-    virtual_service = await mesh.get("virtualservice", "frontend")
+    virtual_service = await mesh.get("virtualservices.networking.istio.io", "frontend")
     assert virtual_service is not None
     assert virtual_service["spec"]["http"][0]["match"] == match
     assert routes(virtual_service, rule=0) == {"frontend-primary": 0, "frontend-canary": 100}
@@ -68,5 +68,5 @@ async def test_cookie_regex_with_confirm_promotion_and_post_rollout(
     posted = receiver.bodies("/post")
     assert posted, "post-rollout was not called"
     assert posted[-1]["phase"] == "Succeeded", posted
-    assert routes(await mesh.get("virtualservice", "frontend"), rule=0) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "frontend"), rule=0) == {
         "frontend-primary": 100, "frontend-canary": 0}

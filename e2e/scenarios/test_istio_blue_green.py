@@ -68,7 +68,7 @@ async def test_blue_green_gated_by_pre_rollout_acceptance_tests(
     await mesh.kubectl("set", "image", "deployment/backend", "backend=podinfo:6.0.2")
     await mesh.wait_phase("backend", "Progressing", within=30, seen=seen)
     # Blue/green: while the canary is analysed, users stay on the primary.
-    assert routes(await mesh.get("virtualservice", "backend")) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120, seen=seen)
     assert status["phase"] == "Succeeded", (status, seen)
@@ -91,11 +91,11 @@ async def test_mirroring_fails_a_bad_version_that_users_never_see(mesh: Scenario
     await mesh.wait_phase("backend", "Progressing", within=30)
 
     async def mirrored() -> bool:
-        virtual_service = await mesh.get("virtualservice", "backend")
+        virtual_service = await mesh.get("virtualservices.networking.istio.io", "backend")
         rules = (virtual_service or {}).get("spec", {}).get("http") or [{}]
         return bool(rules[0].get("mirror") == {"host": "backend-canary"})
     await eventually(mirrored, within=30, what="the VirtualService to mirror to backend-canary")
-    assert routes(await mesh.get("virtualservice", "backend")) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     user = Client(mesh, "backend")
     replies = [await user.get() for _ in range(30)]

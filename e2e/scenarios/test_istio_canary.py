@@ -68,7 +68,7 @@ async def test_promotion_with_builtin_and_template_metrics(
 
     await mesh.kubectl("set", "image", "deployment/backend", "backend=podinfo:6.0.1")
     await mesh.wait_phase("backend", "WaitingPromotion", within=90)
-    virtual_service = await mesh.get("virtualservice", "backend")
+    virtual_service = await mesh.get("virtualservices.networking.istio.io", "backend")
     assert routes(virtual_service) == {"backend-primary": 40, "backend-canary": 60}
     assert virtual_service is not None
     assert virtual_service["spec"]["http"][0]["headers"]["request"]["add"] == {
@@ -96,6 +96,6 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(mesh: Scenar
     status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
     assert status["phase"] == "Failed"
     assert "success rate" in status["conditions"][0]["message"]
-    assert routes(await mesh.get("virtualservice", "backend")) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"

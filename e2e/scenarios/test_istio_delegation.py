@@ -47,14 +47,14 @@ async def test_delegate_virtual_service_carries_the_canary(
                                   stepWeight=25, maxWeight=50, metrics=metrics,
                                   webhooks=hooks))
     await mesh.wait_phase("backend", "Initialized", within=60)
-    delegate = await mesh.get("virtualservice", "backend")
+    delegate = await mesh.get("virtualservices.networking.istio.io", "backend")
     assert delegate is not None
     assert not delegate["spec"].get("hosts")
     assert not delegate["spec"].get("gateways")
 
     await mesh.kubectl("set", "image", "deployment/backend", "backend=podinfo:6.0.1")
     await mesh.wait_phase("backend", "WaitingPromotion", within=90)
-    assert routes(await mesh.get("virtualservice", "backend")) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "backend")) == {
         "backend-primary": 50, "backend-canary": 50}
     share = await settled_share(mesh, "backend", 0.5)
     print(f"canary share through the root VirtualService at weight 50: {share:.2f}")

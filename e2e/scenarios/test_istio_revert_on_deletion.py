@@ -81,8 +81,10 @@ async def test_revert_with_objects_the_controller_created(mesh: Scenario) -> Non
 
     async def generated_objects_gone() -> bool:
         return all([await mesh.get(kind, name) is None for kind, name in (
-            ("deployment", "backend-primary"), ("virtualservice", "backend"),
-            ("service", "backend-canary"), ("destinationrule", "backend-canary"))])
+            ("deployment", "backend-primary"),
+            ("virtualservices.networking.istio.io", "backend"),
+            ("service", "backend-canary"),
+            ("destinationrules.networking.istio.io", "backend-canary"))])
     await eventually(generated_objects_gone, within=60,
                      what="the garbage collector to remove the generated objects")
 
@@ -92,7 +94,7 @@ async def test_revert_with_a_users_service_and_virtual_service(mesh: Scenario) -
     await mesh.start_controller("-mesh-provider=istio")
     await mesh.apply(gateway(), user_service(), user_virtual_service(),
                      deployment("backend", image="podinfo:6.0.0"))
-    original = await mesh.get("virtualservice", "backend")
+    original = await mesh.get("virtualservices.networking.istio.io", "backend")
     assert original is not None
     user = Client(mesh, PUBLIC_HOST)
     await user.get_served(version="podinfo:6.0.0")
@@ -102,7 +104,7 @@ async def test_revert_with_a_users_service_and_virtual_service(mesh: Scenario) -
     service = await mesh.get("service", "backend")
     assert service is not None
     assert service["spec"]["selector"] == {"app": "backend-primary"}
-    assert routes(await mesh.get("virtualservice", "backend")) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     await user.get_served(version="podinfo:6.0.0")
 
@@ -110,7 +112,7 @@ async def test_revert_with_a_users_service_and_virtual_service(mesh: Scenario) -
     service = await mesh.get("service", "backend")
     assert service is not None, "the user's Service was deleted"
     assert service["spec"]["selector"] == {"app": "backend"}
-    reverted = await mesh.get("virtualservice", "backend")
+    reverted = await mesh.get("virtualservices.networking.istio.io", "backend")
     assert reverted is not None, "the user's VirtualService was deleted"
     assert reverted["spec"] == original["spec"]
     assert await replicas(mesh, "backend") == 2

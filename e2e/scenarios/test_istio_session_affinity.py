@@ -48,7 +48,7 @@ async def test_users_stick_to_the_version_they_drew(
     await mesh.kubectl("set", "image", "deployment/backend", f"backend={NEW}")
     status = await mesh.wait_phase("backend", "WaitingPromotion", within=90)
     # Flagger's status shows weight 0 while waiting for promotion; the routes keep the split.
-    assert routes(await mesh.get("virtualservice", "backend")) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "backend")) == {
         "backend-primary": 70, "backend-canary": 30}
     canary_cookie = status["sessionAffinityCookie"]
     assert canary_cookie.startswith(CANARY_COOKIE + "=")

@@ -39,7 +39,7 @@ async def test_skip_analysis_promotes_then_an_unready_version_fails(mesh: Scenar
     name = f"backend.{mesh.namespace}"
     assert any(m.startswith(f"canary deployment {name} not ready") for m in messages), messages
     assert f"Canary failed! Scaling down {name}" in messages, messages
-    assert routes(await mesh.get("virtualservice", "backend")) == {
+    assert routes(await mesh.get("virtualservices.networking.istio.io", "backend")) == {
         "backend-primary": 100, "backend-canary": 0}
     primary = await mesh.get("deployment", "backend-primary")
     assert container_image(primary) == "podinfo:6.0.1"
