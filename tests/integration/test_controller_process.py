@@ -110,7 +110,7 @@ async def test_uninstalled_provider_fails_only_that_canary(
     cluster: LocalCluster, namespace: str, processes: list[ControllerProcess]
 ) -> None:
     manifests = {"apiVersion": "v1", "kind": "List", "items": [
-        canary("good", provider="istio"), canary("unrouted", provider="linkerd"),
+        canary("good", provider="istio"), canary("unrouted", provider="acme-mesh"),
     ]}
     await cluster.akubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifests))
     controller = ControllerProcess(kubeconfig=cluster.kubeconfig, args=[f"-namespace={namespace}"])
@@ -126,7 +126,7 @@ async def test_uninstalled_provider_fails_only_that_canary(
     [condition] = bad["conditions"]
     assert condition["type"] == "Promoted"
     assert condition["status"] == "False"
-    assert "'linkerd'" in condition["message"]
+    assert "'acme-mesh'" in condition["message"]
     assert "installed:" in condition["message"]
 
     good = await canary_status(cluster, namespace, "good")
@@ -137,7 +137,7 @@ async def test_uninstalled_provider_fails_only_that_canary(
         "--field-selector", "involvedObject.name=unrouted",
     )).stdout)["items"]
     assert [e["type"] for e in events] == ["Warning"]
-    assert "'linkerd'" in events[0]["message"]
+    assert "'acme-mesh'" in events[0]["message"]
     assert good.get("phase")
 
 
@@ -228,7 +228,7 @@ async def test_paused_leader_stops_writing_after_losing_the_lease(
 
     await eventually(new_leads, within=20, what="the second process to lead")
     await cluster.akubectl("apply", "-n", namespace, "-f", "-",
-                           input=json.dumps(canary("after-partition", provider="linkerd")))
+                           input=json.dumps(canary("after-partition", provider="acme-mesh")))
     old.signal(signal.SIGCONT)
 
     async def old_exited() -> bool:

@@ -161,12 +161,12 @@ async def test_an_invalid_spec_is_failed_evented_and_sent_to_event_hooks(
     await scenario.start_controller()
     hooks = [{"name": "events", "type": "event", "url": receiver.url("/events")}]
     await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
-                         canary("podinfo", provider="linkerd",
+                         canary("podinfo", provider="acme-mesh",
                                 analysis=analysis(webhooks=hooks)))
     status = await scenario.wait_phase("podinfo", "Failed", within=30)
     message = status["conditions"][0]["message"]
     assert message.startswith("invalid canary spec: "), message
-    assert "linkerd" in message
+    assert "acme-mesh" in message
     warnings = [e["message"] for e in await scenario.events("podinfo") if e["type"] == "Warning"]
     assert message in warnings
 
