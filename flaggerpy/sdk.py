@@ -22,6 +22,9 @@ What is here, by family (docs/plugins.md walks through one example package of ea
   :class:`ProviderContext` (what a factory is handed), :class:`Weights`, :class:`Capabilities`
   (what a router declares, with :class:`Traffic` and :class:`TargetKind`), :func:`canary_owner`,
   :data:`TOOLKIT_ANNOTATIONS`;
+- session affinity, the cookie state machine every router shares: :class:`SessionCookies`,
+  :func:`next_session_cookies`, :func:`set_cookie_value`, :func:`cookie_regex`, and
+  :func:`read_cookies` / :func:`store_cookies` through the object store;
 - observers: :class:`Observer`, :class:`ObserverFactory`, the shared base
   :class:`PrometheusObserver` with the query shapes :func:`ratio` and :func:`p99`, Flagger's
   "http" observer :class:`HttpObserver` for providers with no telemetry of their own, and the
@@ -60,6 +63,16 @@ the process; ``lint-imports`` keeps it that way.
 
 from __future__ import annotations
 
+from flaggerpy.affinity import (
+    COOKIE_HEADER,
+    SET_COOKIE_HEADER,
+    SessionCookies,
+    cookie_regex,
+    next_session_cookies,
+    read_cookies,
+    set_cookie_value,
+    store_cookies,
+)
 from flaggerpy.analysis import (
     MetricsProvider,
     MetricsProviderFactory,
@@ -122,8 +135,10 @@ from flaggerpy.templating import TemplatingError, render
 __all__ = [
     "CANARIES",
     "CONFIGMAPS",
+    "COOKIE_HEADER",
     "SECRETS",
     "SERVICES",
+    "SET_COOKIE_HEADER",
     "TOOLKIT_ANNOTATIONS",
     "TOTAL_WEIGHT",
     "WORKLOAD_TARGETS",
@@ -163,6 +178,7 @@ __all__ = [
     "Router",
     "RouterError",
     "RouterFactory",
+    "SessionCookies",
     "Settings",
     "Severity",
     "TargetKind",
@@ -173,10 +189,15 @@ __all__ = [
     "WriteFencedError",
     "canary_owner",
     "controller_reference",
+    "cookie_regex",
     "is_controlled_by",
     "merge_owner_reference",
+    "next_session_cookies",
     "p99",
     "ratio",
+    "read_cookies",
     "render",
+    "set_cookie_value",
+    "store_cookies",
     "with_spec",
 ]

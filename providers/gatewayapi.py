@@ -42,13 +42,21 @@ from __future__ import annotations
 
 import copy
 import re
-import secrets
-import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from flaggerpy import kube
+from flaggerpy.affinity import (
+    COOKIE_HEADER,
+    SET_COOKIE_HEADER,
+    SessionCookies,
+    cookie_regex,
+    next_session_cookies as affinity_cookies,
+    random_cookie_value,
+    read_cookies,
+    set_cookie_value,
+    store_cookies,
+)
 from flaggerpy.errors import PluginError, RouterError
 from flaggerpy.models.canary import AnalysisMatch, Canary, CanaryService, SessionAffinity
 from flaggerpy.models.durations import parse_duration
@@ -65,13 +73,10 @@ from flaggerpy.routing import (
 )
 
 __all__ = [
-    "COOKIE_HEADER",
     "GROUP",
-    "SET_COOKIE_HEADER",
     "VERSIONS",
     "GatewayAPIObserver",
     "GatewayAPIRouter",
-    "SessionCookies",
     "build_http_route",
     "http_routes",
     "kept_weights",
@@ -85,10 +90,6 @@ GROUP: Final = "gateway.networking.k8s.io"
 VERSIONS: Final = ("v1", "v1beta1")
 """The provider variants: the HTTPRoute API version each one writes."""
 
-COOKIE_HEADER: Final = "Cookie"
-SET_COOKIE_HEADER: Final = "Set-Cookie"
-_COOKIE_LETTERS: Final = string.ascii_letters
-_COOKIE_VALUE_LENGTH: Final = 10
 _DEFAULT_MATCH: Final = {"path": {"type": "PathPrefix", "value": "/"}}
 
 
@@ -97,49 +98,7 @@ def http_routes(version: str) -> kube.Resource:
     return kube.Resource(GROUP, version, "httproutes", "HTTPRoute")
 
 
-# -- session affinity: the status part --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCookies:
-    """The session-affinity cookies a Canary's status carries (``name=value`` each, or "")."""
-
-    canary: str = ""
-    """``status.sessionAffinityCookie``: handed out by, and routed to, the canary."""
-    primary: str = ""
-    """``status.primarySessionAffinityCookie``: handed out by, and routed to, the primary."""
-    previous: str = ""
-    """``status.previousSessionAffinityCookie``: the last run's canary cookie, being expired."""
-
-    @classmethod
-    def of(cls, canary: Canary) -> SessionCookies:
-        """The cookies in the Canary's status."""
-        status = canary.status
-        if status is None:
-            return cls()
-        return cls(canary=status.session_affinity_cookie or "",
-                   primary=status.primary_session_affinity_cookie or "",
-                   previous=status.previous_session_affinity_cookie or "")
-
-    @classmethod
-    def from_status(cls, status: Mapping[str, Any]) -> SessionCookies:
-        """The cookies in a stored Canary's raw ``status``."""
-        return cls(canary=str(status.get("sessionAffinityCookie") or ""),
-                   primary=str(status.get("primarySessionAffinityCookie") or ""),
-                   previous=str(status.get("previousSessionAffinityCookie") or ""))
-
-    def status_patch(self) -> dict[str, Any]:
-        """The merge patch of ``status`` that stores these cookies ("" removes a field)."""
-        return {"status": {
-            "sessionAffinityCookie": self.canary or None,
-            "primarySessionAffinityCookie": self.primary or None,
-            "previousSessionAffinityCookie": self.previous or None,
-        }}
-
-
-def _random_cookie_value() -> str:
-    """Ten random ASCII letters, as Flagger's ``randSeq`` (from a CSPRNG here)."""
-    return "".join(secrets.choice(_COOKIE_LETTERS) for _ in range(_COOKIE_VALUE_LENGTH))
+# -- session affinity: which cookies this HTTPRoute routes by -----------------------------
 
 
 def _sticky(canary: Canary) -> SessionAffinity | None:
@@ -155,59 +114,24 @@ def _primary_cookie_name(affinity: SessionAffinity, version: str) -> str:
     return (affinity.primary_cookie_name or "") if version == "v1" else ""
 
 
-def _named(cookie: str, name: str) -> bool:
-    return cookie.partition("=")[0] == name
-
-
 def next_session_cookies(
         canary: Canary,
         weights: Weights,
         *,
         current: SessionCookies,
         version: str = "v1",
-        token: Callable[[], str] = _random_cookie_value,
+        token: Callable[[], str] = random_cookie_value,
 ) -> SessionCookies:
-    """The cookies after routing ``weights``: Flagger's ``SetRoutes`` status transitions. Pure.
+    """The cookies after routing ``weights`` (``flaggerpy.affinity.next_session_cookies``). Pure.
 
-    With traffic on the canary a missing cookie is made (``<cookieName>=<token()>``) and an
-    existing one kept, so clients stay stuck for the whole run; so is the primary cookie on
-    ``v1`` when ``primaryCookieName`` is set. At canary weight 0 the canary cookie becomes the
-    previous one (to be expired) and the primary cookie is dropped. Without session affinity
-    (or for A/B testing, which does not use it) the cookies are left as they are.
+    The HTTPRoute routes by cookies unless the canary is A/B; it hands out the primary cookie
+    on ``v1`` only, when ``primaryCookieName`` is set.
     """
     affinity = _sticky(canary)
-    if affinity is None:
-        return current
-    if weights.canary == 0:
-        return SessionCookies(previous=current.canary or current.previous)
-    cookie = current.canary
-    if not cookie or not _named(cookie, affinity.cookie_name):
-        cookie = f"{affinity.cookie_name}={token()}"
-    primary = ""
-    primary_name = _primary_cookie_name(affinity, version)
-    if primary_name:
-        primary = current.primary
-        if not primary or not _named(primary, primary_name):
-            primary = f"{primary_name}={token()}"
-    return SessionCookies(canary=cookie, primary=primary, previous=current.previous)
-
-
-def _set_cookie(affinity: SessionAffinity, cookie: str, *, max_age: int) -> str:
-    """A ``Set-Cookie`` value: ``<name>=<value>; Max-Age=<n>`` and the configured attributes."""
-    parts = [cookie, f"Max-Age={max_age}"]
-    if affinity.domain:
-        parts.append(f"Domain={affinity.domain}")
-    if affinity.http_only:
-        parts.append("HttpOnly")
-    if affinity.partitioned:
-        parts.append("Partitioned")
-    if affinity.path:
-        parts.append(f"Path={affinity.path}")
-    if affinity.same_site:
-        parts.append(f"SameSite={affinity.same_site}")
-    if affinity.secure:
-        parts.append("Secure")
-    return "; ".join(parts)
+    return affinity_cookies(
+        affinity, weights, current=current,
+        primary_cookie_name=_primary_cookie_name(affinity, version) if affinity else "",
+        token=token)
 
 
 def _set_cookie_filter(value: str) -> dict[str, Any]:
@@ -232,10 +156,8 @@ def _with_set_cookie(filters: Sequence[Mapping[str, Any]], value: str) -> list[d
 
 
 def _cookie_match(cookie: str) -> dict[str, Any]:
-    # Flagger's regex, written unescaped as Flagger does: ".*<name>.*<value>.*".
-    name, _, value = cookie.partition("=")
     return {"headers": [{"name": COOKIE_HEADER, "type": "RegularExpression",
-                         "value": f".*{name}.*{value}.*"}]}
+                         "value": cookie_regex(cookie)}]}
 
 
 # -- matches ------------------------------------------------------------------------------------
@@ -507,12 +429,12 @@ def _rules(
         primary_backend, canary_backend = weighted["backendRefs"]
         if cookies.canary:
             canary_backend["filters"] = [_set_cookie_filter(
-                _set_cookie(affinity, cookies.canary, max_age=affinity.get_max_age()))]
+                set_cookie_value(affinity, cookies.canary, max_age=affinity.get_max_age()))]
             sticky.append(rule(_merge_matches([_cookie_match(cookies.canary)], matches),
                                split(0, 100), weighted_filters))
         if cookies.primary and _primary_cookie_name(affinity, version):
             primary_backend["filters"] = [_set_cookie_filter(
-                _set_cookie(affinity, cookies.primary, max_age=int(interval)))]
+                set_cookie_value(affinity, cookies.primary, max_age=int(interval)))]
             sticky.append(rule(_merge_matches([_cookie_match(cookies.primary)], matches),
                                split(100, 0), weighted_filters))
     elif cookies.previous:
@@ -791,29 +713,10 @@ class GatewayAPIRouter:
             minimum=self._ctx.settings.controller.min_analysis_interval)
 
     async def _cookies(self, canary: Canary) -> SessionCookies:
-        """The status cookies as last written: the store shows our own status write at once,
-        where the Canary handed in may predate it."""
-        if canary.spec.analysis.session_affinity is None:
-            return SessionCookies.of(canary)
-        stored = await self._ctx.store.get(kube.CANARIES, namespace=canary.namespace,
-                                           name=canary.name)
-        if stored is None:
-            return SessionCookies.of(canary)
-        return SessionCookies.from_status(stored.get("status") or {})
+        return await read_cookies(self._ctx.store, canary)
 
     async def _store_cookies(self, canary: Canary, cookies: SessionCookies) -> None:
-        try:
-            await self._ctx.store.patch(kube.CANARIES, namespace=canary.namespace,
-                                        name=canary.name, patch=cookies.status_patch(),
-                                        subresource="status")
-        except kube.WriteFencedError:
-            raise
-        except kube.KubeError as exc:
-            raise RouterError(f"Canary {canary.namespace}/{canary.name}: session affinity "
-                              f"cookies not stored: {exc}") from exc
-        self._log.info("session_affinity_cookies_stored", canary=_flagger_name(canary),
-                       cookie_set=bool(cookies.canary), primary_cookie_set=bool(cookies.primary),
-                       previous_cookie_set=bool(cookies.previous))
+        await store_cookies(self._ctx.store, canary, cookies, log=self._log)
 
 
 def _flagger_name(canary: Canary) -> str:

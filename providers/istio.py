@@ -56,13 +56,21 @@ from __future__ import annotations
 import copy
 import json
 import re
-import secrets
-import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal
 
 from flaggerpy import kube
+from flaggerpy.affinity import (
+    COOKIE_HEADER,
+    SET_COOKIE_HEADER,
+    SessionCookies,
+    cookie_regex,
+    next_session_cookies as affinity_cookies,
+    random_cookie_value,
+    read_cookies,
+    set_cookie_value,
+    store_cookies,
+)
 from flaggerpy.errors import PluginError, RouterError, TerminalError
 from flaggerpy.models.canary import Canary, CanaryService, SessionAffinity
 from flaggerpy.observing import PrometheusObserver, p99, ratio
@@ -78,25 +86,20 @@ from flaggerpy.routing import (
 
 __all__ = [
     "API_VERSION",
-    "COOKIE_HEADER",
     "DESTINATION_RULES",
     "ORIGINAL_CONFIGURATION",
-    "SET_COOKIE_HEADER",
     "STICKY_CANARY_ROUTE",
     "STICKY_PRIMARY_ROUTE",
     "VIRTUAL_SERVICES",
     "IstioObserver",
     "IstioRouter",
     "Role",
-    "SessionCookies",
-    "build_cookie",
     "build_destination_rule",
     "build_virtual_service",
     "is_tcp",
     "kept_weights",
     "merge_match_conditions",
     "next_session_cookies",
-    "random_cookie_value",
     "read_weights",
     "restored_virtual_service",
 ]
@@ -111,8 +114,6 @@ ORIGINAL_CONFIGURATION: Final = "flagger.kubernetes.io/original-configuration"
 """The spec of a user's VirtualService before the first takeover, as JSON (Flagger's key)."""
 KUBECTL_LAST_APPLIED: Final = kube.KUBECTL_LAST_APPLIED
 
-COOKIE_HEADER: Final = "Cookie"
-SET_COOKIE_HEADER: Final = "Set-Cookie"
 STICKY_CANARY_ROUTE: Final = "sticky-canary"
 """The route matching the canary cookie (or, at weight 0, the previous run's cookie)."""
 STICKY_PRIMARY_ROUTE: Final = "sticky-primary"
@@ -122,56 +123,12 @@ _STICKY_ROUTES: Final = frozenset({STICKY_CANARY_ROUTE, STICKY_PRIMARY_ROUTE, "s
 # taken over from Flagger is read correctly and rewritten with our names.
 
 MESH_GATEWAY: Final = "mesh"
-COOKIE_LETTERS: Final = string.ascii_letters
-COOKIE_VALUE_LENGTH: Final = 10
 
 Role = Literal["primary", "canary"]
 """Which DestinationRule: ``<svc>-primary`` or ``<svc>-canary``."""
 
 
-# -- session affinity: the status part --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCookies:
-    """The session-affinity cookies a Canary's status carries (``name=value`` each, or "")."""
-
-    canary: str = ""
-    """``status.sessionAffinityCookie``: handed out by, and routed to, the canary."""
-    primary: str = ""
-    """``status.primarySessionAffinityCookie``: handed out by, and routed to, the primary."""
-    previous: str = ""
-    """``status.previousSessionAffinityCookie``: the last run's canary cookie, being expired."""
-
-    @classmethod
-    def of(cls, canary: Canary) -> SessionCookies:
-        """The cookies in the Canary's status."""
-        status = canary.status
-        if status is None:
-            return cls()
-        return cls(canary=status.session_affinity_cookie or "",
-                   primary=status.primary_session_affinity_cookie or "",
-                   previous=status.previous_session_affinity_cookie or "")
-
-    @classmethod
-    def from_status(cls, status: Mapping[str, Any]) -> SessionCookies:
-        """The cookies in a stored Canary's raw ``status`` (no model parsing on every tick)."""
-        return cls(canary=str(status.get("sessionAffinityCookie") or ""),
-                   primary=str(status.get("primarySessionAffinityCookie") or ""),
-                   previous=str(status.get("previousSessionAffinityCookie") or ""))
-
-    def status_patch(self) -> dict[str, Any]:
-        """The merge patch of ``status`` that stores these cookies ("" removes a field)."""
-        return {"status": {
-            "sessionAffinityCookie": self.canary or None,
-            "primarySessionAffinityCookie": self.primary or None,
-            "previousSessionAffinityCookie": self.previous or None,
-        }}
-
-
-def random_cookie_value() -> str:
-    """Ten random ASCII letters, as Flagger's ``randSeq`` (from a CSPRNG here)."""
-    return "".join(secrets.choice(COOKIE_LETTERS) for _ in range(COOKIE_VALUE_LENGTH))
+# -- session affinity: which cookies this VirtualService routes by --------------------------
 
 
 def _sticky(canary: Canary) -> SessionAffinity | None:
@@ -182,10 +139,6 @@ def _sticky(canary: Canary) -> SessionAffinity | None:
     return affinity
 
 
-def _named(cookie: str, name: str) -> bool:
-    return cookie.partition("=")[0] == name
-
-
 def next_session_cookies(
         canary: Canary,
         weights: Weights,
@@ -193,57 +146,20 @@ def next_session_cookies(
         current: SessionCookies,
         token: Callable[[], str] = random_cookie_value,
 ) -> SessionCookies:
-    """The cookies after routing ``weights``: Flagger's ``SetRoutes`` status transitions. Pure.
+    """The cookies after routing ``weights`` (``flaggerpy.affinity.next_session_cookies``). Pure.
 
-    With traffic on the canary, a missing cookie is made (``<cookieName>=<token()>``) and an
-    existing one kept, so clients stay stuck for the whole run; so is the primary cookie when
-    ``primaryCookieName`` is set. A cookie whose name no longer matches the spec is replaced.
-    At canary weight 0 the canary cookie becomes the previous one (to be expired) and the
-    primary cookie is dropped: a run is over. Without session affinity (or for tcp and A/B
-    routing, which do not use it) the cookies are left as they are.
+    Istio routes by cookies unless the canary is tcp or A/B; it hands out the primary cookie
+    when ``primaryCookieName`` is set.
     """
     affinity = _sticky(canary)
-    if affinity is None:
-        return current
-    if weights.canary == 0:
-        return SessionCookies(previous=current.canary or current.previous)
-    cookie = current.canary
-    if not cookie or not _named(cookie, affinity.cookie_name):
-        cookie = f"{affinity.cookie_name}={token()}"
-    primary = ""
-    if affinity.primary_cookie_name:
-        primary = current.primary
-        if not primary or not _named(primary, affinity.primary_cookie_name):
-            primary = f"{affinity.primary_cookie_name}={token()}"
-    return SessionCookies(canary=cookie, primary=primary, previous=current.previous)
-
-
-def build_cookie(affinity: SessionAffinity, cookie: str, *, max_age: int) -> str:
-    """A ``Set-Cookie`` value: ``<name>=<value>; Max-Age=<n>`` and the configured attributes.
-
-    The attributes come in Flagger's order: Domain, HttpOnly, Partitioned, Path, SameSite,
-    Secure, each only when set.
-    """
-    parts = [cookie, f"Max-Age={max_age}"]
-    if affinity.domain:
-        parts.append(f"Domain={affinity.domain}")
-    if affinity.http_only:
-        parts.append("HttpOnly")
-    if affinity.partitioned:
-        parts.append("Partitioned")
-    if affinity.path:
-        parts.append(f"Path={affinity.path}")
-    if affinity.same_site:
-        parts.append(f"SameSite={affinity.same_site}")
-    if affinity.secure:
-        parts.append("Secure")
-    return "; ".join(parts)
+    return affinity_cookies(
+        affinity, weights, current=current,
+        primary_cookie_name=(affinity.primary_cookie_name or "") if affinity else "",
+        token=token)
 
 
 def _cookie_match(cookie: str) -> dict[str, Any]:
-    # Flagger's regex, unescaped as it writes it: ".*<name>.*<value>.*".
-    name, _, value = cookie.partition("=")
-    return {"headers": {COOKIE_HEADER: {"regex": f".*{name}.*{value}.*"}}}
+    return {"headers": {COOKIE_HEADER: {"regex": cookie_regex(cookie)}}}
 
 
 # -- pure builders ------------------------------------------------------------------------------
@@ -434,7 +350,7 @@ def _http_routes(
         primary_dest, canary_dest = weighted["route"]
         if cookies.canary:
             _with_response_header(
-                canary_dest, build_cookie(affinity, cookies.canary,
+                canary_dest, set_cookie_value(affinity, cookies.canary,
                                           max_age=affinity.get_max_age()))
             sticky.append(_http_route(
                 service, name=STICKY_CANARY_ROUTE,
@@ -442,7 +358,7 @@ def _http_routes(
                 route=split(0, 100)))
         if cookies.primary:
             _with_response_header(
-                primary_dest, build_cookie(affinity, cookies.primary, max_age=int(interval)))
+                primary_dest, set_cookie_value(affinity, cookies.primary, max_age=int(interval)))
             sticky.append(_http_route(
                 service, name=STICKY_PRIMARY_ROUTE,
                 match=merge_match_conditions([_cookie_match(cookies.primary)], service_match),
@@ -805,27 +721,10 @@ class IstioRouter:
             minimum=self._ctx.settings.controller.min_analysis_interval)
 
     async def _cookies(self, canary: Canary) -> SessionCookies:
-        """The status cookies as last written: the store shows our own status write at once,
-        where the Canary handed in may predate it (set earlier in the same tick)."""
-        stored = await self._ctx.store.get(kube.CANARIES, namespace=canary.namespace,
-                                           name=canary.name)
-        if stored is None:
-            return SessionCookies.of(canary)
-        return SessionCookies.from_status(stored.get("status") or {})
+        return await read_cookies(self._ctx.store, canary)
 
     async def _store_cookies(self, canary: Canary, cookies: SessionCookies) -> None:
-        try:
-            await self._ctx.store.patch(kube.CANARIES, namespace=canary.namespace,
-                                        name=canary.name, patch=cookies.status_patch(),
-                                        subresource="status")
-        except kube.WriteFencedError:
-            raise
-        except kube.KubeError as exc:
-            raise RouterError(f"Canary {canary.namespace}/{canary.name}: session affinity "
-                              f"cookies not stored: {exc}") from exc
-        self._log.info("session_affinity_cookies_stored", canary=_flagger_name(canary),
-                       cookie_set=bool(cookies.canary), primary_cookie_set=bool(cookies.primary),
-                       previous_cookie_set=bool(cookies.previous))
+        await store_cookies(self._ctx.store, canary, cookies, log=self._log)
 
 
 def _spec_of(desired: dict[str, Any]) -> kube.Build:

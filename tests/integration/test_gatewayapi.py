@@ -24,11 +24,11 @@ from kubernetes_asyncio.client import ApiClient
 from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import eventually
 from flaggerpy import kube
+from flaggerpy.affinity import SessionCookies
 from flaggerpy.errors import RouterError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers.gatewayapi import (
     GatewayAPIRouter,
-    SessionCookies,
     build_http_route,
     http_routes,
 )

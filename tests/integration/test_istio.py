@@ -26,6 +26,7 @@ from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import eventually
 from flaggerpy import kube
+from flaggerpy.affinity import SessionCookies
 from flaggerpy.errors import RouterError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers.istio import (
@@ -33,7 +34,6 @@ from flaggerpy.providers.istio import (
     ORIGINAL_CONFIGURATION,
     VIRTUAL_SERVICES,
     IstioRouter,
-    SessionCookies,
     build_destination_rule,
     build_virtual_service,
 )

@@ -14,11 +14,11 @@ import pytest
 import structlog
 
 from flaggerpy import kube, plugins
+from flaggerpy.affinity import SessionCookies
 from flaggerpy.errors import PluginError, RouterError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers import gatewayapi
 from flaggerpy.providers.gatewayapi import (
-    SessionCookies,
     build_http_route,
     kept_weights,
     map_matches,

@@ -17,13 +17,12 @@ import pytest
 import structlog
 
 from flaggerpy import kube, plugins
+from flaggerpy.affinity import SessionCookies, set_cookie_value
 from flaggerpy.errors import PluginError, RouterError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers import istio
 from flaggerpy.providers.istio import (
     ORIGINAL_CONFIGURATION,
-    SessionCookies,
-    build_cookie,
     build_destination_rule,
     build_virtual_service,
     kept_weights,
@@ -375,10 +374,10 @@ def test_build_cookie() -> None:
     canary = affinity_canary()
     affinity = canary.spec.analysis.session_affinity
     assert affinity is not None
-    assert build_cookie(affinity, "c=v", max_age=60) == f"c=v; Max-Age=60; {ATTRIBUTES}"
+    assert set_cookie_value(affinity, "c=v", max_age=60) == f"c=v; Max-Age=60; {ATTRIBUTES}"
     bare = make_canary(analysis={"sessionAffinity": {"cookieName": "c"}})
     assert bare.spec.analysis.session_affinity is not None
-    assert build_cookie(bare.spec.analysis.session_affinity, "c=v",
+    assert set_cookie_value(bare.spec.analysis.session_affinity, "c=v",
                         max_age=86400) == "c=v; Max-Age=86400"
 
 

@@ -17,8 +17,8 @@ import pytest
 from flaggerpy import sdk
 
 EXPORTED = [
-    "CANARIES", "CONFIGMAPS", "SECRETS", "SERVICES", "TOOLKIT_ANNOTATIONS", "TOTAL_WEIGHT",
-    "WORKLOAD_TARGETS",
+    "CANARIES", "CONFIGMAPS", "COOKIE_HEADER", "SECRETS", "SERVICES", "SET_COOKIE_HEADER",
+    "TOOLKIT_ANNOTATIONS", "TOTAL_WEIGHT", "WORKLOAD_TARGETS",
     "Applied", "Build", "Canary", "Capabilities", "ConflictError", "Field", "FlaggerError",
     "HttpObserver",
     "JsonObject", "KubeError", "KubernetesRouter", "Message", "MetricTemplateModel",
@@ -26,10 +26,12 @@ EXPORTED = [
     "NoValuesFoundError", "NotFoundError", "Notifier", "NotifierError", "NotifierFactory",
     "ObjectKey", "ObjectStore", "Observer", "ObserverFactory", "OperationResult", "PluginError",
     "PrometheusObserver", "ProviderContext", "ProviderOfflineError", "QueryRenderer",
-    "Resource", "Router", "RouterError", "RouterFactory", "Settings", "Severity", "TargetKind",
+    "Resource", "Router", "RouterError", "RouterFactory", "SessionCookies", "Settings",
+    "Severity", "TargetKind",
     "TemplatingError", "TerminalError", "Traffic", "Weights", "WriteFencedError",
-    "canary_owner", "controller_reference", "is_controlled_by", "merge_owner_reference", "p99",
-    "ratio", "render", "with_spec",
+    "canary_owner", "controller_reference", "cookie_regex", "is_controlled_by",
+    "merge_owner_reference", "next_session_cookies", "p99", "ratio", "read_cookies", "render",
+    "set_cookie_value", "store_cookies", "with_spec",
 ]
 
 
