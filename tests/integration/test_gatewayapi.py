@@ -37,7 +37,7 @@ from flaggerpy.runtime.informer import SharedInformerFactory
 from flaggerpy.settings import Settings
 from tests.integration.test_istio import FrozenCache, caches_hold, requests_between
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
 GATEWAY = {"name": "gateway"}
 FILTERS: dict[str, Any] = {

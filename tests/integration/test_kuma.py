@@ -31,7 +31,7 @@ from flaggerpy.routing import ProviderContext, Weights
 from flaggerpy.runtime.informer import SharedInformerFactory
 from flaggerpy.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
 
 # -- fixtures -----------------------------------------------------------------------------------
