@@ -213,18 +213,25 @@ DEFAULT_CAPABILITIES = Capabilities()
 """What a router that declares nothing can do."""
 
 
-def capabilities_of(router: object) -> Capabilities:
-    """What ``router`` (a router, or its class) declares; the defaults if it declares nothing.
+def capabilities_of(router: object, *, variant: str = "") -> Capabilities:
+    """What ``router`` (a router, or its class) declares for the provider string's ``variant``
+    (``v1alpha3:linkerd`` of ``smi:v1alpha3:linkerd``); the defaults if it declares nothing.
 
+    A router whose variants differ in what they can do declares a classmethod
+    ``capabilities_for(variant) -> Capabilities``, which wins over its ``capabilities``
+    attribute: an SMI router on Linkerd measures with Linkerd's observer, on another mesh not.
     Raises PluginError when the declaration is not a :class:`Capabilities`, so a typo in a
     plugin fails its canaries with a message instead of running them on guesses.
     """
-    declared = getattr(router, "capabilities", None)
+    per_variant = getattr(router, "capabilities_for", None)
+    declared = (per_variant(variant) if callable(per_variant)
+                else getattr(router, "capabilities", None))
     if declared is None:
         return DEFAULT_CAPABILITIES
     if not isinstance(declared, Capabilities):
         owner = router if isinstance(router, type) else type(router)
-        raise PluginError(f"{owner.__module__}.{owner.__qualname__}.capabilities is a "
+        member = "capabilities_for()" if callable(per_variant) else "capabilities"
+        raise PluginError(f"{owner.__module__}.{owner.__qualname__}.{member} is a "
                           f"{type(declared).__name__}, not a flaggerpy.routing.Capabilities")
     return declared
 

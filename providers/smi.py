@@ -23,11 +23,13 @@ annotation; no labels, no toolkit annotations (Flagger writes none here). An exi
 ever has its ``spec`` changed. ``finalize`` has nothing to give back, as in Flagger: a
 TrafficSplit the Canary created goes with it through its ownerReference.
 
-Module layout: the Linkerd and OSM meshes are each split across two modules. Their routers are
-here, one TrafficSplit implementation for the three names (``linkerd``, ``osm``, ``smi``
-entry points); their builtin-metrics observers stay in ``providers/linkerd.py`` and
-``providers/osm.py``. No provider module imports another: :class:`LinkerdRouter` names the
-``linkerd`` observer by its entry-point name in its capabilities.
+Module layout: the whole SMI family is this one module: one TrafficSplit router for the three
+names (``linkerd``, ``osm``, ``smi`` entry points of ``flaggerpy.routers``) and the builtin-metrics
+observers of the two meshes that have their own (``linkerd`` and ``osm`` entry points of
+``flaggerpy.observers``): :class:`LinkerdObserver` reads the Linkerd proxy's inbound
+``response_total`` (by ``classification``) and ``response_latency_ms``, :class:`OsmObserver`
+OSM's ``osm_request_total`` and ``osm_request_duration_ms`` (spec §4.3). The routers name their
+observer by its entry-point name in their capabilities.
 
 As everywhere, pure builders (:func:`build_traffic_split`, :func:`read_weights`,
 :func:`kept_weights`, :func:`parse_variant`) carry the rules and are tested without a cluster;
@@ -46,6 +48,7 @@ from typing import Any, ClassVar, Final
 from flaggerpy import kube
 from flaggerpy.errors import PluginError, RouterError
 from flaggerpy.models.canary import Canary
+from flaggerpy.observing import PrometheusObserver, p99, ratio
 from flaggerpy.routing import (
     Capabilities,
     ProviderContext,
@@ -60,7 +63,9 @@ __all__ = [
     "ISTIO_GATEWAYS_ANNOTATION",
     "TRAFFIC_SPLITS",
     "VERSIONS",
+    "LinkerdObserver",
     "LinkerdRouter",
+    "OsmObserver",
     "OsmRouter",
     "SmiRouter",
     "SmiVersion",
@@ -271,6 +276,12 @@ def kept_weights(ts: Mapping[str, Any] | None, canary: Canary) -> Weights:
 
 _SMI_CAPABILITIES: Final = Capabilities(ab_matches=False, mirroring=False,
                                         session_affinity=False)
+_LINKERD_CAPABILITIES: Final = Capabilities(
+    ab_matches=False, mirroring=False, session_affinity=False,
+    observer="linkerd", observer_for_every_canary=True)
+"""On Linkerd (``linkerd``, ``smi:<version>:linkerd``) every canary's builtin metrics come from
+Linkerd's observer, whatever its own ``spec.provider`` says: Linkerd's proxies see all the
+traffic (Flagger's rule, which looks for ``linkerd`` in the mesh provider string)."""
 
 
 class SmiRouter:
@@ -287,6 +298,15 @@ class SmiRouter:
     observer, so Istio's queries answer, as in Flagger)."""
 
     provider: ClassVar[str] = "smi"
+
+    @classmethod
+    def capabilities_for(cls, variant: str) -> Capabilities:
+        """Linkerd's observer when the variant's target mesh is Linkerd; else the class's."""
+        try:
+            _, target_mesh = cls._select(variant)
+        except PluginError:
+            return cls.capabilities  # building the router reports the bad variant
+        return _LINKERD_CAPABILITIES if target_mesh == "linkerd" else cls.capabilities
 
     def __init__(self, *, ctx: ProviderContext, variant: str = "") -> None:
         self._version, self._target_mesh = self._select(variant)
@@ -362,9 +382,7 @@ class LinkerdRouter(SmiRouter):
     own ``spec.provider`` says: Linkerd's proxies see all the traffic (Flagger's rule).
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        ab_matches=False, mirroring=False, session_affinity=False,
-        observer="linkerd", observer_for_every_canary=True)
+    capabilities: ClassVar[Capabilities] = _LINKERD_CAPABILITIES
     provider: ClassVar[str] = "linkerd"
 
     @classmethod
@@ -388,6 +406,37 @@ class OsmRouter(SmiRouter):
         if variant:
             raise PluginError(f"the osm router takes no variant, got 'osm:{variant}'")
         return VERSIONS["v1alpha2"], "osm"
+
+
+# -- the observers ------------------------------------------------------------------------------
+
+
+class LinkerdObserver(PrometheusObserver):
+    """Linkerd (``pkg/metrics/observers/linkerd.go``): inbound ``response_total`` by
+    classification, and the p99 of ``response_latency_ms``, of the target Deployment."""
+
+    mesh = "linkerd"
+    success_rate_query = (
+        'sum(rate(response_total{namespace="{{ namespace }}",deployment=~"{{ target }}",'
+        'classification!="failure",direction="inbound"}[{{ interval }}]))'
+        ' / sum(rate(response_total{namespace="{{ namespace }}",deployment=~"{{ target }}",'
+        'direction="inbound"}[{{ interval }}])) * 100'
+    )
+    duration_query = p99(
+        "response_latency_ms_bucket",
+        'namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"',
+    )
+
+
+class OsmObserver(PrometheusObserver):
+    """Open Service Mesh (``pkg/metrics/observers/osm.go``): ``osm_request_total`` and the p99
+    of ``osm_request_duration_ms`` of the target Deployment."""
+
+    mesh = "osm"
+    _selector = ('destination_namespace="{{ namespace }}",destination_kind="Deployment",'
+                 'destination_name="{{ target }}"')
+    success_rate_query = ratio("osm_request_total", _selector, 'response_code!~"5.*"')
+    duration_query = p99("osm_request_duration_ms_bucket", _selector)
 
 
 def _flagger_name(canary: Canary) -> str:

@@ -84,6 +84,8 @@ class TickState:
     next_tick: float = 0.0
     router: Router | None = None
     router_provider: str = ""
+    router_capabilities: Capabilities = field(default_factory=Capabilities)
+    """What :attr:`router` declares for its provider string's variant."""
     last_failure: str | None = None
     """What made the last check fail (a metric or a webhook), for the rollback alert and status."""
 
@@ -118,7 +120,7 @@ class Tick:
     @property
     def capabilities(self) -> Capabilities:
         """What the router can do: the engine's only knowledge of which router it drives."""
-        return capabilities_of(self.router)
+        return self.state.router_capabilities
 
     @property
     def name(self) -> str:
@@ -235,7 +237,7 @@ class Lifecycle:
             return wait
         metadata = await workload.get_metadata(canary)
         router = self._router(canary, provider=provider, state=state)
-        services = self._services_router(metadata, capabilities_of(router))
+        services = self._services_router(metadata, state.router_capabilities)
         await services.finalize(canary)
         await router.finalize(canary)
         await self._normal(obj, f"Terminated canary {name}")
@@ -282,7 +284,7 @@ class Lifecycle:
             await self._explain_initializing(obj, canary, str(error))
             return None
         router = self._router(canary, provider=provider, state=state)
-        capabilities = capabilities_of(router)
+        capabilities = state.router_capabilities
         services = self._services_router(metadata, capabilities)
         autoscaler = self._autoscaler(canary)
         tick = Tick(obj=obj, canary=canary, provider=provider, workload=workload,
@@ -362,6 +364,7 @@ class Lifecycle:
                                       set_owner_refs=self._mesh_store is None,
                                       settings=self._settings, log=log)
             state.router = plugin.factory(ctx=context, variant=plugin.variant)
+            state.router_capabilities = capabilities_of(plugin.factory, variant=plugin.variant)
             state.router_provider = provider
         return state.router
 

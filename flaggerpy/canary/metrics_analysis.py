@@ -394,7 +394,8 @@ class MetricsAnalyzer:
         if self._mesh is None:
             mesh_provider = self._settings.mesh.provider
             try:
-                self._mesh = capabilities_of(self._router_registry.get(mesh_provider).factory)
+                plugin = self._router_registry.get(mesh_provider)
+                self._mesh = capabilities_of(plugin.factory, variant=plugin.variant)
             except PluginError as exc:
                 log.info("mesh_router_unavailable", provider=mesh_provider, error=str(exc))
                 self._mesh = Capabilities()

@@ -78,7 +78,8 @@ class CanaryReconciler:
         router_problem: str | None = None
         capabilities: Capabilities | None = None
         try:
-            capabilities = capabilities_of(plugins.routers.get(provider).factory)
+            plugin = plugins.routers.get(provider)
+            capabilities = capabilities_of(plugin.factory, variant=plugin.variant)
         except PluginError as error:
             router_problem = str(error)
         problems = verify.problems(

@@ -27,9 +27,8 @@ from flaggerpy.providers.istio import IstioObserver
 from flaggerpy.providers.knative import KnativeObserver
 from flaggerpy.providers.kubernetes import KubernetesObserver
 from flaggerpy.providers.kuma import KumaObserver
-from flaggerpy.providers.linkerd import LinkerdObserver
 from flaggerpy.providers.nginx import NginxObserver
-from flaggerpy.providers.osm import OsmObserver
+from flaggerpy.providers.smi import LinkerdObserver, OsmObserver
 from flaggerpy.providers.skipper import SkipperObserver
 from flaggerpy.providers.traefik import TraefikObserver
 from flaggerpy.templating import render

@@ -220,3 +220,30 @@ def test_observer_selection_is_flaggers(
         mesh_provider: str, mesh: Capabilities, spec: dict[str, Any], expected: str) -> None:
     canary = make_canary(spec.get("targetRef"), provider=spec.get("provider"))
     assert observer_provider(canary, mesh_provider=mesh_provider, mesh=mesh) == expected
+
+
+class _PerVariant:
+    """A router whose variants differ: ``capabilities_for`` wins over ``capabilities``."""
+
+    capabilities = Capabilities(mirroring=False)
+
+    @classmethod
+    def capabilities_for(cls, variant: str) -> Capabilities:
+        return Capabilities(mirroring=variant == "mirroring")
+
+
+def test_a_router_may_declare_capabilities_per_variant() -> None:
+    assert capabilities_of(_PerVariant, variant="mirroring").mirroring
+    assert not capabilities_of(_PerVariant, variant="").mirroring
+    assert not capabilities_of(_PerVariant()).mirroring
+
+
+def test_a_per_variant_declaration_of_the_wrong_type_is_refused() -> None:
+    class Typo:
+        @classmethod
+        def capabilities_for(cls, variant: str) -> object:
+            return {"mirroring": True}
+
+    with pytest.raises(PluginError,
+                       match=r"capabilities_for\(\) is a dict, not a flaggerpy\.routing\."):
+        capabilities_of(Typo, variant="x")

@@ -23,8 +23,7 @@ from flaggerpy.analysis import MetricTemplateModel
 from flaggerpy.observing import PrometheusObserver
 from flaggerpy.providers.gatewayapi import GatewayAPIObserver
 from flaggerpy.providers.kuma import KumaObserver
-from flaggerpy.providers.linkerd import LinkerdObserver
-from flaggerpy.providers.osm import OsmObserver
+from flaggerpy.providers.smi import LinkerdObserver, OsmObserver
 from flaggerpy.templating import render
 
 SOURCE = Peer("traffic-simulator", "simulator", {"app": "traffic-simulator"})

@@ -271,6 +271,10 @@ def test_smi_routes_by_weight_only(cls: type[smi.SmiRouter]) -> None:
     ("osm", None, "osm"),
     ("osm", "kuma", "kuma"),
     ("smi:v1alpha2", None, "smi:v1alpha2"),  # no observer of its own: Istio's answers
+    ("smi:v1alpha3:linkerd", None, "linkerd"),  # Flagger: "linkerd" in the mesh provider
+    ("smi:v1alpha3:linkerd", "kuma", "linkerd"),
+    ("smi:v1alpha1:istio", "kuma", "kuma"),
+    ("smi:v9", "kuma", "kuma"),  # a bad variant: the router's build reports it, not this
 ])
 def test_the_observer_of_a_canary_on_each_mesh(
         mesh: str, spec_provider: str | None, observer: str) -> None:
@@ -278,5 +282,6 @@ def test_the_observer_of_a_canary_on_each_mesh(
     if spec_provider:
         canary = canary.model_copy(update={
             "spec": canary.spec.model_copy(update={"provider": spec_provider})})
-    mesh_capabilities = capabilities_of(plugins.routers.get(mesh).factory)
+    plugin = plugins.routers.get(mesh)
+    mesh_capabilities = capabilities_of(plugin.factory, variant=plugin.variant)
     assert observer_provider(canary, mesh_provider=mesh, mesh=mesh_capabilities) == observer
