@@ -11,8 +11,10 @@ DEBIAN_PACKAGES := openssl prometheus hey
 test: venv debian-deps cluster-bin lint ## everything CI runs: lint, type check, unit, component, integration
 	$(BIN)/pytest -ra
 
-demo: venv debian-deps cluster-bin ## canary release + A/B test on Istio (simulated data plane), live
-	$(BIN)/python -m e2e.demo
+MESH ?= istio
+
+demo: venv debian-deps cluster-bin ## canary release + A/B (or blue/green) on MESH=istio|linkerd (simulated data plane), live
+	$(BIN)/python -m e2e.demo --mesh=$(MESH)
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml

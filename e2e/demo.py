@@ -1,12 +1,14 @@
 """``make demo``: a canary release and an A/B test on Istio, good version then bad, live.
 
 Everything runs on this machine: the local control plane (built on first use), the mesh traffic
-simulator standing in for Istio's data plane, a real Prometheus scraping it, the load tester and
-``flaggerpy controller``. A ``backend`` gets a canary release (weighted steps, builtin and
-MetricTemplate metrics, a load-test webhook); a ``frontend`` gets an A/B test on a header. A good
-version is promoted, then a bad one (half its responses are 500s) is rolled back. The terminal
-shows each canary's phase, weight, metrics against their thresholds and a progress bar; a summary
-table closes the run. Ctrl-C, an error or the end stops every process it started.
+simulator standing in for the mesh's data plane, a real Prometheus scraping it, the load tester
+and ``flaggerpy controller``. A ``backend`` gets a canary release (weighted steps, builtin and
+MetricTemplate metrics, a load-test webhook); a ``frontend`` gets an A/B test on a header where
+the mesh routes by header (Istio), a blue/green release where it does not (Linkerd's
+TrafficSplit). A good version is promoted, then a bad one (half its responses are 500s) is rolled
+back. The terminal shows each canary's phase, weight, metrics against their thresholds and a
+progress bar; a summary table closes the run. Ctrl-C, an error or the end stops every process it
+started. ``--mesh`` (``make demo MESH=linkerd``) picks the mesh; Istio is the default.
 """
 
 from __future__ import annotations
@@ -53,15 +55,55 @@ def workload(name: str, *, image: str, env: dict[str, str] | None = None) -> dic
     }
 
 
-def error_rate_template(prometheus_url: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class DemoMesh:
+    """What the demo does differently per mesh: the provider, the namespace's injection
+    marker, the error-rate query over the mesh's own series, and the frontend's strategy."""
+
+    provider: str
+    injection: tuple[str, str, str]
+    """``kubectl`` verb, key and value that enrol the namespace in the mesh."""
+    error_rate_query: str
+    """Percent of the canary's responses that were 5xx, with ``variables.reporter``."""
+    reporter: str
+    """The proxy side whose counts the query reads: the one beside the canary's pods."""
+    header_routing: bool
+    """Whether the mesh routes by header: the frontend gets an A/B test, else blue/green."""
+
+
+MESHES: dict[str, DemoMesh] = {
+    "istio": DemoMesh(
+        provider="istio",
+        injection=("label", "istio-injection", "enabled"),
+        error_rate_query=(
+            '100 - sum(rate(istio_requests_total{reporter="{{ variables.reporter }}",'
+            'destination_workload_namespace="{{ namespace }}",'
+            'destination_workload="{{ target }}",response_code!~"5.*"}[{{ interval }}]))'
+            ' / sum(rate(istio_requests_total{reporter="{{ variables.reporter }}",'
+            'destination_workload_namespace="{{ namespace }}",'
+            'destination_workload="{{ target }}"}[{{ interval }}])) * 100'),
+        reporter="destination",
+        header_routing=True,
+    ),
+    "linkerd": DemoMesh(
+        provider="linkerd",
+        injection=("annotate", "linkerd.io/inject", "enabled"),
+        error_rate_query=(
+            '100 - sum(rate(response_total{direction="{{ variables.reporter }}",'
+            'namespace="{{ namespace }}",deployment="{{ target }}",'
+            'classification!="failure"}[{{ interval }}]))'
+            ' / sum(rate(response_total{direction="{{ variables.reporter }}",'
+            'namespace="{{ namespace }}",deployment="{{ target }}"}[{{ interval }}])) * 100'),
+        reporter="inbound",
+        header_routing=False,
+    ),
+}
+"""``--mesh`` → what the demo runs on it; each mesh is one the traffic simulator knows."""
+
+
+def error_rate_template(prometheus_url: str, mesh: DemoMesh) -> dict[str, Any]:
     """A MetricTemplate with templateVariables: the canary's share of 5xx, in percent."""
-    query = (
-        '100 - sum(rate(istio_requests_total{reporter="{{ variables.reporter }}",'
-        'destination_workload_namespace="{{ namespace }}",destination_workload="{{ target }}",'
-        'response_code!~"5.*"}[{{ interval }}])) / sum(rate(istio_requests_total{'
-        'reporter="{{ variables.reporter }}",destination_workload_namespace="{{ namespace }}",'
-        'destination_workload="{{ target }}"}[{{ interval }}])) * 100'
-    )
+    query = mesh.error_rate_query
     return {
         "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
         "metadata": {"name": "error-rate"},
@@ -69,12 +111,13 @@ def error_rate_template(prometheus_url: str) -> dict[str, Any]:
     }
 
 
-def backend_canary(*, interval: str, load_test_cmd: str, loadtester: str) -> dict[str, Any]:
+def backend_canary(*, mesh: DemoMesh, interval: str, load_test_cmd: str,
+                   loadtester: str) -> dict[str, Any]:
     return {
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
         "metadata": {"name": "backend"},
         "spec": {
-            "provider": "istio",
+            "provider": mesh.provider,
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
             "progressDeadlineSeconds": 60,
             "service": {"port": 9898, "retries": {"attempts": 3, "perTryTimeout": "1s"}},
@@ -86,7 +129,7 @@ def backend_canary(*, interval: str, load_test_cmd: str, loadtester: str) -> dic
                     {"name": "request-duration", "thresholdRange": {"max": 500},
                      "interval": "30s"},
                     {"name": "error-rate", "templateRef": {"name": "error-rate"},
-                     "templateVariables": {"reporter": "destination"},
+                     "templateVariables": {"reporter": mesh.reporter},
                      "thresholdRange": {"max": 1}, "interval": "30s"},
                 ],
                 "webhooks": [{
@@ -98,18 +141,29 @@ def backend_canary(*, interval: str, load_test_cmd: str, loadtester: str) -> dic
     }
 
 
-def frontend_canary(*, interval: str) -> dict[str, Any]:
+def frontend_canary(*, mesh: DemoMesh, interval: str, load_test_cmd: str,
+                    loadtester: str) -> dict[str, Any]:
+    """An A/B test of the insiders (``x-canary: insider``) where the mesh routes by header;
+    elsewhere blue/green: the same iterations with the users all on the primary meanwhile, so
+    the new version is measured on a load test sent to ``frontend-canary``, as Flagger's
+    blue/green tutorials do."""
+    if mesh.header_routing:
+        strategy: dict[str, Any] = {"match": [{"headers": {"x-canary": {"exact": "insider"}}}]}
+    else:
+        strategy = {"webhooks": [{
+            "name": "load-test", "type": "rollout", "url": f"{loadtester}/",
+            "timeout": "5s", "metadata": {"type": "cmd", "cmd": load_test_cmd},
+        }]}
     return {
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
         "metadata": {"name": "frontend"},
         "spec": {
-            "provider": "istio",
+            "provider": mesh.provider,
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "frontend"},
             "progressDeadlineSeconds": 60,
             "service": {"port": 9898},
             "analysis": {
-                "interval": interval, "threshold": 2, "iterations": 4,
-                "match": [{"headers": {"x-canary": {"exact": "insider"}}}],
+                "interval": interval, "threshold": 2, "iterations": 4, **strategy,
                 "metrics": [
                     {"name": "request-success-rate", "thresholdRange": {"min": 99},
                      "interval": "30s"},
@@ -218,7 +272,9 @@ def say(message: str) -> None:
 
 
 class Demo:
-    def __init__(self, *, interval: str, keep: bool) -> None:
+    def __init__(self, *, mesh: str, interval: str, keep: bool) -> None:
+        self.mesh_name = mesh
+        self.mesh = MESHES[mesh]
         self.interval = interval
         self.keep = keep
         self.cluster = LocalCluster("demo")
@@ -256,11 +312,13 @@ class Demo:
             self.started(self.cluster.down)
         await asyncio.to_thread(self.cluster.install_crds, sorted(FLAGGERPY_CRDS.glob("*.yaml")))
         await self.cluster.akubectl("create", "namespace", NAMESPACE, check=False)
-        await self.cluster.akubectl("label", "namespace", NAMESPACE, "istio-injection=enabled",
+        verb, key, value = self.mesh.injection
+        await self.cluster.akubectl(verb, "namespace", NAMESPACE, f"{key}={value}",
                                     "--overwrite")
-        say("starting the mesh traffic simulator, the load tester and Prometheus")
+        say(f"starting the {self.mesh_name} traffic simulator, the load tester and Prometheus")
         simulator = SimulatorProcess(
             kubeconfig=self.cluster.kubeconfig, namespaces=[NAMESPACE], rps=20,
+            mesh=self.mesh_name,
             args=["--user-header=x-canary=insider:0.2"],
         ).start()
         self.started(simulator.stop)
@@ -271,7 +329,7 @@ class Demo:
         self.loadtester = loadtester
         controller = ControllerProcess(
             kubeconfig=self.cluster.kubeconfig,
-            args=[f"-namespace={NAMESPACE}", "-mesh-provider=istio",
+            args=[f"-namespace={NAMESPACE}", f"-mesh-provider={self.mesh.provider}",
                   "-min-analysis-interval=1s", "-log-level=info"],
         )
         prometheus = LocalPrometheus([
@@ -290,15 +348,18 @@ class Demo:
 
     async def deploy(self) -> None:
         say("deploying frontend and backend v6.0.0 with their canaries")
-        host = f"backend-canary.{NAMESPACE}"
-        load_test = f"hey -z 4s -q 5 -c 2 -host {host} {self.simulator.ingress_url}/"
+        def load_test(workload: str) -> str:
+            host = f"{workload}-canary.{NAMESPACE}"
+            return f"hey -z 4s -q 5 -c 2 -host {host} {self.simulator.ingress_url}/"
+
         await self.apply(
-            error_rate_template(self.prometheus.url),
+            error_rate_template(self.prometheus.url, self.mesh),
             workload("frontend", image="podinfo:6.0.0"),
             workload("backend", image="podinfo:6.0.0"),
-            backend_canary(interval=self.interval, load_test_cmd=load_test,
-                           loadtester=self.loadtester.url),
-            frontend_canary(interval=self.interval),
+            backend_canary(mesh=self.mesh, interval=self.interval,
+                           load_test_cmd=load_test("backend"), loadtester=self.loadtester.url),
+            frontend_canary(mesh=self.mesh, interval=self.interval,
+                            load_test_cmd=load_test("frontend"), loadtester=self.loadtester.url),
         )
         await self.watch("initialization", {"frontend": ("Initialized",),
                                             "backend": ("Initialized",)}, within=120)
@@ -378,6 +439,8 @@ class Demo:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mesh", choices=sorted(MESHES), default="istio",
+                        help="the mesh the canaries run on (default istio)")
     parser.add_argument("--interval", default="5s", help="analysis interval (default 5s)")
     parser.add_argument("--keep", action="store_true",
                         help="leave the cluster running (stop it: e2e/cluster/down --name demo)")
@@ -387,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Everything started from here on inherits the tag, so what is left can be found at the end.
     tag = os.environ.setdefault(RUN_TAG, secrets.token_hex(6))
-    demo = Demo(interval=args.interval, keep=args.keep)
+    demo = Demo(mesh=args.mesh, interval=args.interval, keep=args.keep)
     loop = asyncio.new_event_loop()
     task = loop.create_task(demo.run())
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -35,14 +35,16 @@ def demo_environment() -> Iterator[tuple[str, dict[str, str]]]:
         LocalCluster("demo").down()
 
 
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
 def test_demo_promotes_the_good_version_and_rolls_back_the_bad_one(
-    cluster: LocalCluster, demo_environment: tuple[str, dict[str, str]]
+    cluster: LocalCluster, demo_environment: tuple[str, dict[str, str]], mesh: str
 ) -> None:
     # The demo starts (and removes) a cluster of its own; `cluster` only makes sure the control
-    # plane binaries are built and the run is marked as needing them.
+    # plane binaries are built and the run is marked as needing them. On Linkerd the frontend
+    # is a blue/green release (no header routing): it must be promoted and rolled back too.
     tag, env = demo_environment
     result = subprocess.run(
-        [sys.executable, "-m", "e2e.demo"],
+        [sys.executable, "-m", "e2e.demo", f"--mesh={mesh}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False, env=env,
     )
     output = result.stdout + result.stderr
@@ -50,6 +52,9 @@ def test_demo_promotes_the_good_version_and_rolls_back_the_bad_one(
     assert "all canaries ended as expected" in output
     assert "backend   podinfo:6.0.1  Succeeded  Succeeded" in output
     assert "backend   podinfo:6.0.2  Failed     Failed" in output
+    assert "frontend  podinfo:6.0.1  Succeeded  Succeeded" in output
+    assert "frontend  podinfo:6.0.2  Failed     Failed" in output
+    assert f"starting the {mesh} traffic simulator" in output
     assert "no process left running" in output
     assert wait_until_gone(tag) == {}
     assert not LocalCluster("demo").state_dir.exists()
