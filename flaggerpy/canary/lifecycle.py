@@ -28,7 +28,7 @@ from flaggerpy.canary import alerting, status as canary_status, strategies
 from flaggerpy.canary.alerting import Alerter, AlertMessage, Dispatcher
 from flaggerpy.canary.autoscalers import PrimaryAutoscaler
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
-from flaggerpy.canary.services import KubernetesDefaultRouter, KubernetesNoopRouter
+from flaggerpy.canary.services import KubernetesNoopRouter, new_kubernetes_router
 from flaggerpy.canary.strategies import Action, Step
 from flaggerpy.canary.targets import workload_controller
 from flaggerpy.canary.webhooks import WebhookCaller
@@ -237,7 +237,7 @@ class Lifecycle:
             return wait
         metadata = await workload.get_metadata(canary)
         router = self._router(canary, provider=provider, state=state)
-        services = self._services_router(metadata, state.router_capabilities)
+        services = self._services_router(canary, metadata, state.router_capabilities)
         await services.finalize(canary)
         await router.finalize(canary)
         await self._normal(obj, f"Terminated canary {name}")
@@ -285,7 +285,7 @@ class Lifecycle:
             return None
         router = self._router(canary, provider=provider, state=state)
         capabilities = state.router_capabilities
-        services = self._services_router(metadata, capabilities)
+        services = self._services_router(canary, metadata, capabilities)
         autoscaler = self._autoscaler(canary)
         tick = Tick(obj=obj, canary=canary, provider=provider, workload=workload,
                     services=services, router=router, autoscaler=autoscaler, state=state)
@@ -341,14 +341,15 @@ class Lifecycle:
             await self._patch_status(canary, patch)
 
     def _services_router(
-        self, metadata: WorkloadMetadata, capabilities: Capabilities
+        self, canary: Canary, metadata: WorkloadMetadata, capabilities: Capabilities
     ) -> KubernetesRouter:
-        """The apex, ``-primary`` and ``-canary`` Services, unless the router does without."""
+        """The apex, ``-primary`` and ``-canary`` Services, unless the router does without or
+        the target is a Service (its target controller copies it into the two)."""
         if not capabilities.needs_services:
             return KubernetesNoopRouter()
-        return KubernetesDefaultRouter(
-            store=self._store, label=metadata.label, label_value=metadata.label_value,
-            ports=metadata.ports,
+        return new_kubernetes_router(
+            kind=canary.spec.target_ref.kind, store=self._store, label=metadata.label,
+            label_value=metadata.label_value, ports=metadata.ports,
         )
 
     def _autoscaler(self, canary: Canary) -> PrimaryAutoscaler | None:

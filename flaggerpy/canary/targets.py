@@ -10,6 +10,7 @@ from __future__ import annotations
 from flaggerpy import kube
 from flaggerpy.canary.daemonsets import DaemonSetController
 from flaggerpy.canary.deployments import DeploymentController
+from flaggerpy.canary.service_targets import ServiceTargetController
 from flaggerpy.canary.workloads import UnsupportedTargetError, WorkloadController
 from flaggerpy.models import Canary
 from flaggerpy.settings import Settings
@@ -32,6 +33,8 @@ def workload_controller(
         return DeploymentController(store=store, settings=settings)
     if kind == DaemonSetController.kind:
         return DaemonSetController(store=store, settings=settings)
+    if kind == ServiceTargetController.kind and not canary.is_knative_service():
+        return ServiceTargetController(store=store, settings=settings)
     raise UnsupportedTargetError(
         f"canary {canary.name}.{canary.namespace}: targetRef kind {kind!r} is not handled by"
         " the workload controllers (Deployment, DaemonSet)")

@@ -15,6 +15,7 @@ from flaggerpy.canary import (
     daemonsets,
     deployments,
     hashing,
+    service_targets,
     targets,
     workloads,
 )
@@ -618,9 +619,9 @@ def test_workload_controller_picks_the_kind() -> None:
     daemonset = targets.workload_controller(make_canary(targetRef={
         "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"}), **args)
     assert isinstance(daemonset, daemonsets.DaemonSetController)
-    with pytest.raises(workloads.UnsupportedTargetError, match="'Service'"):
-        targets.workload_controller(make_canary(targetRef={
-            "apiVersion": "v1", "kind": "Service", "name": "podinfo"}), **args)
+    service = targets.workload_controller(make_canary(targetRef={
+        "apiVersion": "v1", "kind": "Service", "name": "podinfo"}), **args)
+    assert isinstance(service, service_targets.ServiceTargetController)
 
 
 def test_not_ready_error_carries_message_and_retriable() -> None:
