@@ -491,3 +491,46 @@ async def test_the_schema_refuses_a_typo_before_anything_is_installed(
     assert "additional properties 'meshprovider' not allowed" in result.stderr
     listed = await release.helm("list", "--namespace", namespace, "--short")
     assert listed.stdout.strip() == ""
+
+
+async def test_the_service_account_runs_an_apisix_canary_with_the_apisix_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=apisix: the user's ApisixRoute is read and the canary route written with the
+    # apisix rules only.
+    await release.install("meshProvider=apisix", f"namespace={namespace}")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level=", "-namespace="))]
+    assert "-mesh-provider=apisix" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    route = {"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+             "metadata": {"name": "podinfo"},
+             "spec": {"http": [{"name": "main", "match": {"paths": ["/*"]},
+                                "backends": [{"serviceName": "podinfo", "servicePort": 9898}]}]}}
+    await scenario.apply(route, deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="apisix", analysis=analysis,
+                                routeRef={"apiVersion": "apisix.apache.org/v2",
+                                          "kind": "ApisixRoute", "name": "podinfo"}))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    stored = await get(cluster, "apisixroutes.v2.apisix.apache.org", "podinfo-podinfo-canary",
+                       namespace=namespace)
+    assert stored is not None
+    assert [b["weight"] for b in stored["spec"]["http"][0]["backends"]] == [100, 0]
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create apisixroutes", "update apisixroutes"} <= written, written
