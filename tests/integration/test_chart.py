@@ -534,3 +534,51 @@ async def test_the_service_account_runs_an_apisix_canary_with_the_apisix_rules(
     assert refused == [], f"the chart's RBAC refused the controller: {refused}"
     written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
     assert {"create apisixroutes", "update apisixroutes"} <= written, written
+
+
+async def test_the_service_account_runs_a_gloo_canary_with_the_gloo_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=gloo: the config Upstream of spec.upstreamRef is read, the two generated
+    # Upstreams and the RouteTable written with the gloo rules only.
+    await release.install("meshProvider=gloo", f"namespace={namespace}")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level=", "-namespace="))]
+    assert "-mesh-provider=gloo" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    config = {"apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+              "metadata": {"name": "config-upstream"},
+              "spec": {"connectionConfig": {"maxRequestsPerConnection": 51},
+                       "kube": {"serviceName": "placeholder", "serviceNamespace": namespace,
+                                "servicePort": 9898}}}
+    await scenario.apply(config, deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="gloo", analysis=analysis,
+                                upstreamRef={"apiVersion": "gloo.solo.io/v1",
+                                             "kind": "Upstream", "name": "config-upstream"}))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    table = await get(cluster, "routetables.v1.gateway.solo.io", "podinfo", namespace=namespace)
+    assert table is not None
+    destinations = table["spec"]["routes"][0]["routeAction"]["multi"]["destinations"]
+    assert [d.get("weight", 0) for d in destinations] == [100, 0]
+    upstream = await get(cluster, "upstreams.v1.gloo.solo.io",
+                         f"{namespace}-podinfo-canaryupstream-9898", namespace=namespace)
+    assert upstream is not None
+    assert upstream["spec"]["connectionConfig"] == {"maxRequestsPerConnection": 51}
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create upstreams", "create routetables", "update routetables"} <= written, written
