@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from e2e.simulator.routing import ServiceKey
 from e2e.simulator.routing_kuma import service_tag
+from flaggerpy.kube.keys import ObjectKey
 
 __all__ = [
     "ADAPTERS",
@@ -116,6 +117,9 @@ class Exchange:
     upstream, ``UF`` upstream connection failure, ``UT`` upstream timeout). ``service_port``
     is the addressed Service's first port (Kuma's service tags carry it); ``method`` and
     ``path`` (without the query) are what the application saw, for its own metrics.
+    ``routed_by`` is the routing object that routed the request and ``rule`` the name of its
+    rule that did (``RouteDecision.rule_name``), for meshes that label by route (APISIX); None
+    and "" when no routing object did.
     """
 
     source: Peer
@@ -129,6 +133,8 @@ class Exchange:
     service_port: int | None = None
     method: str = "GET"
     path: str = "/"
+    routed_by: ObjectKey | None = None
+    rule: str = ""
 
 
 class MeshAdapter(Protocol):

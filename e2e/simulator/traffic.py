@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter
 from e2e.simulator.backends import BackendPool, BackendProcess
 from e2e.simulator.metrics import Exchange, MeshAdapter, Peer
 from e2e.simulator.routing import HeaderOps, Request, ServiceKey, service_key
-from e2e.simulator.sources import IstioSource
+from e2e.simulator.sources import IstioSource, object_key
 from e2e.simulator.users import UserPool
 from e2e.simulator.world import Workload, World
 from flaggerpy.kube.keys import ObjectKey
@@ -137,6 +137,7 @@ class DataPlane:
         vs = self.world.virtual_service_for(request.host, namespace=namespace)
         request_ops = response_ops = HeaderOps()
         timeout = self.timeout
+        routed: tuple[ObjectKey, str] | None = None  # the routing object and its rule
         if vs is None:
             key = service_key(request.host, namespace=namespace, namespaces=self.world.namespaces)
             if key is None or self.world.service(key) is None:
@@ -150,17 +151,20 @@ class DataPlane:
                               namespaces=self.world.namespaces)
             if decision is None:
                 return self._report(request, source, own, None, 404, 0.0, "NR")
+            routed = (object_key(vs), decision.rule_name)
             # A delegate's hosts name Services in the delegate's namespace, not the root's.
             hosts_namespace = decision.hosts_namespace(vs_namespace)
             for host in decision.mirrors:
                 self._mirror(request, host, source=source, namespace=hosts_namespace, body=body)
             invalid = decision.invalid_backend_status
             if decision.destination is None:
-                return self._report(request, source, own, None, invalid or 503, 0.0, "UH")
+                return self._report(request, source, own, None, invalid or 503, 0.0, "UH",
+                                    routed=routed)
             key = service_key(decision.destination.host, namespace=hosts_namespace,
                               namespaces=self.world.namespaces)
             if key is None or self.world.service(key) is None:
-                return self._report(request, source, key or own, None, invalid or 503, 0.0, "NC")
+                return self._report(request, source, key or own, None, invalid or 503, 0.0, "NC",
+                                    routed=routed)
             request_ops, response_ops = decision.request_headers, decision.response_headers
             timeout = decision.timeout or timeout
             if decision.rewrite_path is not None or decision.rewrite_authority is not None:
@@ -168,6 +172,7 @@ class DataPlane:
                     request, path=decision.rewrite_path or request.path,
                     host=decision.rewrite_authority or request.host)
         response = await self._forward(request, key, source=source, request_ops=request_ops,
+                                       routed=routed,
                                        time_limit=timeout, body=body)
         if response_ops:
             return Response(response.status, response_ops.apply(response.headers),
@@ -195,10 +200,12 @@ class DataPlane:
         time_limit: float,
         body: bytes,
         mirrored: bool = False,
+        routed: tuple[ObjectKey, str] | None = None,
     ) -> Response:
         chosen = self._choose(key)
         if chosen is None:
-            return self._report(request, source, key, None, 503, 0.0, "UH", mirrored=mirrored)
+            return self._report(request, source, key, None, 503, 0.0, "UH", mirrored=mirrored,
+                                routed=routed)
         workload, backend = chosen
         peer = Peer(workload.key.name, workload.key.namespace, workload.labels)
         headers = request_ops.apply(
@@ -226,7 +233,8 @@ class DataPlane:
         finally:
             backend.leave()
         duration_ms = (loop.time() - started) * 1000.0
-        self._report(request, source, key, peer, status, duration_ms, flags, mirrored=mirrored)
+        self._report(request, source, key, peer, status, duration_ms, flags, mirrored=mirrored,
+                     routed=routed)
         return Response(status, reply, payload, workload.key.name, flags)
 
     def _mirror(
@@ -269,12 +277,14 @@ class DataPlane:
         flags: str,
         *,
         mirrored: bool = False,
+        routed: tuple[ObjectKey, str] | None = None,
     ) -> Response:
         self.adapter.observe(Exchange(
             source=source, authority=request.host, service=service, destination=destination,
             response_code=status, duration_ms=duration_ms, response_flags=flags,
             mirrored=mirrored, service_port=self._port(service),
-            method=request.method, path=request.path.partition("?")[0]))
+            method=request.method, path=request.path.partition("?")[0],
+            routed_by=routed[0] if routed else None, rule=routed[1] if routed else ""))
         return Response(status, [], b"", destination.workload if destination else None, flags)
 
 

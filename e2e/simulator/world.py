@@ -183,7 +183,7 @@ class World:
 
     def virtual_service_for(self, host: str, *, namespace: str) -> kube.JsonObject | None:
         """The routing object that routes ``host`` for a caller in ``namespace``, if any (the
-        oldest, when several claim it).
+        oldest, when several claim it and the source ranks none above the others).
 
         Never a delegate VirtualService: it has no ``hosts``, so it serves no host of its own and
         is reached only through a root's ``delegate`` (:meth:`virtual_service`).
@@ -191,11 +191,15 @@ class World:
         lookup = (host, namespace)
         if lookup not in self._hosts:
             self._hosts[lookup] = None
-            for vs in self.virtual_services():
-                if self.source.claims(vs, host, namespace=namespace,
-                                      namespaces=self.namespaces):
-                    self._hosts[lookup] = _key(vs)
-                    break
+            claimants = [vs for vs in self.virtual_services()
+                         if self.source.claims(vs, host, namespace=namespace,
+                                               namespaces=self.namespaces)]
+            # A source whose objects outrank each other (APISIX's route priority) says so with
+            # an optional rank(obj, host), lowest first; ties keep the oldest.
+            rank = getattr(self.source, "rank", None)
+            if claimants:
+                chosen = min(claimants, key=lambda vs: rank(vs, host)) if rank else claimants[0]
+                self._hosts[lookup] = _key(chosen)
         key = self._hosts[lookup]
         return self.virtual_service(key) if key is not None else None
 
