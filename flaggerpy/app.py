@@ -74,6 +74,12 @@ def workload_index_value(obj: JsonObject) -> str:
     return f"{metadata.get('namespace') or ''}/{name}"
 
 
+def targets_a_service(canary: JsonObject) -> bool:
+    """Whether a Canary's target is a core/v1 Service (a Knative Service is another resource)."""
+    ref = (canary.get("spec") or {}).get("targetRef") or {}
+    return ref.get("kind") == "Service" and "/" not in str(ref.get("apiVersion") or "")
+
+
 def count_by_namespace(canaries: Informer, telemetry: Recorder) -> None:
     """Sets ``flagger_canary_total{namespace}`` from the cache."""
     totals = Counter(kube.key_of(obj).namespace for obj in canaries.list())
@@ -204,6 +210,21 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             )
         for resource in (kube.CONFIGMAPS, kube.SECRETS):
             caches.informer(resource).add_handler(on_update=config_changed)
+
+        # A Service target's revision is its spec: seen at once too, by its canaries only.
+        def enqueue_for_service(obj: JsonObject) -> None:
+            for canary in canaries.by_index(TARGET_INDEX, workload_index_value(obj)):
+                if targets_a_service(canary):
+                    enqueue(canary)
+
+        def service_changed(old: JsonObject, new: JsonObject) -> None:
+            if old.get("spec") != new.get("spec"):
+                enqueue_for_service(new)
+
+        caches.informer(kube.SERVICES).add_handler(
+            on_add=enqueue_for_service, on_update=service_changed,
+            on_delete=enqueue_for_service,
+        )
 
         all_caches = (caches,) if mesh_caches is None else (caches, mesh_caches)
         server = TelemetryServer(telemetry, port=settings.telemetry.port,
