@@ -582,3 +582,52 @@ async def test_the_service_account_runs_a_gloo_canary_with_the_gloo_rules(
     assert refused == [], f"the chart's RBAC refused the controller: {refused}"
     written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
     assert {"create upstreams", "create routetables", "update routetables"} <= written, written
+
+
+async def test_the_service_account_runs_an_nginx_canary_with_the_nginx_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=nginx with a custom annotations prefix: the user's Ingress is read and the
+    # canary Ingress written with the nginx rules only, its annotations under the chart's prefix.
+    prefix = "custom.ingress.kubernetes.io"
+    await release.install("meshProvider=nginx", f"namespace={namespace}",
+                          f"ingressAnnotationsPrefix={prefix}")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level=", "-namespace="))]
+    assert "-mesh-provider=nginx" in args
+    assert f"-ingress-annotations-prefix={prefix}" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {"name": "podinfo"},
+               "spec": {"ingressClassName": "nginx", "rules": [{"host": "app.example.com",
+                        "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+                            "service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}}
+    await scenario.apply(ingress, deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="nginx", analysis=analysis,
+                                ingressRef={"apiVersion": "networking.k8s.io/v1",
+                                            "kind": "Ingress", "name": "podinfo"}))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    stored = await get(cluster, "ingresses.v1.networking.k8s.io", "podinfo-canary",
+                       namespace=namespace)
+    assert stored is not None
+    annotations = stored["metadata"]["annotations"]
+    assert (annotations[f"{prefix}/canary"], annotations[f"{prefix}/canary-weight"]) == (
+        "true", "0")
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create ingresses", "update ingresses"} <= written, written
