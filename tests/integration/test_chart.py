@@ -631,3 +631,39 @@ async def test_the_service_account_runs_an_nginx_canary_with_the_nginx_rules(
     assert refused == [], f"the chart's RBAC refused the controller: {refused}"
     written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
     assert {"create ingresses", "update ingresses"} <= written, written
+
+
+async def test_the_service_account_runs_a_traefik_canary_with_the_traefik_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=traefik: the TraefikService is written with the traefik rules only.
+    await release.install("meshProvider=traefik")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level="))]
+    assert "-mesh-provider=traefik" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="traefik", analysis=analysis))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    stored = await scenario.get("traefikservices.v1alpha1.traefik.io", "podinfo")
+    assert stored is not None
+    assert [(s["name"], s["weight"]) for s in stored["spec"]["weighted"]["services"]] == [
+        ("podinfo-primary", 100)]
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create traefikservices", "update traefikservices"} <= written, written
