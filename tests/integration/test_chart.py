@@ -667,3 +667,42 @@ async def test_the_service_account_runs_a_traefik_canary_with_the_traefik_rules(
     assert refused == [], f"the chart's RBAC refused the controller: {refused}"
     written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
     assert {"create traefikservices", "update traefikservices"} <= written, written
+
+
+async def test_the_service_account_runs_a_contour_canary_with_the_contour_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=contour with ingressClass: the HTTPProxy is written with the contour rules
+    # only, with the chart's ingress class as its ingressClassName.
+    await release.install("meshProvider=contour", "ingressClass=contour")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level="))]
+    assert "-mesh-provider=contour" in args
+    assert "-ingress-class=contour" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="contour", analysis=analysis))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    stored = await scenario.get("httpproxies.v1.projectcontour.io", "podinfo")
+    assert stored is not None
+    assert stored["spec"]["ingressClassName"] == "contour"
+    assert [(s["name"], s.get("weight")) for s in stored["spec"]["routes"][0]["services"]] == [
+        ("podinfo-primary", 100), ("podinfo-canary", None)]
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create httpproxies", "update httpproxies"} <= written, written
