@@ -61,10 +61,15 @@ SHARE_QUERIES = {
         'kubernetes_pod_name=~"{workload}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}}[10s]))'
         ' / sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}",'
         'kubernetes_pod_name=~"{workload}(-primary)?-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}}[10s]))'),
+    "apisix": (
+        'sum(rate(apisix_http_status{{route=~"{ns}_.+",node=~"{workload}-[0-9a-f]+-[0-9a-f]+"'
+        '}}[10s])) / sum(rate(apisix_http_status{{route=~"{ns}_.+",'
+        'node=~"{workload}(-primary)?-[0-9a-f]+-[0-9a-f]+"}}[10s]))'),
 }
 """The same share from each simulated mesh's own series (``--mesh``): Linkerd's inbound
 ``response_total``, Kuma's inbound Envoy counters by service tag, and for Gateway API the
-application's own request counts per pod."""
+application's own request counts per pod, for APISIX its requests by the upstream node (pod)
+that answered."""
 
 
 def istio_canary(name: str, *, service: dict[str, Any] | None = None,

@@ -11,6 +11,7 @@ and what its proxies export (a :class:`~e2e.simulator.metrics.MeshAdapter`):
 ``osm``        SMI TrafficSplits                 ``osm_request_total``, ...
 ``gatewayapi`` HTTPRoutes                        the app's ``http_request_duration_seconds``
 ``kuma``       Kuma TrafficRoutes                ``envoy_cluster_upstream_rq``, ...
+``apisix``     ApisixRoutes (by priority)        ``apisix_http_status``, ``apisix_http_latency``
 =============  ================================  ===========================================
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from e2e.simulator.metrics import ADAPTERS, MeshAdapter
+from e2e.simulator.routing_apisix import ApisixAdapter, ApisixSource
 from e2e.simulator.routing_gatewayapi import GatewayAPISource
 from e2e.simulator.routing_kuma import KumaSource
 from e2e.simulator.routing_smi import SmiSource
@@ -45,6 +47,7 @@ MESHES: Mapping[str, Mesh] = {
     "osm": Mesh("osm", SmiSource, ADAPTERS["osm"]),
     "gatewayapi": Mesh("gatewayapi", GatewayAPISource, ADAPTERS["gatewayapi"]),
     "kuma": Mesh("kuma", KumaSource, ADAPTERS["kuma"]),
+    "apisix": Mesh("apisix", ApisixSource, ApisixAdapter),
 }
 """``--mesh`` → :class:`Mesh`."""
 
