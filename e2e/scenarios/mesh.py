@@ -65,6 +65,10 @@ SHARE_QUERIES = {
         'sum(rate(apisix_http_status{{route=~"{ns}_.+",node=~"{workload}-[0-9a-f]+-[0-9a-f]+"'
         '}}[10s])) / sum(rate(apisix_http_status{{route=~"{ns}_.+",'
         'node=~"{workload}(-primary)?-[0-9a-f]+-[0-9a-f]+"}}[10s]))'),
+    "nginx": (
+        'sum(rate(nginx_ingress_controller_requests{{namespace="{ns}",ingress="{workload}",'
+        'canary!=""}}[10s])) / sum(rate(nginx_ingress_controller_requests{{'
+        'namespace="{ns}",ingress="{workload}"}}[10s]))'),
 }
 """The same share from each simulated mesh's own series (``--mesh``): Linkerd's inbound
 ``response_total``, Kuma's inbound Envoy counters by service tag, and for Gateway API the
