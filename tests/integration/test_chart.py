@@ -706,3 +706,50 @@ async def test_the_service_account_runs_a_contour_canary_with_the_contour_rules(
     assert refused == [], f"the chart's RBAC refused the controller: {refused}"
     written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
     assert {"create httpproxies", "update httpproxies"} <= written, written
+
+
+async def test_the_service_account_runs_a_skipper_canary_with_the_skipper_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=skipper with revertOnDeletion: the user's Ingress is read, the canary Ingress
+    # written with the skipper rules only, and deleted when the Canary is (the one delete verb).
+    await release.install("meshProvider=skipper")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level="))]
+    assert "-mesh-provider=skipper" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+
+    await scenario.set_success_rate("podinfo", 99)
+    metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+              "thresholdRange": {"min": 90}, "interval": "30s"}
+    analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                "metrics": [metric]}
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {"name": "podinfo"},
+               "spec": {"ingressClassName": "skipper", "rules": [{"host": "app.example.com",
+                        "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+                            "service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}}
+    await scenario.apply(ingress, deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", provider="skipper", analysis=analysis,
+                                revertOnDeletion=True,
+                                ingressRef={"apiVersion": "networking.k8s.io/v1",
+                                            "kind": "Ingress", "name": "podinfo"}))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    kind = "ingresses.v1.networking.k8s.io"
+    stored = await get(cluster, kind, "podinfo-canary", namespace=namespace)
+    assert stored is not None
+    assert stored["metadata"]["annotations"]["zalando.org/skipper-predicate"] == "False()"
+    await scenario.kubectl("delete", "canary", "podinfo", "--timeout=60s")
+    assert await get(cluster, kind, "podinfo-canary", namespace=namespace) is None
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert {"create ingresses", "update ingresses", "delete ingresses"} <= written, written
