@@ -13,12 +13,15 @@ fails the Canary with a readable message and a Warning Event, through the real r
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
 
+from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary
 from flaggerpy import kube, plugins
@@ -121,6 +124,7 @@ async def test_a_service_target_is_copied_analysed_and_promoted(scenario: Scenar
 
     # A new revision: the target's spec changes. The canary copy follows at once, the primary
     # stays until promotion.
+    run_started = datetime.now(UTC)
     await scenario.kubectl("patch", "service/podinfo", "--type=merge",
                            "-p", json.dumps({"spec": {"selector": {"version": "v2"}}}))
     seen: list[str] = []
@@ -132,6 +136,7 @@ async def test_a_service_target_is_copied_analysed_and_promoted(scenario: Scenar
 
     status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=90, seen=seen)
     assert status["phase"] == "Succeeded", status
+    run_ended = datetime.now(UTC)
     assert seen[-4:] == ["Progressing", "Promoting", "Finalising", "Succeeded"], seen
 
     # Succeeded: the primary carries the new spec and the prefixed metadata, keeps its IP.
@@ -150,6 +155,20 @@ async def test_a_service_target_is_copied_analysed_and_promoted(scenario: Scenar
     assert f"Advance podinfo.{ns} canary weight 50" in messages, messages
     assert f"Initialization done! podinfo.{ns}" in messages
     assert not [e for e in await scenario.events("podinfo") if e["type"] == "Warning"]
+
+    # Steady: the ticks after the run read nothing from the API server and write nothing (a
+    # copy the API server stored differently from how it was built would be rewritten here).
+    since = datetime.now(UTC)
+    await asyncio.sleep(5)  # two analysis intervals
+    until = datetime.now(UTC)
+    await asyncio.sleep(1)  # let the audit log catch up
+    counts = audit.count_requests(scenario.cluster.audit_log, user_agent="flaggerpy/",
+                                  since=since, until=until, namespace=ns)
+    assert (counts.reads, counts.writes) == (0, 0), counts.by_resource
+    during_run = audit.count_requests(scenario.cluster.audit_log, user_agent="flaggerpy/",
+                                      since=run_started, until=run_ended, namespace=ns)
+    # the same count over the run sees the copies written: the window above was not blind
+    assert during_run.by_resource["update services"] >= 2, during_run.by_resource
 
 
 class KnativeOnlyRouter:
