@@ -56,6 +56,11 @@ SHARE_QUERIES = {
         'sum(rate(envoy_cluster_upstream_rq{{service=~"{workload}-canary_{ns}_svc_[0-9]+"'
         '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'
         'service=~"{workload}-(canary|primary)_{ns}_svc_[0-9]+"}}[10s]))'),
+    "gloo": (
+        'sum(rate(envoy_cluster_upstream_rq{{'
+        'envoy_cluster_name=~"{ns}-{workload}-canaryupstream-[0-9]+_{ns}"}}[10s]))'
+        ' / sum(rate(envoy_cluster_upstream_rq{{'
+        'envoy_cluster_name=~"{ns}-{workload}-(canary|primary)upstream-[0-9]+_{ns}"}}[10s]))'),
     "gatewayapi": (
         'sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}",'
         'kubernetes_pod_name=~"{workload}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}}[10s]))'

@@ -11,6 +11,7 @@ and what its proxies export (a :class:`~e2e.simulator.metrics.MeshAdapter`):
 ``osm``        SMI TrafficSplits                 ``osm_request_total``, ...
 ``gatewayapi`` HTTPRoutes                        the app's ``http_request_duration_seconds``
 ``kuma``       Kuma TrafficRoutes                ``envoy_cluster_upstream_rq``, ...
+``gloo``       Gloo Edge RouteTables             ``envoy_cluster_upstream_rq``, ...
 ``apisix``     ApisixRoutes (by priority)        ``apisix_http_status``, ``apisix_http_latency``
 ``nginx``      Ingresses (canary annotations)    ``nginx_ingress_controller_requests``, ...
 =============  ================================  ===========================================
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from e2e.simulator.metrics import ADAPTERS, MeshAdapter
 from e2e.simulator.routing_apisix import ApisixAdapter, ApisixSource
 from e2e.simulator.routing_gatewayapi import GatewayAPISource
+from e2e.simulator.routing_gloo import GlooAdapter, GlooSource
 from e2e.simulator.routing_kuma import KumaSource
 from e2e.simulator.routing_nginx import NginxAdapter, NginxSource
 from e2e.simulator.routing_smi import SmiSource
@@ -49,6 +51,7 @@ MESHES: Mapping[str, Mesh] = {
     "osm": Mesh("osm", SmiSource, ADAPTERS["osm"]),
     "gatewayapi": Mesh("gatewayapi", GatewayAPISource, ADAPTERS["gatewayapi"]),
     "kuma": Mesh("kuma", KumaSource, ADAPTERS["kuma"]),
+    "gloo": Mesh("gloo", GlooSource, GlooAdapter),
     "apisix": Mesh("apisix", ApisixSource, ApisixAdapter),
     "nginx": Mesh("nginx", NginxSource, NginxAdapter),
 }

@@ -1,4 +1,5 @@
-"""The Gloo router's pure builders against spec §3 and the golden corpus.
+"""The Gloo router's pure builders against spec §3 and the golden corpus, and the traffic
+simulator's reading of what they write.
 
 Each test checks one thing Flagger 1.44 writes: the Upstreams' names, Service references and
 copied config, the RouteTable's metadata, destinations (a weight of 0 left out) and A/B header
@@ -8,18 +9,35 @@ matchers, and reading the split back.
 from __future__ import annotations
 
 import copy
+import random
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from e2e.simulator.meshes import MESHES
+from e2e.simulator.metrics import Exchange, Peer
+from e2e.simulator.routing import Request, ServiceKey
+from e2e.simulator.routing_gloo import (
+    GlooAdapter,
+    GlooSource,
+    cluster_name,
+    route_table,
+    upstream_service,
+)
 from flaggerpy import kube, plugins
+from flaggerpy.analysis import MetricTemplateModel
 from flaggerpy.errors import PluginError, RouterError, TerminalError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers import gloo
 from flaggerpy.providers.gloo import (
+    GlooObserver,
     GlooRouter,
     build_route_table,
     build_upstream,
@@ -30,6 +48,7 @@ from flaggerpy.providers.gloo import (
 )
 from flaggerpy.routing import ProviderContext, Router, Weights, capabilities_of
 from flaggerpy.settings import Settings
+from flaggerpy.templating import render
 
 TOOLKIT = {
     "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
@@ -286,3 +305,110 @@ def test_the_router_is_registered_declares_ab_without_mirroring_and_refuses_a_va
     assert caps.needs_services
     with pytest.raises(PluginError, match="gloo:v1"):
         gloo.GlooRouter(ctx=ctx, variant="v1")
+
+
+# -- the traffic simulator's Gloo: RouteTable routing and the gateway's Envoy series -----------
+
+
+def _route(spec: dict[str, Any], *, headers: dict[str, str] | None = None, path: str = "/",
+           seed: int = 1) -> str | None:
+    decision = route_table(spec, Request(host="podinfo.test", path=path, headers=headers or {}),
+                           random.Random(seed))
+    if decision is None:
+        return "404"
+    return decision.destination.host if decision.destination else "503"
+
+
+def test_the_simulator_splits_by_the_route_tables_weights() -> None:
+    canary = make_canary(namespace="test")
+    spec = build_route_table(canary, Weights.to_canary(30), None)["spec"]
+    rng = random.Random(7)
+    hosts = Counter(
+        route_table(spec, Request(host="podinfo.test"), rng).destination.host  # type: ignore[union-attr]
+        for _ in range(4000))
+    assert set(hosts) == {"podinfo-primary.test.svc.cluster.local",
+                          "podinfo-canary.test.svc.cluster.local"}
+    assert abs(hosts["podinfo-canary.test.svc.cluster.local"] / 4000 - 0.3) < 0.03
+    # A weight left out is 0: all to the canary.
+    spec = build_route_table(canary, Weights.all_canary(), None)["spec"]
+    assert {_route(spec, seed=s) for s in range(50)} == {"podinfo-canary.test.svc.cluster.local"}
+
+
+def test_the_simulator_routes_only_matching_requests_on_an_ab_route_table() -> None:
+    canary = make_canary(namespace="test", analysis={
+        "interval": "10s", "threshold": 2, "iterations": 2,
+        "match": [{"headers": {"x-canary": {"exact": "insider"}}},
+                  {"headers": {"x-user": {"regex": "bob-[0-9]+"}}}]})
+    spec = build_route_table(canary, Weights.all_canary(), None)["spec"]
+    # Flagger puts the headers of every match item into one matcher: all of them must match.
+    assert _route(spec, headers={"x-canary": "insider"}) == "404"
+    assert _route(spec, headers={"x-canary": "insider", "x-user": "bob-1"}) == (
+        "podinfo-canary.test.svc.cluster.local")
+    # Two matchers: either one routes.
+    spec["routes"][0]["matchers"] = [{"headers": [{"name": "x-canary", "value": "insider"}]},
+                                     {"headers": [{"name": "x-user", "value": "bob-[0-9]+",
+                                                   "regex": True}]}]
+    assert _route(spec, headers={"x-user": "bob-12"}) == "podinfo-canary.test.svc.cluster.local"
+    assert _route(spec, headers={"x-user": "bob-x"}) == "404"  # no route: Gloo's 404
+    assert _route(spec) == "404"
+    spec["routes"][0]["matchers"] = [{"prefix": "/api", "headers": [{"name": "x-canary"}]}]
+    assert _route(spec, headers={"x-canary": "any"}, path="/api/info") != "404"
+    assert _route(spec, headers={"x-canary": "any"}, path="/other") == "404"
+
+
+def test_the_simulator_resolves_upstreams_by_flaggers_and_discoverys_names() -> None:
+    assert upstream_service("test-podinfo-canaryupstream-9898", "test") == ServiceKey(
+        "test", "podinfo-canary")
+    assert upstream_service("test-my-app-primaryupstream-80", "test") == ServiceKey(
+        "test", "my-app-primary")
+    assert upstream_service("test-podinfo-9898", "test") == ServiceKey("test", "podinfo")
+    assert upstream_service("elsewhere-podinfo-9898", "test") is None
+    assert cluster_name(ServiceKey("test", "podinfo-canary"), 9898) == (
+        "test-podinfo-canaryupstream-9898_test")
+    source = GlooSource()
+    table = build_route_table(make_canary(namespace="test"), Weights.all_primary(), None)
+    assert source.claims(table, "podinfo.test", namespace="other", namespaces=["test"])
+    assert source.claims(table, "podinfo", namespace="test", namespaces=["test"])
+    assert not source.claims(table, "podinfo-canary.test", namespace="test", namespaces=["test"])
+    assert source.stream_host(table) == "podinfo.test"
+
+
+def test_the_observers_queries_read_the_gateways_canary_cluster() -> None:
+    registry = CollectorRegistry()
+    adapter = GlooAdapter(registry)
+    source = Peer("traffic-simulator", "simulator", {"app": "traffic-simulator"})
+    canary, primary = (Peer("podinfo", "test", {}), Peer("podinfo-primary", "test", {}))
+
+    def seen(peer: Peer | None, service: str, code: int) -> Exchange:
+        return Exchange(source, "podinfo.test", ServiceKey("test", service), peer, code, 20.0,
+                        service_port=9898)
+
+    for item in (seen(canary, "podinfo-canary", 200), seen(canary, "podinfo-canary", 500),
+                 *(seen(primary, "podinfo-primary", 500) for _ in range(3)),
+                 seen(None, "podinfo-canary", 503)):
+        adapter.observe(item)
+    text = generate_latest(registry).decode()
+    series = [(s.name, dict(s.labels), s.value)
+              for family in text_string_to_metric_families(text) for s in family.samples]
+    model = MetricTemplateModel(name="podinfo", namespace="test", target="podinfo",
+                                service="podinfo", ingress="podinfo", route="podinfo",
+                                interval="1m")
+    observer = GlooObserver(client=None, render=render)  # type: ignore[arg-type]
+    query = observer.render_success_rate(model)
+    cluster = re.search(r'envoy_cluster_name=~"([^"]+)"', query)
+    assert cluster is not None
+
+    def picked(name: str, extra: str = "") -> list[tuple[str, dict[str, str], float]]:
+        return [s for s in series if s[0] == name
+                and re.fullmatch(cluster[1], s[1].get("envoy_cluster_name", ""))
+                and (not extra or not re.fullmatch(extra, s[1]["envoy_response_code"]))]
+
+    ok = sum(v for _, _, v in picked("envoy_cluster_upstream_rq", "5.*"))
+    total = sum(v for _, _, v in picked("envoy_cluster_upstream_rq"))
+    assert (ok, total) == (1, 2)  # the primary's errors and the unrouted 503 are not counted
+    assert "envoy_cluster_upstream_rq_time_bucket" in observer.render_duration(model)
+    infinite = [v for _, labels, v in picked("envoy_cluster_upstream_rq_time_bucket")
+                if labels.get("le") == "+Inf"]
+    assert infinite == [2]
+    assert MESHES["gloo"].adapter is GlooAdapter
+    assert MESHES["gloo"].source is GlooSource
