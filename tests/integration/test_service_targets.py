@@ -25,6 +25,7 @@ from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary
 from flaggerpy import kube, plugins
+from flaggerpy.canary import targets
 from flaggerpy.canary.reconciler import CanaryReconciler
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary
@@ -169,6 +170,52 @@ async def test_a_service_target_is_copied_analysed_and_promoted(scenario: Scenar
                                       since=run_started, until=run_ended, namespace=ns)
     # the same count over the run sees the copies written: the window above was not blind
     assert during_run.by_resource["update services"] >= 2, during_run.by_resource
+
+
+async def test_a_nodeport_target_is_copied_and_promoted_on_the_api_server(
+        counted_client: kube.KubeClient, namespace: str) -> None:
+    """The copies get node ports of their own (copying the target's is refused as already
+    allocated), keep them through updates and promotion, and a repeated call writes nothing."""
+    client = counted_client
+    target = target_service("podinfo", version="v1")
+    target["metadata"]["namespace"] = namespace
+    target["spec"]["type"] = "NodePort"
+    target = await client.create(kube.SERVICES, target)
+    created = await client.create(kube.CANARIES, {**service_canary("podinfo"), "metadata": {
+        "name": "podinfo", "namespace": namespace}})
+    subject = Canary.model_validate(created)
+    settings = Settings(controller={"include_label_prefix": ["app"]})
+    controller = targets.workload_controller(subject, store=kube.ObjectStore(client),
+                                             settings=settings)
+
+    await controller.initialize(subject, wait_primary_ready=True)
+    copies = {name: await client.get(kube.SERVICES, name, namespace=namespace)
+              for name in ("podinfo-canary", "podinfo-primary")}
+    target_port = target["spec"]["ports"][0]["nodePort"]
+    node_ports = {name: c["spec"]["ports"][0]["nodePort"] for name, c in copies.items()}
+    assert target_port not in node_ports.values()
+    assert len(set(node_ports.values())) == 2, node_ports
+    for copy in copies.values():
+        assert copy["spec"]["type"] == "NodePort"
+        assert copy["spec"]["clusterIP"] != target["spec"]["clusterIP"]
+
+    versions = {n: c["metadata"]["resourceVersion"] for n, c in copies.items()}
+    await controller.initialize(subject, wait_primary_ready=False)
+    for name, version in versions.items():  # up to date: nothing written
+        stored = await client.get(kube.SERVICES, name, namespace=namespace)
+        assert stored["metadata"]["resourceVersion"] == version, name
+
+    target["spec"]["selector"] = {"app": "podinfo", "version": "v2"}
+    await client.replace(kube.SERVICES, target, namespace=namespace)
+    await controller.initialize(subject, wait_primary_ready=False)
+    await controller.promote(subject)
+    for name in ("podinfo-canary", "podinfo-primary"):
+        stored = await client.get(kube.SERVICES, name, namespace=namespace)
+        assert stored["spec"]["selector"] == {"app": "podinfo", "version": "v2"}, name
+        assert stored["spec"]["ports"][0]["nodePort"] == node_ports[name], name
+    primary = await client.get(kube.SERVICES, "podinfo-primary", namespace=namespace)
+    assert primary["metadata"]["labels"] == {"app": "podinfo"}
+    assert primary["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
 
 
 class KnativeOnlyRouter:
