@@ -183,9 +183,9 @@ class GlooAdapter:
 
     Each request a pod of a Service received is counted on the cluster of that Service's
     Upstream (:func:`cluster_name`); a request Envoy answered itself (no route, no healthy
-    endpoint) never went upstream and is not. ``envoy_cluster_upstream_rq`` is a gauge only because the client
-    library would append ``_total`` to a counter's name, which Envoy's does not have; it only
-    ever increases.
+    endpoint) never went upstream and is not. ``envoy_cluster_upstream_rq`` is a gauge only
+    because the client library would append ``_total`` to a counter's name, which Envoy's does
+    not have; it only ever increases.
     """
 
     name: ClassVar[str] = "gloo"
