@@ -2,18 +2,29 @@
 
 Each test checks one thing Flagger 1.44 writes: the TraefikService's name, metadata and owner,
 the round robin's entries (the canary's only while it has weight), the weights, and reading
-them back; and the one deliberate difference, a primary weight of 0 written out.
+them back; and the one deliberate difference, a primary weight of 0 written out. Then the
+traffic simulator's Traefik: its weighted round robin (a missing weight is 1, as Traefik reads
+it) and the series it exports, as the traefik observer's queries select them.
 """
 
 from __future__ import annotations
 
 import copy
+import random
+import re
 from typing import Any
 
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from e2e.simulator.meshes import MESHES
+from e2e.simulator.metrics import Exchange, Peer
+from e2e.simulator.routing import ServiceKey
+from e2e.simulator.routing_traefik import TraefikSource, weighted_round_robin
 from flaggerpy import kube, plugins
+from flaggerpy.analysis import MetricTemplateModel
 from flaggerpy.errors import PluginError, RouterError, TerminalError
 from flaggerpy.models.canary import Canary
 from flaggerpy.providers import traefik
@@ -27,6 +38,7 @@ from flaggerpy.providers.traefik import (
 )
 from flaggerpy.routing import ProviderContext, Router, Weights, capabilities_of
 from flaggerpy.settings import Settings
+from flaggerpy.templating import render
 
 TOOLKIT = {
     "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
@@ -193,3 +205,87 @@ def test_the_router_is_registered_declares_weights_only_and_refuses_a_variant() 
     assert caps.needs_services
     with pytest.raises(PluginError, match="traefik:v2"):
         traefik.TraefikRouter(ctx=ctx, variant="v2")
+
+
+# -- the traffic simulator's Traefik: routing and metrics ---------------------------------------
+
+
+def _ts(services: list[dict[str, Any]], *, name: str = "podinfo") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "test"},
+            "spec": {"weighted": {"services": services}}}
+
+
+def _hosts(obj: dict[str, Any], n: int = 2000, **lookups: dict[str, Any]) -> dict[str, int]:
+    rng = random.Random(7)
+    counts: dict[str, int] = {}
+    for _ in range(n):
+        chosen = weighted_round_robin(obj, rng, lookup=lambda key: lookups.get(key.name))
+        host = chosen.host if chosen is not None else "503"
+        counts[host] = counts.get(host, 0) + 1
+    return counts
+
+
+def test_the_simulated_round_robin_splits_by_weight_as_written() -> None:
+    canary = make_canary()
+    counts = _hosts(build_traefik_service(canary, Weights.to_canary(30), None))
+    share = counts["podinfo-canary.test.svc.cluster.local"] / 2000
+    assert 0.25 < share < 0.35, counts
+    assert set(_hosts(build_traefik_service(canary, Weights.all_canary(), None))) == {
+        "podinfo-canary.test.svc.cluster.local"}  # weight: 0 gets nothing
+
+
+def test_a_missing_weight_is_traefiks_1_so_flaggers_all_to_the_canary_leaks() -> None:
+    # traefik/bluegreen step 06 as Flagger wrote it: the primary gets 1 request in 101.
+    counts = _hosts(_ts([entry("podinfo-primary", None), entry("podinfo-canary", 100)]),
+                    n=20000)
+    assert 100 < counts["podinfo-primary.test.svc.cluster.local"] < 300, counts
+
+
+def test_nested_traefik_services_are_followed_and_an_empty_one_is_a_503() -> None:
+    inner = _ts([entry("podinfo-canary", 1)], name="inner")
+    outer = _ts([{"name": "inner", "kind": "TraefikService", "weight": 1}])
+    assert _hosts(outer, inner=inner) == {"podinfo-canary.test.svc.cluster.local": 2000}
+    assert _hosts(outer) == {"503": 2000}
+    assert _hosts(_ts([entry("podinfo-primary", 0)])) == {"503": 2000}
+
+
+def test_the_source_serves_the_apex_host_of_its_name() -> None:
+    obj = _ts([entry("podinfo-primary", 100)])
+    source = TraefikSource()
+    assert source.claims(obj, "podinfo", namespace="test", namespaces={"test"})
+    assert source.claims(obj, "podinfo.test.svc.cluster.local", namespace="other",
+                         namespaces={"test", "other"})
+    assert not source.claims(obj, "podinfo-canary", namespace="test", namespaces={"test"})
+    assert source.stream_host(obj) == "podinfo.test"
+
+
+def test_the_simulated_metrics_are_what_the_traefik_observer_selects() -> None:
+    source = Peer("traffic-simulator", "simulator", {"app": "traffic-simulator"})
+    registry = CollectorRegistry()
+    adapter = MESHES["traefik"].adapter(registry)
+    for workload, service, code in (("podinfo", "podinfo-canary", 200),
+                                    ("podinfo", "podinfo-canary", 500),
+                                    ("podinfo-primary", "podinfo-primary", 500)):
+        adapter.observe(Exchange(source, "podinfo.test", ServiceKey("test", service),
+                                 Peer(workload, "test", {"app": workload}), code, 20.0,
+                                 service_port=9898))
+    text = generate_latest(registry).decode()
+    series = [(s.name, dict(s.labels), s.value)
+              for family in text_string_to_metric_families(text) for s in family.samples]
+    canary_label = "test-podinfo-canary-9898@kubernetescrd"
+    assert {labels["service"] for name, labels, _ in series
+            if name == "traefik_service_requests_total"} == {
+        canary_label, "test-podinfo-primary-9898@kubernetescrd"}
+
+    model = MetricTemplateModel(name="podinfo", namespace="test", target="podinfo",
+                                service="podinfo", ingress="podinfo", route="podinfo",
+                                interval="1m")
+    query = render(traefik.TraefikObserver.success_rate_query, model)
+    selector = query.split("{", 1)[1].split("}", 1)[0]
+    regex = selector.split('service=~"', 1)[1].split('"', 1)[0]
+    buckets = [(labels, value) for name, labels, value in series
+               if name == "traefik_service_request_duration_seconds_bucket"
+               and labels["le"] == "+Inf" and re.fullmatch(regex, labels["service"])]
+    assert {labels["service"] for labels, _ in buckets} == {canary_label}
+    good = sum(v for labels, v in buckets if not labels["code"].startswith("5"))
+    assert good / sum(v for _, v in buckets) == 0.5
