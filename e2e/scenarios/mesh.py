@@ -70,6 +70,11 @@ SHARE_QUERIES = {
         'sum(rate(apisix_http_status{{route=~"{ns}_.+",node=~"{workload}-[0-9a-f]+-[0-9a-f]+"'
         '}}[10s])) / sum(rate(apisix_http_status{{route=~"{ns}_.+",'
         'node=~"{workload}(-primary)?-[0-9a-f]+-[0-9a-f]+"}}[10s]))'),
+    "traefik": (
+        'sum(rate(traefik_service_requests_total{{'
+        'service=~"{ns}-{workload}-canary-[0-9]+@kubernetescrd"}}[10s]))'
+        ' / sum(rate(traefik_service_requests_total{{'
+        'service=~"{ns}-{workload}-(canary|primary)-[0-9]+@kubernetescrd"}}[10s]))'),
     "nginx": (
         'sum(rate(nginx_ingress_controller_requests{{namespace="{ns}",ingress="{workload}",'
         'canary!=""}}[10s])) / sum(rate(nginx_ingress_controller_requests{{'

@@ -12,6 +12,7 @@ and what its proxies export (a :class:`~e2e.simulator.metrics.MeshAdapter`):
 ``gatewayapi`` HTTPRoutes                        the app's ``http_request_duration_seconds``
 ``kuma``       Kuma TrafficRoutes                ``envoy_cluster_upstream_rq``, ...
 ``gloo``       Gloo Edge RouteTables             ``envoy_cluster_upstream_rq``, ...
+``traefik``    TraefikServices (weighted)        ``traefik_service_requests_total``, ...
 ``apisix``     ApisixRoutes (by priority)        ``apisix_http_status``, ``apisix_http_latency``
 ``nginx``      Ingresses (canary annotations)    ``nginx_ingress_controller_requests``, ...
 =============  ================================  ===========================================
@@ -31,6 +32,7 @@ from e2e.simulator.routing_gloo import GlooAdapter, GlooSource
 from e2e.simulator.routing_kuma import KumaSource
 from e2e.simulator.routing_nginx import NginxAdapter, NginxSource
 from e2e.simulator.routing_smi import SmiSource
+from e2e.simulator.routing_traefik import TraefikAdapter, TraefikSource
 from e2e.simulator.sources import IstioSource, RouteSource
 
 __all__ = ["MESHES", "Mesh", "mesh"]
@@ -52,6 +54,7 @@ MESHES: Mapping[str, Mesh] = {
     "gatewayapi": Mesh("gatewayapi", GatewayAPISource, ADAPTERS["gatewayapi"]),
     "kuma": Mesh("kuma", KumaSource, ADAPTERS["kuma"]),
     "gloo": Mesh("gloo", GlooSource, GlooAdapter),
+    "traefik": Mesh("traefik", TraefikSource, TraefikAdapter),
     "apisix": Mesh("apisix", ApisixSource, ApisixAdapter),
     "nginx": Mesh("nginx", NginxSource, NginxAdapter),
 }
