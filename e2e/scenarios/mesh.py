@@ -56,6 +56,10 @@ SHARE_QUERIES = {
         'sum(rate(envoy_cluster_upstream_rq{{service=~"{workload}-canary_{ns}_svc_[0-9]+"'
         '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'
         'service=~"{workload}-(canary|primary)_{ns}_svc_[0-9]+"}}[10s]))'),
+    "contour": (
+        'sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name=~"{ns}_{workload}-canary_[0-9]+"'
+        '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'
+        'envoy_cluster_name=~"{ns}_{workload}-(canary|primary)_[0-9]+"}}[10s]))'),
     "gloo": (
         'sum(rate(envoy_cluster_upstream_rq{{'
         'envoy_cluster_name=~"{ns}-{workload}-canaryupstream-[0-9]+_{ns}"}}[10s]))'

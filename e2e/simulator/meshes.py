@@ -14,6 +14,7 @@ and what its proxies export (a :class:`~e2e.simulator.metrics.MeshAdapter`):
 ``gloo``       Gloo Edge RouteTables             ``envoy_cluster_upstream_rq``, ...
 ``traefik``    TraefikServices (weighted)        ``traefik_service_requests_total``, ...
 ``apisix``     ApisixRoutes (by priority)        ``apisix_http_status``, ``apisix_http_latency``
+``contour``    Contour HTTPProxies               ``envoy_cluster_upstream_rq``, ...
 ``nginx``      Ingresses (canary annotations)    ``nginx_ingress_controller_requests``, ...
 =============  ================================  ===========================================
 """
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from e2e.simulator.metrics import ADAPTERS, MeshAdapter
 from e2e.simulator.routing_apisix import ApisixAdapter, ApisixSource
+from e2e.simulator.routing_contour import ContourAdapter, ContourSource
 from e2e.simulator.routing_gatewayapi import GatewayAPISource
 from e2e.simulator.routing_gloo import GlooAdapter, GlooSource
 from e2e.simulator.routing_kuma import KumaSource
@@ -56,6 +58,7 @@ MESHES: Mapping[str, Mesh] = {
     "gloo": Mesh("gloo", GlooSource, GlooAdapter),
     "traefik": Mesh("traefik", TraefikSource, TraefikAdapter),
     "apisix": Mesh("apisix", ApisixSource, ApisixAdapter),
+    "contour": Mesh("contour", ContourSource, ContourAdapter),
     "nginx": Mesh("nginx", NginxSource, NginxAdapter),
 }
 """``--mesh`` → :class:`Mesh`."""

@@ -21,6 +21,7 @@ from e2e.simulator.metrics import Exchange, HttpAdapter, KumaAdapter, OsmAdapter
 from e2e.simulator.routing import ServiceKey
 from flaggerpy.analysis import MetricTemplateModel
 from flaggerpy.observing import PrometheusObserver
+from flaggerpy.providers.contour import ContourObserver
 from flaggerpy.providers.gatewayapi import GatewayAPIObserver
 from flaggerpy.providers.kuma import KumaObserver
 from flaggerpy.providers.smi import LinkerdObserver, OsmObserver
@@ -83,6 +84,7 @@ OBSERVERS: dict[str, type[PrometheusObserver]] = {
     "linkerd": LinkerdObserver,
     "osm": OsmObserver,
     "kuma": KumaObserver,
+    "contour": ContourObserver,
     "gatewayapi": GatewayAPIObserver,
 }
 
