@@ -10,6 +10,7 @@ from __future__ import annotations
 from flaggerpy import kube
 from flaggerpy.canary.daemonsets import DaemonSetController
 from flaggerpy.canary.deployments import DeploymentController
+from flaggerpy.canary.knative_services import KnativeServiceController
 from flaggerpy.canary.service_targets import ServiceTargetController
 from flaggerpy.canary.workloads import UnsupportedTargetError, WorkloadController
 from flaggerpy.models import Canary
@@ -29,6 +30,8 @@ def workload_controller(
     ``targetRef.kind`` to Deployment, DaemonSet and Service).
     """
     kind = canary.spec.target_ref.kind
+    if canary.is_knative_service():
+        return KnativeServiceController(store=store, settings=settings)
     if kind == DeploymentController.kind:
         return DeploymentController(store=store, settings=settings)
     if kind == DaemonSetController.kind:
