@@ -88,7 +88,8 @@ CATALOGUE: dict[str, GoldenProvider] = {
 
 ENABLED: tuple[str, ...] = ("istio", "kubernetes", "kuma", "gatewayapi-v1", "gatewayapi-v1beta1",
                            "linkerd", "osm", "smi-v1alpha1", "smi-v1alpha2", "smi-v1alpha3",
-                           "apisix", "contour", "gloo", "nginx", "traefik", "skipper")
+                           "apisix", "contour", "gloo", "nginx", "traefik", "skipper",
+                           "knative")
 """Provider folders whose cases the test suite replays. A new router adds its folder here."""
 
 

@@ -32,6 +32,7 @@ from e2e.golden.normalize import CookieNames, normalize, replace_strings, sort_o
 from e2e.golden.providers import GoldenProvider
 from e2e.golden.recorder import CORE_KINDS, Recorder, canary_phase, names_namespace
 from e2e.golden.steps import distinct_steps
+from e2e.knative_standin import KnativeStandIn
 from e2e.processes import ControllerProcess
 from flaggerpy import kube
 
@@ -139,9 +140,12 @@ async def _replay_group(cluster: LocalCluster, client: kube.KubeClient,
                               cluster_writes=[r for r in provider.routing if not r.namespaced])
     recorder: Recorder | None = None
     controller: ControllerProcess | None = None
+    standin: KnativeStandIn | None = None
     try:
         kubeconfig = await identity.create(workdir)
         recorder = await Recorder(client, [*CORE_KINDS, *provider.routing], namespaces).start()
+        if provider.directory == "knative":  # the capture's stand-in for Knative Serving
+            standin = await KnativeStandIn(client, namespaces=namespaces).start()
         args = [*controller_args(cases[0]), f"-threadiness={len(cases)}"]
         if _shares_cluster_objects(provider):
             # One case per group: watch only its namespace, as Flagger's process did. Watching
@@ -161,6 +165,8 @@ async def _replay_group(cluster: LocalCluster, client: kube.KubeClient,
     finally:
         if controller is not None:
             controller.stop()
+        if standin is not None:
+            await standin.aclose()
         if recorder is not None:
             await _delete_cluster_scoped(cluster, provider, recorder, namespaces)
             await recorder.aclose()
