@@ -83,6 +83,14 @@ SHARE_QUERIES = {
         'sum(rate(nginx_ingress_controller_requests{{namespace="{ns}",ingress="{workload}",'
         'canary!=""}}[10s])) / sum(rate(nginx_ingress_controller_requests{{'
         'namespace="{ns}",ingress="{workload}"}}[10s]))'),
+    # Skipper's route ids carry the namespace and names with "-" turned into "_": the Ingress
+    # is named after the workload, and the workload's name must have no "-" for this query.
+    "skipper": (
+        'sum(rate(skipper_serve_route_duration_seconds_count{{'
+        'route=~"kube(ew)?_.+__{workload}_canary__.*__{workload}_canary(_[0-9]+)?"}}[10s]))'
+        ' / sum(rate(skipper_serve_route_duration_seconds_count{{'
+        'route=~"kube(ew)?_.+__{workload}_canary__.*__{workload}_(canary|primary)(_[0-9]+)?"'
+        '}}[10s]))'),
 }
 """The same share from each simulated mesh's own series (``--mesh``): Linkerd's inbound
 ``response_total``, Kuma's inbound Envoy counters by service tag, and for Gateway API the

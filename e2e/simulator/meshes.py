@@ -16,6 +16,7 @@ and what its proxies export (a :class:`~e2e.simulator.metrics.MeshAdapter`):
 ``apisix``     ApisixRoutes (by priority)        ``apisix_http_status``, ``apisix_http_latency``
 ``contour``    Contour HTTPProxies               ``envoy_cluster_upstream_rq``, ...
 ``nginx``      Ingresses (canary annotations)    ``nginx_ingress_controller_requests``, ...
+``skipper``    Ingresses (backend weights)       ``skipper_serve_route_duration_seconds``, ...
 =============  ================================  ===========================================
 """
 
@@ -33,6 +34,7 @@ from e2e.simulator.routing_gatewayapi import GatewayAPISource
 from e2e.simulator.routing_gloo import GlooAdapter, GlooSource
 from e2e.simulator.routing_kuma import KumaSource
 from e2e.simulator.routing_nginx import NginxAdapter, NginxSource
+from e2e.simulator.routing_skipper import SkipperAdapter, SkipperSource
 from e2e.simulator.routing_smi import SmiSource
 from e2e.simulator.routing_traefik import TraefikAdapter, TraefikSource
 from e2e.simulator.sources import IstioSource, RouteSource
@@ -60,6 +62,7 @@ MESHES: Mapping[str, Mesh] = {
     "apisix": Mesh("apisix", ApisixSource, ApisixAdapter),
     "contour": Mesh("contour", ContourSource, ContourAdapter),
     "nginx": Mesh("nginx", NginxSource, NginxAdapter),
+    "skipper": Mesh("skipper", SkipperSource, SkipperAdapter),
 }
 """``--mesh`` → :class:`Mesh`."""
 
