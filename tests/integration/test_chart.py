@@ -753,3 +753,61 @@ async def test_the_service_account_runs_a_skipper_canary_with_the_skipper_rules(
     assert refused == [], f"the chart's RBAC refused the controller: {refused}"
     written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
     assert {"create ingresses", "update ingresses", "delete ingresses"} <= written, written
+
+
+async def test_the_service_account_runs_a_knative_canary_with_the_knative_rules(
+        release: Release, scenario: Scenario, cluster: LocalCluster, namespace: str,
+        tmp_path: Path) -> None:
+    # meshProvider=knative: the target is a Knative Service, whose spec.traffic and annotation
+    # are written and whose Revisions are read with the knative rules only. The test-side
+    # stand-in plays Knative Serving (Revisions, the Service's status).
+    from e2e.knative_standin import KnativeStandIn
+    from flaggerpy import kube
+
+    await release.install("meshProvider=knative")
+    args = [a for a in await release.controller_args()
+            if not a.startswith(("-metrics-server=", "-log-level="))]
+    assert "-mesh-provider=knative" in args
+    kubeconfig = await release.token_kubeconfig(tmp_path / "sa.kubeconfig")
+    offset = audit_size(cluster)
+    client = await kube.KubeClient.connect(kubeconfig=cluster.kubeconfig,
+                                           user_agent="knative-standin")
+    try:
+        async with KnativeStandIn(client, namespaces=[namespace]):
+            controller = await scenario.start_controller(*args, kubeconfig=kubeconfig)
+            await scenario.set_success_rate("podinfo", 99)
+            metric = {"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+                      "thresholdRange": {"min": 90}, "interval": "30s"}
+            analysis = {"interval": "2s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+                        "metrics": [metric]}
+            service = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                       "metadata": {"name": "podinfo"},
+                       "spec": {"template": {"spec": {"containers": [
+                           {"name": "podinfo", "image": "podinfo:6.0.0"}]}}}}
+            await scenario.apply(service, canary(
+                "podinfo", provider="knative", analysis=analysis,
+                targetRef={"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                           "name": "podinfo"}))
+            await scenario.wait_phase("podinfo", "Initialized", within=60)
+            await scenario.kubectl(
+                "patch", "services.serving.knative.dev", "podinfo", "--type=merge", "-p",
+                json.dumps({"spec": {"template": {"spec": {"containers": [
+                    {"name": "podinfo", "image": "podinfo:6.0.1"}]}}}}))
+            status = await scenario.wait_phase("podinfo", ("Succeeded", "Failed"), within=120)
+    finally:
+        await client.aclose()
+
+    assert status["phase"] == "Succeeded", (status, controller.output()[-4000:])
+    stored = await get(cluster, "services.v1.serving.knative.dev", "podinfo",
+                       namespace=namespace)
+    assert stored is not None
+    assert stored["metadata"]["annotations"]["flagger.app/primary-revision"] == "podinfo-00002"
+    assert stored["spec"]["traffic"] == [{"latestRevision": True, "percent": 0},
+                                         {"revisionName": "podinfo-00002", "percent": 100}]
+    requests = requests_since(cluster, offset, release.service_account)
+    refused = sorted({f"{r.verb} {r.resource}/{r.subresource}".rstrip("/")
+                      for r in requests if r.code == 403})
+    assert refused == [], f"the chart's RBAC refused the controller: {refused}"
+    written = {f"{r.verb} {r.resource}" for r in requests if r.code < 300}
+    assert "update services" in written, written
+    assert not {"create services", "create deployments"} & written, written
