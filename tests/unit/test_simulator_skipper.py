@@ -76,30 +76,30 @@ PROD = {"X_Env": "prod"}
 
 
 def services(ingresses: list[dict[str, Any]], *, n: int = 2000,
-             **headers: str) -> Counter[str]:
+             headers: dict[str, str] | None = None) -> Counter[str]:
     rng = random.Random(7)
     counts: Counter[str] = Counter()
     for _ in range(n):
-        decision = route_request(ingresses, request(**headers), rng)
+        decision = route_request(ingresses, request(**(headers or {})), rng)
         host = decision.destination.host if decision and decision.destination else "none"
         counts[host.split(".")[0]] += 1
     return counts
 
 
 def test_the_canary_ingress_takes_the_traffic_and_splits_it_by_backend_weights() -> None:
-    counts = services([user_ingress(), canary_ingress(80, 20)], **PROD)
+    counts = services([user_ingress(), canary_ingress(80, 20)], headers=PROD)
     assert set(counts) == {"podinfo-primary", "podinfo-canary"}
     assert 0.17 < counts["podinfo-canary"] / 2000 < 0.23, counts
 
 
 def test_at_100_0_everything_reaches_the_primary_through_the_canary_ingress() -> None:
-    assert services([user_ingress(), canary_ingress(100, 0)], **PROD) == {
+    assert services([user_ingress(), canary_ingress(100, 0)], headers=PROD) == {
         "podinfo-primary": 2000}
 
 
 def test_false_gives_the_traffic_back_to_the_users_ingress() -> None:
     ingresses = [user_ingress(), canary_ingress(100, 0, marker="False()")]
-    assert services(ingresses, **PROD) == {"podinfo": 2000}
+    assert services(ingresses, headers=PROD) == {"podinfo": 2000}
     decision = route_request(ingresses, request(**PROD), random.Random(1))
     assert decision is not None
     assert decision.rule_name == "kube_test_ns__podinfo__app_example_com_____podinfo"
@@ -108,16 +108,16 @@ def test_false_gives_the_traffic_back_to_the_users_ingress() -> None:
 def test_the_users_predicate_still_applies_to_both_ingresses() -> None:
     ingresses = [user_ingress(), canary_ingress(50, 50)]
     assert route_request(ingresses, request(), random.Random(1)) is None  # no X-Env: prod
-    assert services(ingresses, n=200, X_Env="dev") == {"none": 200}
+    assert services(ingresses, n=200, headers={"X_Env": "dev"}) == {"none": 200}
 
 
 def test_without_weights_the_backends_share_equally_and_one_weight_takes_all() -> None:
     even = canary_ingress(0, 0)
-    counts = services([user_ingress(), even], **PROD)
+    counts = services([user_ingress(), even], headers=PROD)
     assert 0.45 < counts["podinfo-canary"] / 2000 < 0.55, counts
     one = canary_ingress(0, 0)
     one["metadata"]["annotations"]["zalando.org/backend-weights"] = '{"podinfo-canary": 3}'
-    assert services([user_ingress(), one], **PROD) == {"podinfo-canary": 2000}
+    assert services([user_ingress(), one], headers=PROD) == {"podinfo-canary": 2000}
 
 
 def test_a_more_specific_path_beats_the_weight() -> None:
