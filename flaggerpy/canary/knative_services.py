@@ -224,6 +224,10 @@ class KnativeServiceController:
             log.info("knative_primary_promoted", service=canary.spec.target_ref.name,
                      primary_revision=revision)
 
+    async def latest_revision(self, canary: Canary) -> str:
+        """The latest created revision: the canary, and the metrics' ``{{ route }}``."""
+        return latest_created_revision(await self._service(canary))
+
     async def has_target_changed(self, canary: Canary) -> bool:
         """Whether Knative created a revision since the last analysed one.
 

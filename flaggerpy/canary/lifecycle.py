@@ -27,6 +27,7 @@ from flaggerpy import kube, plugins
 from flaggerpy.canary import alerting, status as canary_status, strategies
 from flaggerpy.canary.alerting import Alerter, AlertMessage, Dispatcher
 from flaggerpy.canary.autoscalers import PrimaryAutoscaler
+from flaggerpy.canary.knative_services import KnativeServiceController
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.canary.services import KubernetesNoopRouter, new_kubernetes_router
 from flaggerpy.canary.strategies import Action, Step
@@ -511,7 +512,9 @@ class Lifecycle:
             await self._warn(tick.obj, f"Halt {tick.name} advancement {check}")
             await self._fail_check(tick)
             return False
-        outcome = await self._analyzer.run(canary)
+        route = (await tick.workload.latest_revision(canary)
+                 if isinstance(tick.workload, KnativeServiceController) else None)
+        outcome = await self._analyzer.run(canary, route=route)
         if outcome.passed:
             return True
         failure = outcome.failure

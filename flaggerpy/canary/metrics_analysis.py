@@ -183,15 +183,17 @@ def metric_model(
         *,
         interval: str,
         variables: Mapping[str, str] | None = None,
+        route: str | None = None,  # a Knative target's latest created revision
 ) -> MetricTemplateModel:
     """What a query may refer to for this canary (Flagger's ``toMetricModel``).
 
-    ``service``, ``ingress`` and ``route`` default to the target's name.
+    ``service``, ``ingress`` and ``route`` default to the target's name; ``route`` is the
+    latest created revision when given one (Knative Service targets).
     """
     target = canary.spec.target_ref.name
     service = canary.spec.service.name if canary.spec.service is not None else None
     ingress = canary.spec.ingress_ref.name if canary.spec.ingress_ref is not None else None
-    route = canary.spec.route_ref.name if canary.spec.route_ref is not None else None
+    route = route or (canary.spec.route_ref.name if canary.spec.route_ref is not None else None)
     return MetricTemplateModel(
         name=canary.name,
         namespace=canary.namespace,
@@ -239,6 +241,7 @@ class MetricsAnalyzer:
             canary: Canary,
             *,
             hold_on_no_values: bool | None = None,  # None: the analyzer's setting
+            route: str | None = None,  # {{ route }}: a Knative target's latest revision
     ) -> AnalysisOutcome:
         """Checks ``canary.spec.analysis.metrics`` in Flagger's order, up to the first failure."""
         await self._close_retired()
@@ -254,11 +257,11 @@ class MetricsAnalyzer:
         for step, metric in plan:
             if step is _Step.BUILTIN:
                 assert observer is not None
-                result = await self._builtin_check(canary, metric, observer)
+                result = await self._builtin_check(canary, metric, observer, route=route)
             elif step is _Step.INLINE:
                 result = await self._inline_check(canary, metric)
             elif step is _Step.TEMPLATE:
-                result = await self._template_check(canary, metric)
+                result = await self._template_check(canary, metric, route=route)
             else:
                 result = _error(metric, "Metric query failed for no usable metrics template and "
                                         "query were configured")
@@ -334,13 +337,15 @@ class MetricsAnalyzer:
             canary: Canary,
             metric: CanaryMetric,
             observer_or_failure: tuple[Observer, str] | MetricResult,
+            *,
+            route: str | None = None,
     ) -> MetricResult:
         if isinstance(observer_or_failure, MetricResult):
             return _rename(observer_or_failure, metric.name)
         observer, provider = observer_or_failure
         kind = MetricKind.of(metric.name)
         model = metric_model(canary, interval=_interval(canary, metric),
-                             variables=metric.template_variables)
+                             variables=metric.template_variables, route=route)
         target = canary.spec.target_ref.name
         try:
             if kind is MetricKind.REQUEST_SUCCESS_RATE:
@@ -424,7 +429,9 @@ class MetricsAnalyzer:
 
     # -- template metrics -----------------------------------------------------------------------
 
-    async def _template_check(self, canary: Canary, metric: CanaryMetric) -> MetricResult:
+    async def _template_check(
+            self, canary: Canary, metric: CanaryMetric, *, route: str | None = None,
+    ) -> MetricResult:
         ref = metric.template_ref
         assert ref is not None
         namespace = ref.namespace or canary.namespace
@@ -435,7 +442,8 @@ class MetricsAnalyzer:
             provider = await self._template_provider(template, key, interval)
         except _Failed as exc:
             return _rename(exc.result, metric.name)
-        model = metric_model(canary, interval=interval, variables=metric.template_variables)
+        model = metric_model(canary, interval=interval, variables=metric.template_variables,
+                             route=route)
         try:
             query = templating.render(template.spec.query, model)
         except templating.TemplatingError as exc:

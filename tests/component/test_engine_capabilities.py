@@ -224,7 +224,7 @@ class Analyzer:
     async def check_providers(self, canary: Canary) -> list[str]:
         return []
 
-    async def run(self, canary: Canary) -> AnalysisOutcome:
+    async def run(self, canary: Canary, **options: Any) -> AnalysisOutcome:
         return AnalysisOutcome(passed=True, results=(), failure=None)
 
 

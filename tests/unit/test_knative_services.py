@@ -23,6 +23,7 @@ from flaggerpy.canary.knative_services import (
     promoted_service,
     revision_is_ready,
 )
+from flaggerpy.canary.metrics_analysis import metric_model
 from flaggerpy.canary.workloads import NotReadyError, TargetNotFoundError
 from flaggerpy.models.canary import Canary
 from flaggerpy.settings import Settings
@@ -221,3 +222,12 @@ async def test_scaling_and_finalize_write_nothing() -> None:
     await ctrl.scale_from_zero(canary)
     await ctrl.finalize(canary)
     assert store.writes == []
+
+
+async def test_the_metrics_route_is_the_latest_created_revision() -> None:
+    store = MemoryStore(knative_service(latest="podinfo-00002"))
+    canary = make_canary(phase="Progressing")
+    route = await controller(store).latest_revision(canary)
+    assert route == "podinfo-00002"
+    assert metric_model(canary, interval="1m", route=route).route == "podinfo-00002"
+    assert metric_model(canary, interval="1m").route == "podinfo"  # other targets: the name
