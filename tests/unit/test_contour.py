@@ -127,6 +127,13 @@ def test_retries_without_conditions_write_a_count_only() -> None:
     assert route["retryPolicy"] == {"count": 0}
 
 
+def test_retry_conditions_are_trimmed_and_empty_ones_dropped() -> None:
+    # Flagger's plain split would write " reset", which the CRD's enum refuses.
+    canary = make_canary(service={"retries": {"attempts": 2, "retryOn": "5xx, reset,"}})
+    route = build_http_proxy(canary, None, existing=None)["spec"]["routes"][0]
+    assert route["retryPolicy"] == {"count": 2, "retryOn": ["5xx", "reset"]}
+
+
 def test_only_the_first_service_match_uri_prefix_is_the_prefix() -> None:
     assert route_prefix(make_canary(service={"match": [{"uri": {"exact": "/x"}},
                                                        {"uri": {"prefix": "/y"}}]})) == "/"
