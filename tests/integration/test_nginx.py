@@ -169,11 +169,13 @@ async def test_the_built_canary_ingress_is_stored_as_built(
 
 
 async def test_reconcile_set_get_and_finalize(
-        namespace: str, admin: kube.KubeClient, router: NginxRouter) -> None:
+        namespace: str, admin: kube.KubeClient, router: NginxRouter,
+        caches: SharedInformerFactory) -> None:
     canary = await store_canary(admin, namespace)
     with pytest.raises(RouterError, match=f"Ingress {namespace}/podinfo not found"):
         await router.reconcile(canary)
     await admin.create(INGRESSES, user_ingress(namespace))
+    await cache_holds(admin, caches, namespace, "podinfo")  # read from the cache, as it is
     with pytest.raises(RouterError, match=f"Ingress {namespace}/podinfo-canary not found"):
         await router.get_routes(canary)
 
@@ -230,6 +232,7 @@ async def test_ab_matches_under_the_annotations_prefix(
     canary = await store_canary(admin, namespace, match=[
         {"headers": {"x-canary": {"regex": "^insider$"}, "cookie": {"exact": "beta"}}}])
     await admin.create(INGRESSES, user_ingress(namespace))
+    await cache_holds(admin, caches, namespace, "podinfo")
     await router.reconcile(canary)
     assert canary_annotations(await canary_ingress(admin, namespace), CUSTOM) == {
         f"{CUSTOM}/canary": "true", f"{CUSTOM}/canary-weight": "0"}
@@ -300,10 +303,11 @@ class FrozenCache:
 
 async def test_a_stale_cache_costs_a_retry_never_a_lost_update(
         cluster: LocalCluster, namespace: str, admin: kube.KubeClient,
-        counted_client: kube.KubeClient, router: NginxRouter,
+        counted_client: kube.KubeClient, router: NginxRouter, caches: SharedInformerFactory,
 ) -> None:
     canary = await store_canary(admin, namespace)
     await admin.create(INGRESSES, user_ingress(namespace))
+    await cache_holds(admin, caches, namespace, "podinfo")
     await router.reconcile(canary)
     await router.set_routes(canary, Weights(90, 10))
     snapshot = await canary_ingress(admin, namespace)
