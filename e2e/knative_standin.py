@@ -23,6 +23,12 @@ controller, for the golden replay and the e2e scenarios:
 
 It writes a status only when it differs from the one the Service has, so its own writes do not
 make it write again. Templates seen before it started are learnt from the Revisions it finds.
+
+With ``workloads=True`` (the traffic simulator's scenarios, never the golden replay, whose
+snapshots hold every Deployment and Service) it also gives each new Revision what Knative runs
+it with: a Deployment ``<revision>-deployment`` of the Revision's containers (one replica,
+labelled ``serving.knative.dev/revision: <revision>``) and a Kubernetes Service ``<revision>``
+selecting its pods, which the simulator routes a revision's share to.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any, Final
 from flaggerpy import kube
 
 __all__ = ["KNATIVE_REVISIONS", "KNATIVE_SERVICES", "KnativeStandIn", "pruned",
-           "resolved_traffic", "service_status"]
+           "resolved_traffic", "revision_workload", "service_status"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ KNATIVE_REVISIONS: Final = kube.Resource(GROUP, "v1", "revisions", "Revision")
 SERVICE_LABEL: Final = f"{GROUP}/service"
 CONFIGURATION_LABEL: Final = f"{GROUP}/configuration"
 GENERATION_LABEL: Final = f"{GROUP}/configurationGeneration"
+REVISION_LABEL: Final = f"{GROUP}/revision"
 READY: Final = [{"type": "Ready", "status": "True"}]
 
 
@@ -87,6 +94,29 @@ def service_status(service: Mapping[str, Any], newest: str) -> Json:
     }
 
 
+def revision_workload(namespace: str, service: str, revision: str,
+                      spec: Mapping[str, Any]) -> list[Json]:
+    """The Deployment ``<revision>-deployment`` and the Service ``<revision>`` Knative runs a
+    Revision with (containers without a name are called ``user-container``, as Knative's)."""
+    labels = {REVISION_LABEL: revision, SERVICE_LABEL: service}
+    containers = [{"name": "user-container", **c} if not c.get("name") else dict(c)
+                  for c in spec.get("containers") or []]
+    ports = [p.get("containerPort") for c in containers for p in c.get("ports") or []]
+    target = int(ports[0]) if ports and ports[0] else 8080
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": f"{revision}-deployment", "namespace": namespace,
+                      "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {REVISION_LABEL: revision}},
+                  "template": {"metadata": {"labels": {**labels, "app": revision}},
+                               "spec": {"containers": containers}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": revision, "namespace": namespace, "labels": labels},
+         "spec": {"selector": {REVISION_LABEL: revision},
+                  "ports": [{"name": "http", "port": 80, "targetPort": target}]}},
+    ]
+
+
 class KnativeStandIn:
     """Watches Knative Services (in ``namespaces``, or everywhere) and plays Knative's part.
 
@@ -94,9 +124,10 @@ class KnativeStandIn:
     """
 
     def __init__(self, client: kube.KubeClient, *,
-                 namespaces: Collection[str] | None = None) -> None:
+                 namespaces: Collection[str] | None = None, workloads: bool = False) -> None:
         self._client = client
         self._namespaces = set(namespaces) if namespaces is not None else None
+        self._workloads = workloads
         # (namespace, service) -> [(pruned template, revision name)], oldest first
         self._revisions: dict[tuple[str, str], list[tuple[Any, str]]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -187,6 +218,11 @@ class KnativeStandIn:
         }
         with contextlib.suppress(kube.AlreadyExistsError):
             await self._client.create(KNATIVE_REVISIONS, body, namespace=namespace)
+        if self._workloads:
+            for obj in revision_workload(namespace, name, revision, body["spec"]):
+                resource = kube.DEPLOYMENTS if obj["kind"] == "Deployment" else kube.SERVICES
+                with contextlib.suppress(kube.AlreadyExistsError):
+                    await self._client.create(resource, obj, namespace=namespace)
         await self._client.patch_status(
             KNATIVE_REVISIONS, revision, {"status": {"observedGeneration": 1,
                                                      "conditions": READY}},

@@ -56,6 +56,12 @@ SHARE_QUERIES = {
         'sum(rate(envoy_cluster_upstream_rq{{service=~"{workload}-canary_{ns}_svc_[0-9]+"'
         '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'
         'service=~"{workload}-(canary|primary)_{ns}_svc_[0-9]+"}}[10s]))'),
+    # Knative: the share of the second revision (the canary until it is promoted) among the
+    # Service's revisions, from the Envoy clusters <namespace>/<revision>.
+    "knative": (
+        'sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name="{ns}/{workload}-00002"'
+        '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'
+        'envoy_cluster_name=~"{ns}/{workload}-[0-9]+"}}[10s]))'),
     "contour": (
         'sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name=~"{ns}_{workload}-canary_[0-9]+"'
         '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'

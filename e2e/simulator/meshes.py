@@ -11,6 +11,7 @@ and what its proxies export (a :class:`~e2e.simulator.metrics.MeshAdapter`):
 ``osm``        SMI TrafficSplits                 ``osm_request_total``, ...
 ``gatewayapi`` HTTPRoutes                        the app's ``http_request_duration_seconds``
 ``kuma``       Kuma TrafficRoutes                ``envoy_cluster_upstream_rq``, ...
+``knative``    Knative Services' status.traffic  ``envoy_cluster_upstream_rq``, ...
 ``gloo``       Gloo Edge RouteTables             ``envoy_cluster_upstream_rq``, ...
 ``traefik``    TraefikServices (weighted)        ``traefik_service_requests_total``, ...
 ``apisix``     ApisixRoutes (by priority)        ``apisix_http_status``, ``apisix_http_latency``
@@ -32,6 +33,7 @@ from e2e.simulator.routing_apisix import ApisixAdapter, ApisixSource
 from e2e.simulator.routing_contour import ContourAdapter, ContourSource
 from e2e.simulator.routing_gatewayapi import GatewayAPISource
 from e2e.simulator.routing_gloo import GlooAdapter, GlooSource
+from e2e.simulator.routing_knative import KnativeAdapter, KnativeSource
 from e2e.simulator.routing_kuma import KumaSource
 from e2e.simulator.routing_nginx import NginxAdapter, NginxSource
 from e2e.simulator.routing_skipper import SkipperAdapter, SkipperSource
@@ -57,6 +59,7 @@ MESHES: Mapping[str, Mesh] = {
     "osm": Mesh("osm", SmiSource, ADAPTERS["osm"]),
     "gatewayapi": Mesh("gatewayapi", GatewayAPISource, ADAPTERS["gatewayapi"]),
     "kuma": Mesh("kuma", KumaSource, ADAPTERS["kuma"]),
+    "knative": Mesh("knative", KnativeSource, KnativeAdapter),
     "gloo": Mesh("gloo", GlooSource, GlooAdapter),
     "traefik": Mesh("traefik", TraefikSource, TraefikAdapter),
     "apisix": Mesh("apisix", ApisixSource, ApisixAdapter),
