@@ -54,6 +54,15 @@ def target_matches_router(
             f"(spec.targetRef); it routes {names}"]
 
 
+def knative_autoscaler(canary: Canary) -> list[str]:
+    """A Knative Service scales its revisions itself: no ``autoscalerRef`` with it (Flagger's
+    ``verifyKnativeCanary``)."""
+    if canary.is_knative_service() and canary.spec.autoscaler_ref is not None:
+        return ["spec.autoscalerRef cannot be used with a Knative Service target "
+                "(serving.knative.dev): Knative scales its revisions itself"]
+    return []
+
+
 def session_affinity(canary: Canary) -> list[str]:
     """The primary's cookie must differ from the canary's, or sessions could not be told apart."""
     affinity = canary.spec.analysis.session_affinity
@@ -73,6 +82,7 @@ def problems(
     found: list[str] = []
     if capabilities is not None:
         found += target_matches_router(canary, provider=provider, capabilities=capabilities)
+    found += knative_autoscaler(canary)
     found += session_affinity(canary)
     if no_cross_namespace_refs:
         found += cross_namespace_refs(canary)

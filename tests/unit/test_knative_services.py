@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from flaggerpy import kube
-from flaggerpy.canary import targets
+from flaggerpy.canary import targets, verify
 from flaggerpy.canary.knative_services import (
     KNATIVE_REVISIONS,
     KNATIVE_SERVICES,
@@ -231,3 +231,18 @@ async def test_the_metrics_route_is_the_latest_created_revision() -> None:
     assert route == "podinfo-00002"
     assert metric_model(canary, interval="1m", route=route).route == "podinfo-00002"
     assert metric_model(canary, interval="1m").route == "podinfo"  # other targets: the name
+
+
+def test_a_knative_target_takes_no_autoscaler_ref() -> None:
+    plain = make_canary()
+    assert verify.knative_autoscaler(plain) == []
+    scaled = Canary.model_validate({**plain.model_dump(by_alias=True, exclude_none=True),
+                                    "spec": {**plain.model_dump(by_alias=True,
+                                                                exclude_none=True)["spec"],
+                                             "autoscalerRef": {
+                                                 "apiVersion": "autoscaling/v2",
+                                                 "kind": "HorizontalPodAutoscaler",
+                                                 "name": "podinfo"}}})
+    [problem] = verify.problems(scaled, provider="knative", capabilities=None,
+                                no_cross_namespace_refs=False)
+    assert problem.startswith("spec.autoscalerRef cannot be used with a Knative Service target")
