@@ -28,8 +28,8 @@ from flaggerpy.providers.knative import KnativeObserver
 from flaggerpy.providers.kubernetes import KubernetesObserver
 from flaggerpy.providers.kuma import KumaObserver
 from flaggerpy.providers.nginx import NginxObserver
-from flaggerpy.providers.smi import LinkerdObserver, OsmObserver
 from flaggerpy.providers.skipper import SkipperObserver
+from flaggerpy.providers.smi import LinkerdObserver, OsmObserver
 from flaggerpy.providers.traefik import TraefikObserver
 from flaggerpy.templating import render
 
