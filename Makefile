@@ -8,8 +8,11 @@ DEBIAN_PACKAGES := openssl prometheus hey
 
 .PHONY: test demo lint typecheck unit bench cluster-bin debian-deps venv cluster-up cluster-down clean
 
+# Test processes: most end-to-end tests wait on analysis intervals, so three share two cores.
+TEST_JOBS ?= 3
+
 test: venv debian-deps cluster-bin lint ## everything CI runs: lint, type check, unit, component, integration
-	$(BIN)/pytest -ra
+	$(BIN)/python -m e2e.cluster.shared -- $(BIN)/pytest -ra -n $(TEST_JOBS) --dist loadfile
 
 MESH ?= istio
 
