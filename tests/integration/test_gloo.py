@@ -21,9 +21,9 @@ import pytest
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import eventually
+from e2e.routers import FrozenCache, requests_between
 from flaggerpy import kube
 from flaggerpy.errors import RouterError
 from flaggerpy.models.canary import Canary
@@ -127,25 +127,6 @@ async def store_world(admin: kube.KubeClient, namespace: str, **canary: Any) -> 
 def destinations(route_table: dict[str, Any]) -> list[tuple[str, int]]:
     return [(d["destination"]["upstream"]["name"], d.get("weight", 0))
             for d in route_table["spec"]["routes"][0]["routeAction"]["multi"]["destinations"]]
-
-
-async def requests_between(
-        cluster: LocalCluster, client: kube.KubeClient, since: datetime, namespace: str,
-) -> audit.RequestCounts:
-    """The router client's requests from ``since`` up to a sentinel GET, which is excluded."""
-    await client.get(kube.NAMESPACES, namespace)
-    sentinel: list[audit.AuditRecord] = []
-
-    async def logged() -> bool:
-        sentinel[:] = [
-            r for r in audit.records(cluster.audit_log)
-            if r.user_agent == client.user_agent and r.received >= since and r.verb == "get"
-            and r.resource == "namespaces" and r.name == namespace]
-        return bool(sentinel)
-
-    await eventually(logged, within=15, what="the audit log to hold the sentinel")
-    return audit.count_requests(cluster.audit_log, user_agent=client.user_agent,
-                                since=since, until=sentinel[0].received)
 
 
 async def cache_holds(admin: kube.KubeClient, caches: SharedInformerFactory,
@@ -305,31 +286,6 @@ async def test_steady_calls_make_no_requests(
     await router.set_routes(canary, Weights(70, 30))
     counts = await requests_between(cluster, counted_client, since, namespace)
     assert dict(counts.by_resource) == {"update routetables": 1}
-
-
-class FrozenCache:
-    """A cache that never catches up: it answers with the snapshots it was given, forever."""
-
-    def __init__(self, *objects: dict[str, Any]) -> None:
-        self._objects = {kube.key_of(obj): obj for obj in objects}
-
-    def informer(self, resource: kube.Resource) -> FrozenCache:
-        return self
-
-    def get(self, key: Any) -> dict[str, Any] | None:
-        return self._objects.get(key)
-
-    has_synced = True
-    lists_started = 0
-
-    async def wait_synced(self) -> None:
-        return None
-
-    def add_handler(self, **handlers: Any) -> None:
-        """It delivers nothing, so it tells no one."""
-
-    def listed_since(self, lists_started: int) -> bool:
-        return False
 
 
 async def test_a_stale_cache_costs_a_retry_never_a_lost_update(

@@ -20,9 +20,9 @@ import pytest
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from e2e.cluster import audit
 from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import eventually
+from e2e.routers import FrozenCache, requests_between
 from flaggerpy import kube
 from flaggerpy.errors import RouterError
 from flaggerpy.models.canary import Canary
@@ -98,25 +98,6 @@ def services(namespace: str, primary: int, canary: int, *,
 
 async def ts_of(admin: kube.KubeClient, namespace: str) -> dict[str, Any]:
     return await admin.get(TRAEFIK_SERVICES, "podinfo", namespace=namespace)
-
-
-async def requests_between(
-        cluster: LocalCluster, client: kube.KubeClient, since: datetime, namespace: str,
-) -> audit.RequestCounts:
-    """The router client's requests from ``since`` up to a sentinel GET, which is excluded."""
-    await client.get(kube.NAMESPACES, namespace)
-    sentinel: list[audit.AuditRecord] = []
-
-    async def logged() -> bool:
-        sentinel[:] = [
-            r for r in audit.records(cluster.audit_log)
-            if r.user_agent == client.user_agent and r.received >= since and r.verb == "get"
-            and r.resource == "namespaces" and r.name == namespace]
-        return bool(sentinel)
-
-    await eventually(logged, within=15, what="the audit log to hold the sentinel")
-    return audit.count_requests(cluster.audit_log, user_agent=client.user_agent,
-                                since=since, until=sentinel[0].received)
 
 
 async def cache_holds(admin: kube.KubeClient, caches: SharedInformerFactory,
@@ -225,31 +206,6 @@ async def test_steady_calls_make_no_requests(
     await router.set_routes(canary, Weights.to_canary(30))
     counts = await requests_between(cluster, counted_client, since, namespace)
     assert dict(counts.by_resource) == {"update traefikservices": 1}
-
-
-class FrozenCache:
-    """A cache that never catches up: it answers with the snapshots it was given, forever."""
-
-    def __init__(self, *objects: dict[str, Any]) -> None:
-        self._objects = {kube.key_of(obj): obj for obj in objects}
-
-    def informer(self, resource: kube.Resource) -> FrozenCache:
-        return self
-
-    def get(self, key: Any) -> dict[str, Any] | None:
-        return self._objects.get(key)
-
-    has_synced = True
-    lists_started = 0
-
-    async def wait_synced(self) -> None:
-        return None
-
-    def add_handler(self, **handlers: Any) -> None:
-        """It delivers nothing, so it tells no one."""
-
-    def listed_since(self, lists_started: int) -> bool:
-        return False
 
 
 async def test_a_stale_cache_costs_a_retry_never_a_lost_update(
