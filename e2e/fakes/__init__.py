@@ -1,1 +1,4 @@
-"""Local servers standing in for SaaS APIs the tests cannot reach, each written from its vendor's documentation."""
+"""Local servers standing in for SaaS APIs the tests cannot reach.
+
+Each is written from its vendor's documentation, not from the client it tests.
+"""
