@@ -31,7 +31,8 @@ What is here, by family (docs/plugins.md walks through one example package of ea
   Go-template renderer (:func:`render`, :class:`QueryRenderer`, :class:`TemplatingError`) that
   fills Flagger's ``{{ namespace }}``, ``{{ target }}``, ``{{ interval }}``, ...;
 - metrics providers: :class:`MetricsProvider`, :class:`MetricsProviderFactory`,
-  :class:`MetricTemplateModel`;
+  :class:`MetricTemplateModel`, and :class:`ApiServerAccess` (the controller's own API server
+  and credentials, given to a factory that declares a ``kube`` keyword);
 - notifiers: :class:`Notifier`, :class:`NotifierFactory`, :class:`Message`, :class:`Field`,
   :class:`Severity`;
 - the one object store every plugin reads and writes Kubernetes objects through
@@ -112,6 +113,7 @@ from flaggerpy.kube import (
     merge_owner_reference,
     with_spec,
 )
+from flaggerpy.kube.config import ApiServerAccess
 from flaggerpy.models.canary import Canary
 from flaggerpy.notifying import Field, Message, Notifier, NotifierFactory, Severity
 from flaggerpy.observing import HttpObserver, PrometheusObserver, QueryRenderer, p99, ratio
@@ -142,6 +144,7 @@ __all__ = [
     "TOOLKIT_ANNOTATIONS",
     "TOTAL_WEIGHT",
     "WORKLOAD_TARGETS",
+    "ApiServerAccess",
     "Applied",
     "Build",
     "Canary",

@@ -30,6 +30,7 @@ is returned as an :class:`HTTPAnswer` for the provider to judge.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Self
@@ -106,12 +107,14 @@ class HTTPProvider:
             timeout: float = DEFAULT_TIMEOUT,  # seconds, per attempt
             attempts: int = DEFAULT_ATTEMPTS,
             backoff: float = DEFAULT_BACKOFF,  # seconds before the first retry
+            ssl_context: ssl.SSLContext | None = None,  # a CA or client certificate of its own
     ) -> None:
         if timeout <= 0 or attempts < 1 or backoff < 0:
             raise ValueError("timeout must be positive, attempts at least 1, backoff not negative")
         self.endpoint = endpoint
         """``scheme://host:port``: how this provider is named in errors and logs."""
         self.insecure_skip_verify = insecure_skip_verify
+        self._ssl_context = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._attempts = attempts
         self._backoff = backoff
@@ -203,7 +206,10 @@ class HTTPProvider:
             raise ProviderOfflineError(f"{self.provider_type} provider {self.endpoint} is closed")
         if self._session is None:
             # ssl=False skips certificate verification only; TLS is still used for https.
-            connector = aiohttp.TCPConnector(ssl=not self.insecure_skip_verify)
+            tls: ssl.SSLContext | bool = not self.insecure_skip_verify
+            if self._ssl_context is not None:
+                tls = self._ssl_context
+            connector = aiohttp.TCPConnector(ssl=tls)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
         return self._session
 

@@ -71,6 +71,7 @@ from flaggerpy.analysis import (
 )
 from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError, PluginError
 from flaggerpy.kube import ObjectReader
+from flaggerpy.kube.config import ApiServerAccess, api_server_access
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryMetric, MetricTemplate
 from flaggerpy.plugins import Registry
@@ -233,6 +234,7 @@ class MetricsAnalyzer:
         self._builtin: dict[str, MetricsProvider] = {}
         self._providers: dict[tuple[str, ...], _Cached] = {}
         self._retired: list[tuple[float, MetricsProvider]] = []
+        self._api_access: ApiServerAccess | None = None
 
     # -- the two entry points -------------------------------------------------------------------
 
@@ -495,10 +497,13 @@ class MetricsAnalyzer:
         try:
             plugin = self._metrics_registry.get(spec.type)
             factory: MetricsProviderFactory = plugin.factory
+            extra: dict[str, ApiServerAccess] = {}
+            if _takes_kube(plugin.factory):
+                extra["kube"] = await self._api_server_access()
             provider = factory(
                 address=spec.address, secret=secret, headers=spec.headers,
                 insecure_skip_verify=bool(spec.insecure_skip_verify), region=spec.region,
-                interval=interval, variant=plugin.variant,
+                interval=interval, variant=plugin.variant, **extra,
             )
         except Exception as exc:
             raise _Failed(_error_named(
@@ -510,6 +515,18 @@ class MetricsAnalyzer:
                      provider=spec.type)
         self._providers[identity] = _Cached(version=version, provider=provider)
         return provider
+
+    async def _api_server_access(self) -> ApiServerAccess:
+        """The controller's API server and credentials (``-kubeconfig``/``-master``), read once.
+
+        Given as ``kube=`` to a metrics factory that declares that keyword (``externalmetrics``
+        queries the API server as Flagger's rest config does); others never see it.
+        """
+        if self._api_access is None:
+            kube = self._settings.kube
+            self._api_access = await api_server_access(
+                kubeconfig=kube.kubeconfig or None, master=kube.master or None)
+        return self._api_access
 
     async def _secret(self, key: ObjectKey, *, where: str) -> tuple[dict[str, bytes], str]:
         """The Secret's decoded data and its version (resourceVersion, or a digest)."""
@@ -670,6 +687,14 @@ def _digest(data: Mapping[str, bytes]) -> str:
     for name in sorted(data):
         hasher.update(name.encode() + b"\0" + data[name] + b"\0")
     return "sha256:" + hasher.hexdigest()
+
+
+def _takes_kube(factory: object) -> bool:
+    """Whether a metrics factory declares the optional ``kube`` keyword (sdk.ApiServerAccess)."""
+    try:
+        return "kube" in inspect.signature(factory).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 async def _offline_reason(provider: MetricsProvider, *, when_false: str) -> str | None:

@@ -11,8 +11,11 @@ kubernetes-asyncio's loaders are acceptable here and nowhere else.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pathlib
+import ssl
+from dataclasses import dataclass, field
 
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
@@ -91,3 +94,57 @@ def _kubeconfig_path(kubeconfig: str | os.PathLike[str] | None) -> str:
     if not any(pathlib.Path(p).expanduser().is_file() for p in paths.split(os.pathsep) if p):
         raise ConfigError(f"no kubeconfig found at {paths} and not running in a pod")
     return paths
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiServerAccess:
+    """How to reach the controller's own API server, for a plugin that talks to it directly.
+
+    Flagger's ``externalmetrics`` provider queries the API server (an aggregated API) with the
+    controller's rest config; a plugin gets the same here without depending on
+    kubernetes-asyncio: the server URL, TLS settings holding the cluster CA and any client
+    certificate, and the bearer token, if the credentials are one (asked again on every call,
+    so a rotated service-account token is picked up). ``repr`` shows the host only.
+    """
+
+    host: str
+    """``https://host:port`` (with the kubeconfig's path prefix, if any)."""
+    _configuration: Configuration = field(repr=False)
+
+    def ssl_context(self, *, verify: bool = True) -> ssl.SSLContext:
+        """TLS with the cluster CA and the client certificate, if any; reads files, so call it
+        when a plugin is built. ``verify=False`` (or an insecure kubeconfig) skips checking
+        the server's certificate; the client certificate is still presented."""
+        configuration = self._configuration
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+        if not verify or not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def authorization(self) -> str | None:
+        """The ``Authorization`` header value the controller sends (``Bearer ...``), if any."""
+        configuration = self._configuration
+        hook = getattr(configuration, "refresh_api_key_hook", None)
+        if hook is not None:
+            result = hook(configuration)
+            if inspect.isawaitable(result):
+                await result
+        value = configuration.get_api_key_with_prefix("authorization")
+        return str(value) if value else None
+
+
+async def api_server_access(
+        *,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        master: str | None = None,
+) -> ApiServerAccess:
+    """The controller's API server and credentials, chosen as :func:`load_configuration` does.
+
+    Raises ConfigError when the source cannot be read.
+    """
+    configuration = await load_configuration(kubeconfig=kubeconfig, master=master)
+    return ApiServerAccess(host=str(configuration.host).rstrip("/"),
+                           _configuration=configuration)

@@ -19,6 +19,7 @@ from flaggerpy import sdk
 EXPORTED = [
     "CANARIES", "CONFIGMAPS", "COOKIE_HEADER", "SECRETS", "SERVICES", "SET_COOKIE_HEADER",
     "TOOLKIT_ANNOTATIONS", "TOTAL_WEIGHT", "WORKLOAD_TARGETS",
+    "ApiServerAccess",
     "Applied", "Build", "Canary", "Capabilities", "ConflictError", "Field", "FlaggerError",
     "HttpObserver",
     "JsonObject", "KubeError", "KubernetesRouter", "Message", "MetricTemplateModel",
