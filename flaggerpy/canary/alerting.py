@@ -97,6 +97,7 @@ __all__ = [
     "failed_checks_threshold_reached",
     "initialization_completed",
     "manual_rollback",
+    "metrics_providers_unusable",
     "new_revision",
     "notification_metrics",
     "progress_deadline_exceeded",
@@ -190,6 +191,17 @@ def failed_checks_threshold_reached(
         text=f"Failed checks threshold reached {failed_checks}",
         severity=Severity.ERROR,
         fields=fields,
+    )
+
+
+def metrics_providers_unusable(reason: str) -> AlertMessage:
+    """A run ended before its first step: a metric backend it needs cannot be used (a
+    MetricTemplate's provider type that is not installed). flaggerpy's own; Flagger would
+    have shifted traffic and alerted ``Failed checks threshold reached`` later."""
+    return AlertMessage(
+        text="Canary analysis failed before any traffic shift: metrics provider not usable",
+        severity=Severity.ERROR,
+        fields=(Field("Last failed check", reason),),
     )
 
 

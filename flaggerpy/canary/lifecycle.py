@@ -36,10 +36,12 @@ from flaggerpy.canary.webhooks import WebhookCaller
 from flaggerpy.canary.workloads import (
     NotReadyError,
     TargetNotFoundError,
+    UnsupportedTargetError,
     WorkloadController,
     WorkloadMetadata,
     parse_time,
 )
+from flaggerpy.errors import PluginError
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType
 from flaggerpy.routing import (
@@ -213,6 +215,12 @@ class Lifecycle:
         Returns the seconds to wait while the restored target is not ready yet (the work queue
         brings the Canary back then; every step before the wait is idempotent), or None once
         finalized and the finalizer may go.
+
+        Deletion always completes: what cannot be given back is skipped with a Warning Event
+        naming it, never retried forever. A target deleted first (``helm uninstall`` of both)
+        leaves nothing to restore but the routing; a router that is not installed here (a
+        Canary migrated from Flagger naming another mesh) leaves its routing objects as they
+        are; a target kind no workload controller handles leaves the target alone.
         """
         key = ObjectKey(canary.namespace, canary.name)
         state = self._ticks.setdefault(key, TickState())
@@ -231,19 +239,48 @@ class Lifecycle:
             except TargetNotFoundError as error:
                 # Gone already: nothing to resume, and no reason to keep the Canary from going.
                 log.info("target_scaler_gone", canary=name, error=str(error))
-        workload = workload_controller(canary, store=self._store, settings=self._settings)
-        await workload.finalize(canary)
-        wait = await self._target_ready_wait(workload, canary, status=obj.get("status") or {})
-        if wait is not None:
-            return wait
-        metadata = await workload.get_metadata(canary)
-        router = self._router(canary, provider=provider, state=state)
-        services = self._services_router(canary, metadata, state.router_capabilities)
-        await services.finalize(canary)
-        await router.finalize(canary)
+        restored = await self._restore_target(obj, canary)
+        if restored is not None and not isinstance(restored, WorkloadMetadata):
+            return restored  # seconds until the restored target is looked at again
+        metadata = restored
+        try:
+            router: Router | None = self._router(canary, provider=provider, state=state)
+        except PluginError as error:
+            router = None
+            await self._warn(obj, f"Routing of {name} not reverted: {error}")
+        if metadata is not None:
+            capabilities = state.router_capabilities if router is not None else Capabilities()
+            await self._services_router(canary, metadata, capabilities).finalize(canary)
+        if router is not None:
+            await router.finalize(canary)
         await self._normal(obj, f"Terminated canary {name}")
         self.forget(key)
         return None
+
+    async def _restore_target(
+        self, obj: dict[str, Any], canary: Canary
+    ) -> WorkloadMetadata | float | None:
+        """Gives the target back (scaled up, as before the Canary) for :meth:`finalize`.
+
+        The target's metadata once it is ready, the seconds to wait while it is not, or None
+        when there is no target to give back: it was deleted first, or its kind is not one a
+        workload controller handles (both a Warning Event; the routing is still reverted).
+        """
+        name = f"{canary.name}.{canary.namespace}"
+        try:
+            workload = workload_controller(canary, store=self._store, settings=self._settings)
+            await workload.finalize(canary)
+        except (TargetNotFoundError, UnsupportedTargetError) as error:
+            await self._warn(obj, f"Target of {name} not restored: {error}")
+            return None
+        wait = await self._target_ready_wait(workload, canary, status=obj.get("status") or {})
+        if wait is not None:
+            return wait
+        try:
+            return await workload.get_metadata(canary)
+        except TargetNotFoundError as error:  # deleted while we waited for it
+            await self._warn(obj, f"Target of {name} not restored: {error}")
+            return None
 
     async def _target_ready_wait(
         self, workload: WorkloadController, canary: Canary, *, status: dict[str, Any]
@@ -497,6 +534,8 @@ class Lifecycle:
         )
         if first:
             await self._normal(tick.obj, f"Starting canary analysis for {tick.name}")
+            if not await self._providers_usable(tick):
+                return False
             failed = await self._webhooks.run(canary, HookType.PRE_ROLLOUT, phase=tick.phase)
             if failed is not None:
                 check = f"pre-rollout check {failed.webhook.name} failed {failed.message}"
@@ -524,6 +563,42 @@ class Lifecycle:
         if not outcome.hold:
             await self._fail_check(tick)
         return False
+
+    async def _providers_usable(self, tick: Tick) -> bool:
+        """The run's first check, before any traffic moves: can every metric backend answer?
+
+        A flaggerpy addition (docs/compatibility.md, "Provider availability"): Flagger would
+        shift ``stepWeight`` now and find out at the next tick. A provider type that is not
+        installed ends the run at once; any other problem is a failed check (rolled back at
+        the threshold) or, with ``-hold-on-no-values``, a hold; either way the weights stay
+        0/100 and the reason is in an Event and in the ``Promoted`` condition.
+        """
+        outcome = await self._analyzer.check_run_start(tick.canary)
+        if outcome.passed:
+            await self._explain_progressing(tick, None)
+            return True
+        assert outcome.failure is not None
+        reason = outcome.failure.message
+        tick.state.last_failure = reason
+        await self._warn(tick.obj, reason)
+        if outcome.fatal:
+            await self._alert(tick, alerting.metrics_providers_unusable(reason))
+            await self._rollback(tick, reason=reason)
+            return False
+        await self._explain_progressing(tick, reason)
+        if not outcome.hold:
+            await self._fail_check(tick)
+        return False
+
+    async def _explain_progressing(self, tick: Tick, why: str | None) -> None:
+        """A run held at weight 0 says why in its ``Promoted`` condition; None restores the
+        default text. Writes nothing when the condition already says it."""
+        if tick.phase != CanaryPhase.PROGRESSING:
+            return
+        patch = canary_status.phase_patch(phase=CanaryPhase.PROGRESSING, kind=tick.kind,
+                                          current=tick.status, message=why)
+        if patch is not None:
+            await self._write(tick, patch)
 
     async def _fail_check(self, tick: Tick) -> None:
         await self._write(tick, canary_status.counters_patch(
@@ -712,8 +787,12 @@ class Lifecycle:
         await self._normal(tick.obj, event)
         await self._alert(tick, alert)
 
-    async def _rollback(self, tick: Tick) -> None:
-        """Route everything back to the primary, scale the canary down, and say why."""
+    async def _rollback(self, tick: Tick, *, reason: str | None = None) -> None:
+        """Route everything back to the primary, scale the canary down, and say why.
+
+        ``reason``: why the run ends before its failed checks reached the threshold, for the
+        ``Promoted`` condition's message.
+        """
         canary = tick.canary
         failed = tick.counter("failedChecks")
         threshold = canary.get_analysis_threshold()
@@ -734,7 +813,7 @@ class Lifecycle:
         if tick.autoscaler is not None:
             await tick.autoscaler.pause(canary)
         await tick.workload.scale_to_zero(canary)
-        detail = tick.state.last_failure if failed >= threshold else None
+        detail = reason or (tick.state.last_failure if failed >= threshold else None)
         await self._write(tick, canary_status.sync_status_patch(
             current=tick.status, phase=CanaryPhase.FAILED, kind=tick.kind,
             last_applied_spec=await tick.workload.target_hash(canary),

@@ -1,10 +1,11 @@
 """The metric checks of an analysis tick: Flagger's ``runBuiltinMetricChecks``/``runMetricChecks``.
 
 The lifecycle engine calls :meth:`MetricsAnalyzer.run` on every analysis tick, after the
-rollout webhooks passed, and :meth:`MetricsAnalyzer.check_providers` once when a canary is
-initialised (spec §2.3, steps 8 and 30). Neither writes anything to the cluster: they return
-what happened, with Flagger's event texts, and the engine records the Events, counts the
-failed check and alerts.
+rollout webhooks passed, :meth:`MetricsAnalyzer.check_providers` once when a canary is
+initialised (spec §2.3, steps 8 and 30), and :meth:`MetricsAnalyzer.check_run_start` on the
+first tick of a run, before any traffic moves (a flaggerpy addition). None writes anything to
+the cluster: they return what happened, with Flagger's event texts, and the engine records the
+Events, counts the failed check and alerts.
 
 Order and meaning (spec §4.2), as in Flagger:
 
@@ -84,6 +85,7 @@ __all__ = [
     "AnalysisOutcome",
     "MetricResult",
     "MetricsAnalyzer",
+    "ProviderProblem",
     "SecretReader",
     "metric_model",
     "observer_provider",
@@ -96,6 +98,9 @@ BUILTIN_PROVIDER: Final = "prometheus"
 
 SERVICE_SUFFIX: Final = ":service"
 """Added to the observer's provider string when the target is a (non-Knative) Service."""
+
+BUILTIN_SERVER: Final = "metrics-server"
+"""How the builtin Prometheus (``-metrics-server``/``spec.metricsServer``) is named in results."""
 
 RETIRE_GRACE: Final = 60.0
 """Seconds a replaced provider stays open, so queries already running on it can finish."""
@@ -135,8 +140,26 @@ class AnalysisOutcome:
     failure: MetricResult | None
     """The metric that stopped the tick, if any."""
     hold: bool = False
-    """Do not advance and do not count a failed check: the failure was "no values found" and
-    the analyzer was asked to hold on it (``hold_on_no_values``)."""
+    """Do not advance and do not count a failed check: the failure was "no values found" (or,
+    at the start of a run, a metrics provider that did not answer) and the analyzer was asked
+    to hold on it (``hold_on_no_values``)."""
+    fatal: bool = False
+    """End the run now: no later tick can pass (a MetricTemplate's ``provider.type`` that no
+    installed plugin serves). Only :meth:`MetricsAnalyzer.check_run_start` says so."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderProblem:
+    """A metric backend a canary needs that cannot be used."""
+
+    name: str
+    """The MetricTemplate's name, or ``metrics-server`` for the builtin Prometheus."""
+    message: str
+    """Flagger's availability-check wording: ``prometheus not available: ...``,
+    ``<type> in metric template <t>.<ns> not available: ...``, ``metric template ...``."""
+    installed: bool = True
+    """False: no installed plugin serves the template's ``provider.type`` (or it failed to
+    load); only a controller with that plugin can change it, so waiting is pointless."""
 
 
 SecretLookupResult: TypeAlias = "Mapping[str, Any] | None"
@@ -150,9 +173,11 @@ async; None means it does not exist."""
 class _Failed(Exception):
     """A check that ended before a value could be judged; carries its result."""
 
-    def __init__(self, result: MetricResult) -> None:
+    def __init__(self, result: MetricResult, *, installed: bool = True) -> None:
         super().__init__(result.message)
         self.result = result
+        self.installed = installed
+        """False when the provider's plugin is not installed (see ProviderProblem)."""
 
 
 @dataclass(slots=True)
@@ -285,20 +310,63 @@ class MetricsAnalyzer:
         of every MetricTemplate referenced. The engine reports them as a Warning Event
         ("Error checking metric providers: ...") without failing the canary.
         """
+        return [problem.message for problem in await self.provider_problems(canary)]
+
+    async def check_run_start(
+            self,
+            canary: Canary,
+            *,
+            hold_on_no_values: bool | None = None,  # None: the analyzer's setting
+    ) -> AnalysisOutcome:
+        """Whether a run may start moving traffic: every metric backend it needs is usable.
+
+        Called on the first tick of a run (weight 0, no iteration done), where Flagger runs
+        only the pre-rollout hooks and then shifts ``stepWeight`` without asking any metric
+        backend (a flaggerpy addition, docs/compatibility.md "Provider availability"). The
+        backends are those of :meth:`check_providers`, each asked once; the provider's own
+        transport retries (a slow or dropped answer) happen inside that one question.
+
+        - every backend answers: passed;
+        - a MetricTemplate's ``provider.type`` has no installed plugin: ``fatal``, the run
+          ends before its first step (nothing but another controller build can fix it);
+        - otherwise (offline, an error answer, a missing template or Secret, a provider
+          that cannot be built): a failed check, or a ``hold`` with ``hold_on_no_values``
+          (the run waits at weight 0 for the backend, as it waits for traffic).
+        """
+        problems = await self.provider_problems(canary)
+        if not problems:
+            return AnalysisOutcome(passed=True, results=(), failure=None)
+        hold = self._hold_on_no_values if hold_on_no_values is None else hold_on_no_values
+        fatal = any(not problem.installed for problem in problems)
+        results = tuple(_error_named(p.name, p.message) for p in problems)
+        failure = _error_named(
+            problems[0].name,
+            f"Halt {canary.name}.{canary.namespace} advancement metrics provider check failed: "
+            + "; ".join(p.message for p in problems),
+        )
+        return AnalysisOutcome(passed=False, results=results, failure=failure,
+                               hold=hold and not fatal, fatal=fatal)
+
+    async def provider_problems(self, canary: Canary) -> list[ProviderProblem]:
+        """The metric backends of ``canary`` that cannot be used, each asked once, in order:
+        the builtin Prometheus (if a builtin metric or inline query needs it), then each
+        MetricTemplate referenced."""
         await self._close_retired()
         metrics = canary.spec.analysis.metrics or []
-        problems: list[str] = []
+        problems: list[ProviderProblem] = []
         if any(_is_builtin(m) or m.query for m in metrics):
             server = self._metrics_server(canary)
             try:
                 client = self._builtin_client(server)
             except _Failed as exc:
-                problems.append(_lower_first(exc.result.message))
+                problems.append(ProviderProblem(BUILTIN_SERVER,
+                                                _lower_first(exc.result.message)))
             else:
                 problem = await _offline_reason(
                     client, when_false="value is not 1 for query: vector(1)")
                 if problem is not None:
-                    problems.append(f"prometheus not available: {problem}")
+                    problems.append(ProviderProblem(BUILTIN_SERVER,
+                                                    f"prometheus not available: {problem}"))
         seen: set[ObjectKey] = set()
         for metric in metrics:
             ref = metric.template_ref
@@ -313,13 +381,16 @@ class MetricsAnalyzer:
                 template = self._template(key)
                 provider = await self._template_provider(template, key, _interval(canary, metric))
             except _Failed as exc:
-                problems.append(_lower_first(exc.result.message))
+                problems.append(ProviderProblem(key.name, _lower_first(exc.result.message),
+                                                installed=exc.installed))
                 continue
             problem = await _offline_reason(provider, when_false="it reports it is offline")
             if problem is not None:
-                problems.append(f"{template.spec.provider.type} in metric template "
-                                f"{template.name}.{template.namespace or namespace} "
-                                f"not available: {problem}")
+                problems.append(ProviderProblem(
+                    key.name,
+                    f"{template.spec.provider.type} in metric template "
+                    f"{template.name}.{template.namespace or namespace} not available: {problem}",
+                ))
         return problems
 
     async def aclose(self) -> None:
@@ -423,7 +494,7 @@ class MetricsAnalyzer:
                              variant=plugin.variant)
         except Exception as exc:
             raise _Failed(_error_named(
-                "metrics-server",
+                BUILTIN_SERVER,
                 f"Error building Prometheus client for {_endpoint(server)} {_describe(exc)}",
             )) from exc
         self._builtin[server] = client
@@ -505,6 +576,10 @@ class MetricsAnalyzer:
                 insecure_skip_verify=bool(spec.insecure_skip_verify), region=spec.region,
                 interval=interval, variant=plugin.variant, **extra,
             )
+        except PluginError as exc:  # not installed, or it failed to load: no retry helps
+            raise _Failed(_error_named(
+                key.name, f"{where} provider {spec.type} error: {_describe(exc)}",
+            ), installed=False) from exc
         except Exception as exc:
             raise _Failed(_error_named(
                 key.name, f"{where} provider {spec.type} error: {_describe(exc)}",

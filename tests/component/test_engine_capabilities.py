@@ -224,6 +224,9 @@ class Analyzer:
     async def check_providers(self, canary: Canary) -> list[str]:
         return []
 
+    async def check_run_start(self, canary: Canary, **options: Any) -> AnalysisOutcome:
+        return AnalysisOutcome(passed=True, results=(), failure=None)
+
     async def run(self, canary: Canary, **options: Any) -> AnalysisOutcome:
         return AnalysisOutcome(passed=True, results=(), failure=None)
 

@@ -352,15 +352,15 @@ async def test_a_template_metric_without_interval_gets_one_minute(world: World) 
 async def test_template_failures_are_flaggers_errors(world: World) -> None:
     world.templates.put(template("unrenderable", "vector({{ variables.nope }})",
                                  address=world.prometheus.url))
-    world.templates.put(template("no-such-type", "x", address="http://dd", provider_type="datadog"))
+    world.templates.put(template("no-such-type", "x", address="http://dd", provider_type="acme"))
     cases = {
         "missing": 'Metric template missing.test error: metrictemplate.flagger.app "missing" '
                    "not found",
         "unrenderable": "Metric template unrenderable.test query render error: line 1, column 8:"
                         ' variables has no entry for key "nope" (in {{ variables.nope }})',
         # Whatever else is installed in this environment is listed too (the example plugins).
-        "no-such-type": "Metric template no-such-type.test provider datadog error: unknown "
-                        "flaggerpy.metrics provider 'datadog'; installed: "
+        "no-such-type": "Metric template no-such-type.test provider acme error: unknown "
+                        "flaggerpy.metrics provider 'acme'; installed: "
                         + ", ".join(plugins.metrics.names()),
     }
     for name, message in cases.items():
@@ -509,3 +509,99 @@ async def test_no_metrics_passes(world: World) -> None:
     outcome = await world.analyzer.run(make_canary())
     assert (outcome.passed, outcome.results, outcome.failure) == (True, (), None)
 
+
+
+# --- the start of a run: no traffic moves while a backend cannot be used ----------------------
+
+
+async def test_a_run_starts_when_every_provider_answers(
+        world: World, auth_server: AuthPrometheus,
+) -> None:
+    world.templates.put(template("authed", "vector(1)", address=auth_server.url, secret="creds"))
+    world.secrets.put(secret("creds", "1", token="t0ken"))
+    canary = make_canary(success_rate(), {"name": "authed", "templateRef": {"name": "authed"}})
+    outcome = await world.analyzer.check_run_start(canary)
+    assert (outcome.passed, outcome.failure, outcome.fatal) == (True, None, False)
+    assert auth_server.seen == ["Bearer t0ken"]  # asked once, with the Secret's token
+
+
+@pytest.mark.parametrize("hold", [False, True])
+async def test_a_provider_type_not_installed_ends_the_run_at_once(
+        world: World, hold: bool,
+) -> None:
+    world.templates.put(template("vendor", "errors", address=world.prometheus.url,
+                                 provider_type="acme"))
+    canary = make_canary({"name": "errors", "templateRef": {"name": "vendor"}})
+    outcome = await world.analyzer.check_run_start(canary, hold_on_no_values=hold)
+    assert (outcome.passed, outcome.fatal, outcome.hold) == (False, True, False)
+    assert outcome.failure is not None
+    problem = ("metric template vendor.test provider acme error: unknown flaggerpy.metrics "
+               "provider 'acme'; installed: ")
+    message = outcome.failure.message
+    assert message.startswith(
+        f"Halt podinfo.test advancement metrics provider check failed: {problem}"), message
+    assert "prometheus" in message.rpartition("installed: ")[2].split(", ")
+    # At initialisation the same problem stays Flagger's Warning text.
+    [warning] = await world.analyzer.check_providers(canary)
+    assert warning.startswith(problem)
+
+
+async def test_an_offline_provider_fails_the_first_check_or_holds(world: World) -> None:
+    port = free_port()
+    world.templates.put(template("offline", "x", address=f"http://127.0.0.1:{port}"))
+    canary = make_canary({"name": "errors", "templateRef": {"name": "offline"}})
+
+    failing = await world.analyzer.check_run_start(canary)
+    assert (failing.passed, failing.fatal, failing.hold) == (False, False, False)
+    assert failing.failure is not None
+    assert failing.failure.error
+    assert failing.failure.message == (
+        "Halt podinfo.test advancement metrics provider check failed: prometheus in metric "
+        f"template offline.test not available: running query failed: request failed: cannot "
+        f"connect to http://127.0.0.1:{port} (Connect call failed ('127.0.0.1', {port}))"
+    )
+
+    held = await world.analyzer.check_run_start(canary, hold_on_no_values=True)
+    assert (held.passed, held.fatal, held.hold) == (False, False, True)
+    assert held.failure == failing.failure
+
+    # A missing template is the same kind of problem: it may still be applied.
+    missing = make_canary({"name": "errors", "templateRef": {"name": "later"}})
+    outcome = await world.analyzer.check_run_start(missing)
+    assert (outcome.fatal, outcome.hold) == (False, False)
+    assert outcome.failure is not None
+    assert outcome.failure.message.endswith(
+        'metric template later.test error: metrictemplate.flagger.app "later" not found')
+
+
+async def test_a_provider_slow_to_answer_once_does_not_stop_the_run(
+        world: World, aiohttp_raw_server: Any,
+) -> None:
+    """The first answer comes after the provider's timeout; its own retry gets the second."""
+    answered: list[float] = []
+
+    async def slow_once(request: web.BaseRequest) -> web.Response:
+        answered.append(time.monotonic())
+        if len(answered) == 1:
+            await asyncio.sleep(2)
+        return web.json_response({"status": "success", "data": {
+            "resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}]}})
+
+    server = await aiohttp_raw_server(slow_once)
+    registry: plugins.Registry[plugins.Factory] = plugins.Registry("flaggerpy.metrics")
+    registry.register("prometheus",
+                      lambda **kwargs: PrometheusProvider(**kwargs, timeout=0.5, backoff=0.01))
+    analyzer = MetricsAnalyzer(
+        templates=world.templates, secrets=world.secrets.get,
+        settings=Settings(metrics={"server": world.prometheus.url},
+                          mesh={"provider": "kubernetes"}),
+        telemetry=world.recorder, metrics_registry=registry,
+    )
+    world.templates.put(template("slow", "x", address=str(server.make_url("")).rstrip("/")))
+    try:
+        outcome = await analyzer.check_run_start(
+            make_canary({"name": "errors", "templateRef": {"name": "slow"}}))
+    finally:
+        await analyzer.aclose()
+    assert outcome.passed, outcome.failure
+    assert len(answered) == 2
