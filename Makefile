@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := openssl prometheus hey
+DEBIAN_PACKAGES := openssl prometheus hey graphite-carbon graphite-web
 
 .PHONY: test demo lint typecheck unit bench cluster-bin debian-deps venv cluster-up cluster-down clean
 
