@@ -41,7 +41,7 @@ import structlog
 import tenacity
 import yarl
 
-from flaggerpy.errors import ProviderOfflineError
+from flaggerpy.errors import MetricsError, ProviderOfflineError
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -49,9 +49,12 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HTTPAnswer",
     "HTTPProvider",
+    "api_base",
     "endpoint_of",
     "excerpt",
     "header_pairs",
+    "header_secret",
+    "secret_text",
 ]
 
 log = structlog.get_logger(__name__)
@@ -260,3 +263,44 @@ def header_pairs(headers: Mapping[str, Iterable[str]] | None) -> list[tuple[str,
     if not headers:
         return []
     return [(name, value) for name, values in headers.items() for value in values]
+
+def api_base(address: str, *, provider: str) -> tuple[str, str]:
+    """``(base, endpoint)`` of a SaaS provider's address: the URL its API paths are appended to.
+
+    The address must be an absolute http(s) URL; it may have a path (a proxy's prefix), and a
+    trailing ``/`` is dropped so that ``<base>/api/...`` has one slash (Flagger concatenates, so
+    ``https://api.datadoghq.com/`` would ask for ``//api/...``). Credentials in the URL are not
+    sent and never repeated: the error names the address as :func:`endpoint_of` does.
+    """
+    address = address.strip()
+    parts = urlsplit(address)
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        port = parts.port
+    except ValueError:
+        valid, port = False, None
+    if not valid:
+        shown = endpoint_of(address) if address else '""'
+        raise MetricsError(f"{provider} address {shown} is not a valid URL")
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else str(parts.hostname)
+    netloc = f"{host}:{port}" if port else host
+    base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+    return base, endpoint_of(address)
+
+
+def secret_text(value: bytes | str) -> str:
+    """A Secret's value as text (UTF-8; an undecodable byte is replaced, never echoed)."""
+    return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
+
+
+def header_secret(secret: Mapping[str, bytes | str], key: str, *, provider: str) -> str:
+    """The Secret's ``key`` as a header value, refused (without quoting it) if it has a line break.
+
+    A key written with ``echo`` often ends in a newline; Go's client refuses such a header, and
+    aiohttp's error would quote the value.
+    """
+    value = secret_text(secret[key])
+    if "\r" in value or "\n" in value:
+        raise MetricsError(f"{provider} credentials {key} holds a line break,"
+                           " which cannot be sent in a header")
+    return value
