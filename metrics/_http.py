@@ -133,6 +133,7 @@ class HTTPProvider:
             url: yarl.URL,
             *,
             headers: Headers = (),
+            data: bytes | None = None,  # the request body; sent again with each retry
     ) -> HTTPAnswer:
         """Sends one request, retrying while there is no answer or a 5xx one.
 
@@ -152,7 +153,7 @@ class HTTPProvider:
         )
         pairs = list(headers)
         try:
-            answer: HTTPAnswer = await retrying(self._once, method, url, pairs)
+            answer: HTTPAnswer = await retrying(self._once, method, url, pairs, data)
         except _NoAnswer as exc:
             raise ProviderOfflineError(f"request failed: {exc.reason}") from exc
         return answer
@@ -162,12 +163,13 @@ class HTTPProvider:
             method: str,
             url: yarl.URL,
             headers: list[tuple[str, str]],
+            data: bytes | None = None,
     ) -> HTTPAnswer:
         """One attempt. Raises _NoAnswer for what a retry may fix."""
         session = self._session_for_request()
         try:
             async with session.request(
-                method, url, headers=headers, timeout=self._timeout,
+                method, url, headers=headers, data=data, timeout=self._timeout,
                 allow_redirects=True,
             ) as response:
                 status = response.status
@@ -263,6 +265,7 @@ def header_pairs(headers: Mapping[str, Iterable[str]] | None) -> list[tuple[str,
     if not headers:
         return []
     return [(name, value) for name, values in headers.items() for value in values]
+
 
 def api_base(address: str, *, provider: str) -> tuple[str, str]:
     """``(base, endpoint)`` of a SaaS provider's address: the URL its API paths are appended to.
