@@ -72,9 +72,17 @@ class CanaryReconciler:
         try:
             canary = Canary.model_validate(obj)
         except ValidationError as error:
-            await self._fail(obj, f"invalid canary spec: {validation_summary(error)}")
+            message = f"invalid canary spec: {validation_summary(error)}"
+            if _being_deleted(obj):
+                await self._release(obj, f"Nothing reverted for a Canary with an {message}")
+            else:
+                await self._fail(obj, message)
             return Result()
         provider = canary.spec.provider or self._settings.mesh.provider
+        if _being_deleted(obj):
+            # Whatever the spec says (a provider not installed here, a target deleted first):
+            # deletion completes, giving back what still exists.
+            return await self._finalizer(obj, canary, provider=provider) or Result()
         router_problem: str | None = None
         capabilities: Capabilities | None = None
         try:
@@ -138,6 +146,22 @@ class CanaryReconciler:
                                        version=metadata.get("resourceVersion"))
         return None
 
+    async def _release(self, obj: dict[str, Any], message: str) -> None:
+        """Lets a Canary that cannot be read go: a Warning Event, then our finalizer removed."""
+        metadata = obj.get("metadata") or {}
+        finalizers = list(metadata.get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return
+        if self._lifecycle is not None:
+            await self._lifecycle.warn(obj, message)
+        else:
+            await self._events.warning(obj, message)
+        patch: dict[str, Any] = {"metadata": {
+            "finalizers": [f for f in finalizers if f != FINALIZER],
+            "resourceVersion": metadata.get("resourceVersion")}}
+        await self._store.patch(kube.CANARIES, namespace=metadata.get("namespace", ""),
+                                name=metadata.get("name", ""), patch=patch)
+
     async def _set_finalizers(
         self, canary: Canary, finalizers: list[str], *, version: str | None
     ) -> None:
@@ -186,3 +210,7 @@ class CanaryReconciler:
             else:
                 await self._events.warning(obj, message)
         self._telemetry.set_status(name=name, namespace=namespace, phase=CanaryPhase.FAILED)
+
+
+def _being_deleted(obj: dict[str, Any]) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))

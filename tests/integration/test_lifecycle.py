@@ -402,6 +402,57 @@ async def test_a_deleted_scaled_object_does_not_hold_the_canarys_deletion(
     assert target["spec"]["replicas"] > 0  # reverted: the target serves again
 
 
+async def canary_gone(scenario: Scenario, name: str) -> None:
+    async def gone() -> bool:
+        return await scenario.get("canary", name) is None
+
+    await eventually(gone, within=60, what=f"the Canary {name} to be finalized and removed")
+
+
+async def test_a_canary_whose_target_was_deleted_first_is_still_deleted(
+    scenario: Scenario,
+) -> None:
+    # `helm uninstall` of a chart holding both (fluxcd/flagger#1357): the Deployment goes
+    # first. Nothing is left to give back but the routing; the deletion must complete.
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", revertOnDeletion=True))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("delete", "deployment", "podinfo")
+    await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
+
+    await canary_gone(scenario, "podinfo")
+    messages = [e["message"] for e in await scenario.events("podinfo")]
+    name = f"podinfo.{scenario.namespace}"
+    assert any(m.startswith(f"Target of {name} not restored: ") for m in messages), messages
+    assert f"Terminated canary {name}" in messages
+
+
+async def test_a_canary_migrated_from_a_mesh_not_installed_is_still_deleted(
+    scenario: Scenario,
+) -> None:
+    # A Canary that Flagger managed carries Flagger's finalizer; here its provider has no
+    # router, so its spec fails, but deleting it must not hang on that.
+    await scenario.start_controller()
+    await scenario.set_success_rate("podinfo", 99)
+    migrated = canary("podinfo", provider="acme-mesh", revertOnDeletion=True)
+    migrated["metadata"]["finalizers"] = ["finalizer.flagger.app"]
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0", replicas=2), migrated)
+    status = await scenario.wait_phase("podinfo", "Failed", within=60)
+    assert "acme-mesh" in status["conditions"][0]["message"]
+    await scenario.kubectl("delete", "canary", "podinfo", "--wait=false")
+
+    await canary_gone(scenario, "podinfo")
+    messages = [e["message"] for e in await scenario.events("podinfo")]
+    name = f"podinfo.{scenario.namespace}"
+    assert any(m.startswith(f"Routing of {name} not reverted: ") and "acme-mesh" in m
+               for m in messages), messages
+    target = await scenario.get("deployment", "podinfo")
+    assert target is not None
+    assert target["spec"]["replicas"] == 2  # the user's, untouched
+
+
 async def test_suspend_and_skip_analysis(scenario: Scenario) -> None:
     await scenario.start_controller()
     await scenario.set_success_rate("podinfo", 99)
