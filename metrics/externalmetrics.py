@@ -21,7 +21,8 @@ for one metric, as Flagger's ``providers/externalmetrics.go`` does:
   (the CA and client certificate stay, as in Flagger's rest config copy);
   ``insecureSkipVerify`` stops verifying the server's certificate; the ``secretRef``'s
   ``token`` (optional) is sent as ``Authorization: Bearer <token>`` instead of the
-  controller's credentials;
+  controller's credentials (its token or client certificate: the API server would
+  authenticate a certificate first);
 - an API error answers a ``Status``: its ``message`` is the error
   ("error querying external metrics API: ..."), a :class:`~flaggerpy.errors.MetricsError`
   for 4xx, :class:`~flaggerpy.errors.ProviderOfflineError` for 5xx after the retries of
@@ -282,14 +283,20 @@ class ExternalMetricsProvider(HTTPProvider):
         else:
             raise MetricsError("externalmetrics has no API server: no address, and not given "
                                "the controller's")
-        ssl_context = kube.ssl_context(verify=not insecure_skip_verify) if kube else None
+        token = _token(secret)
+        ssl_context = None
+        if kube is not None:
+            # A token from the Secret is the caller, as in Flagger's in-cluster config (whose
+            # only credential is the token it replaces): the controller's certificate stays out.
+            ssl_context = kube.ssl_context(verify=not insecure_skip_verify,
+                                           client_certificate=not token)
         super().__init__(
             endpoint=endpoint_of(host), insecure_skip_verify=insecure_skip_verify,
             timeout=timeout, attempts=attempts, backoff=backoff, ssl_context=ssl_context,
         )
         self._base = host + API_PATH
         self._kube = kube
-        self._token = _token(secret)
+        self._token = token
 
     async def run_query(self, query: str) -> float:
         """The first item's value; see the module docstring."""

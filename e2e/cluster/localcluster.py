@@ -327,6 +327,16 @@ class LocalCluster:
             f"--tls-cert-file={p / 'apiserver.crt'}",
             f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--client-ca-file={p / 'ca.crt'}",
+            # The aggregation layer (APIService), as kubeadm sets it up: the API server proxies
+            # to an extension server with the front-proxy client certificate and the caller in
+            # X-Remote-* headers, which the extension server trusts from that CA only.
+            f"--requestheader-client-ca-file={p / (pki.FRONT_PROXY_CA + '.crt')}",
+            f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / (pki.FRONT_PROXY_CLIENT + '.crt')}",
+            f"--proxy-client-key-file={p / (pki.FRONT_PROXY_CLIENT + '.key')}",
             "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p / 'sa.pub'}",

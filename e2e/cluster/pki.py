@@ -28,6 +28,12 @@ CLIENTS = (
 )
 
 
+FRONT_PROXY_CA = "front-proxy-ca"
+"""The CA of the aggregation layer's front-proxy client certificate (``<stem>.crt/.key``)."""
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The front proxy's certificate stem and CN (``--requestheader-allowed-names``)."""
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
@@ -65,11 +71,35 @@ def create(pki_dir: Path, *, service_ip: str) -> None:
     (pki_dir / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     for identity in CLIENTS:
         _sign(pki_dir, identity.file_stem, _subject(identity), extfile="client.ext")
+    # The aggregation layer's front proxy: the API server presents front-proxy-client when it
+    # proxies to an aggregated API (APIService), and an extension server trusts the user in
+    # its X-Remote-* headers only from a client certificate of this separate CA.
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{FRONT_PROXY_CA}.key",
+             "-out", f"{FRONT_PROXY_CA}.crt", "-days", "3650", "-subj",
+             "/CN=flaggerpy-front-proxy-ca", cwd=pki_dir)
+    _sign(pki_dir, FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}", extfile="client.ext",
+          ca=FRONT_PROXY_CA)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki_dir)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki_dir)
 
 
-def _sign(pki_dir: Path, stem: str, subject: str, *, extfile: str) -> None:
+def serving_certificate(directory: Path, *, stem: str, dns_names: tuple[str, ...]) -> Path:
+    """A CA of its own (``<stem>-ca.crt``) and a serving certificate for ``dns_names``.
+
+    For a local server that the API server calls (an aggregated API behind an APIService,
+    whose ``caBundle`` is the CA): returns the CA's path; ``<stem>.crt/.key`` are beside it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{stem}-ca.key",
+             "-out", f"{stem}-ca.crt", "-days", "30", "-subj", f"/CN={stem}-ca", cwd=directory)
+    sans = ",".join(f"DNS:{name}" for name in dns_names)
+    (directory / f"{stem}.ext").write_text(
+        f"subjectAltName={sans},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _sign(directory, stem, f"/CN={dns_names[0]}", extfile=f"{stem}.ext", ca=f"{stem}-ca")
+    return directory / f"{stem}-ca.crt"
+
+
+def _sign(pki_dir: Path, stem: str, subject: str, *, extfile: str, ca: str = "ca") -> None:
     _openssl(
         "req",
         "-newkey",
@@ -89,9 +119,9 @@ def _sign(pki_dir: Path, stem: str, subject: str, *, extfile: str) -> None:
         "-in",
         f"{stem}.csr",
         "-CA",
-        "ca.crt",
+        f"{ca}.crt",
         "-CAkey",
-        "ca.key",
+        f"{ca}.key",
         "-CAcreateserial",
         "-out",
         f"{stem}.crt",

@@ -11,7 +11,6 @@ kubernetes-asyncio's loaders are acceptable here and nowhere else.
 
 from __future__ import annotations
 
-import inspect
 import os
 import pathlib
 import ssl
@@ -111,13 +110,15 @@ class ApiServerAccess:
     """``https://host:port`` (with the kubeconfig's path prefix, if any)."""
     _configuration: Configuration = field(repr=False)
 
-    def ssl_context(self, *, verify: bool = True) -> ssl.SSLContext:
+    def ssl_context(self, *, verify: bool = True,
+                    client_certificate: bool = True) -> ssl.SSLContext:
         """TLS with the cluster CA and the client certificate, if any; reads files, so call it
         when a plugin is built. ``verify=False`` (or an insecure kubeconfig) skips checking
-        the server's certificate; the client certificate is still presented."""
+        the server's certificate; ``client_certificate=False`` leaves the controller's
+        certificate out (a plugin that authenticates with credentials of its own)."""
         configuration = self._configuration
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-        if configuration.cert_file:
+        if client_certificate and configuration.cert_file:
             context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
         if not verify or not configuration.verify_ssl:
             context.check_hostname = False
@@ -126,13 +127,8 @@ class ApiServerAccess:
 
     async def authorization(self) -> str | None:
         """The ``Authorization`` header value the controller sends (``Bearer ...``), if any."""
-        configuration = self._configuration
-        hook = getattr(configuration, "refresh_api_key_hook", None)
-        if hook is not None:
-            result = hook(configuration)
-            if inspect.isawaitable(result):
-                await result
-        value = configuration.get_api_key_with_prefix("authorization")
+        # Runs the refresh hook first (in a pod: the service-account token file, re-read).
+        value = await self._configuration.get_api_key_with_prefix("authorization")
         return str(value) if value else None
 
 
