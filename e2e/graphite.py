@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -142,6 +143,12 @@ class LocalGraphite:
             return ""
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
                          for path in sorted(self.folder.glob("*.out")))
+
+    def render_requests(self) -> list[str]:
+        """The query strings of the ``/render`` requests graphite-web answered, from its log."""
+        log = self.folder / "web.out"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return re.findall(r'"GET /render\?(\S*) HTTP/1\.[01]"', text)
 
     def send(self, points: Iterable[tuple[str, float, float | None]]) -> None:
         """Sends ``(path, value, timestamp or None for now)`` over carbon's plaintext protocol."""
