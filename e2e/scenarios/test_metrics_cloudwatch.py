@@ -27,7 +27,8 @@ from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
 from e2e.moto import LocalMoto
 from e2e.scenario import Scenario, canary, container_image, deployment
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
+# The time limit covers the fixtures too: the upstream CRDs, moto and Prometheus start first.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds"), pytest.mark.timeout(300)]
 
 REGION = "eu-west-1"
 NAMESPACE = "Flaggerpy/E2E"
