@@ -232,6 +232,9 @@ CORE_GRANTS = {
     ("", "events", "patch"),
     *(("keda.sh", "scaledobjects", v)
       for v in ("get", "list", "watch", "create", "update", "patch")),
+    # MetricTemplate type externalmetrics: any metric (resource) of the external metrics API.
+    ("external.metrics.k8s.io", "*", "get"),
+    ("external.metrics.k8s.io", "*", "list"),
 }
 
 
@@ -240,7 +243,9 @@ def test_the_kubernetes_provider_gets_exactly_the_core_rules() -> None:
     role = one(objects, "ClusterRole")
     assert cluster_role_grants(objects) == CORE_GRANTS
     assert not any("nonResourceURLs" in rule for rule in role["rules"])
-    assert all("*" not in rule["verbs"] and "*" not in rule["resources"]
+    # A star only where the names are not known: the external metrics API's metric names.
+    assert all("*" not in rule["verbs"] and ("*" not in rule["resources"]
+               or rule["apiGroups"] == ["external.metrics.k8s.io"])
                for rule in role["rules"])
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
@@ -248,6 +253,14 @@ def test_the_kubernetes_provider_gets_exactly_the_core_rules() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "flagger", "namespace": "istio-system"}]
     assert role["metadata"]["annotations"]["flaggerpy.dev/providers"] == ""
+
+
+@pytest.mark.parametrize("provider", ["kubernetes", "istio", "linkerd"])
+def test_external_metrics_are_read_only_whatever_the_mesh(provider: str) -> None:
+    """MetricTemplates of type externalmetrics work with every mesh, and only read."""
+    grants = {(r, v) for g, r, v in cluster_role_grants(render(f"meshProvider={provider}"))
+              if g == "external.metrics.k8s.io"}
+    assert grants == {("*", "get"), ("*", "list")}
 
 
 def test_without_config_tracking_configmaps_and_secrets_are_only_read(
