@@ -212,8 +212,10 @@ class SplunkProvider(HTTPProvider):
         try:
             async with asyncio.timeout(self._timeout_seconds):
                 try:
-                    socket = await session.ws_connect(self.stream_url + "/connect",
-                                                      autoclose=True, autoping=True)
+                    socket = await session.ws_connect(
+                        self.stream_url + "/connect", autoclose=True, autoping=True,
+                        # closing must not eat the attempt's time once the answer is read
+                        timeout=aiohttp.ClientWSTimeout(ws_close=min(1.0, self._timeout_seconds)))
                 except aiohttp.WSServerHandshakeError as exc:
                     if exc.status >= 500:
                         raise _Retryable(f"websocket handshake answered {exc.status}") from exc
