@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -22,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from structlog.testing import capture_logs
 
 from e2e.graphite import LocalGraphite
-from flaggerpy.analysis import MetricsProvider
+from flaggerpy.analysis import MetricsProvider, MetricTemplateModel
 from flaggerpy.errors import MetricsError, NoValuesFoundError, ProviderOfflineError
 from flaggerpy.metrics.graphite import GraphiteProvider, render_parameters
+from flaggerpy.templating import render
 
 USERNAME = "flagger-reader"
 PASSWORD = "gr4ph1te-p@ss"
@@ -123,6 +126,26 @@ async def test_graphite_refusing_a_query_is_an_error_in_its_own_words(
     assert not isinstance(caught.value, ProviderOfflineError)
     assert str(caught.value).startswith("error response: Invalid parameters")
     assert words in str(caught.value)
+
+
+async def test_the_docs_example_query_is_valid_graphite(
+        graphite: LocalGraphite, provider: GraphiteProvider,
+) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    section = re.search(r"^## Graphite .*?(?=^## )", text, re.M | re.S)
+    assert section is not None
+    (example,) = [doc for block in re.findall(r"```yaml\n(.*?)```", section.group(0), re.S)
+                  for doc in yaml.safe_load_all(block) if doc and doc["kind"] == "MetricTemplate"]
+    model = MetricTemplateModel(name="podinfo", namespace="docs", target="podinfo",
+                                service="podinfo", ingress="podinfo", route="podinfo",
+                                interval="1m")
+    query = render(example["spec"]["query"], model)
+    with pytest.raises(NoValuesFoundError):  # not refused by Graphite: no series yet
+        await provider.run_query(query)
+    stats = "stats.docs.podinfo-canary.http"
+    graphite.send([(f"{stats}.5xx", 5.0, None), (f"{stats}.2xx", 95.0, None)])
+    await asyncio.to_thread(graphite.wait_for, f"{stats}.2xx", 95.0)
+    assert await provider.run_query(query) == 5.0  # percent of requests that failed
 
 
 async def test_is_online_against_graphite(provider: GraphiteProvider) -> None:
