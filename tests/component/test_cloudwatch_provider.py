@@ -269,7 +269,7 @@ async def test_no_answer_times_out(aws: LocalMoto, monkeypatch: pytest.MonkeyPat
             started = time.monotonic()
             with pytest.raises(ProviderOfflineError, match=r"no answer within 0\.3s"):
                 await provider.run_query(json.dumps([stat("m1", "Errors")]))
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 10  # not 4 attempts of the default 5 s
         assert len(accepted) == 2
     finally:
         for writer in accepted:
