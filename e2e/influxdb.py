@@ -20,7 +20,6 @@ import argparse
 import base64
 import fcntl
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -196,11 +195,6 @@ bind-address = "127.0.0.1:{rpc_port}"
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def available() -> bool:
-    """Whether influxd is cached or can be built here (Go on the PATH)."""
-    return cache_dir().joinpath("influxd").exists() or shutil.which("go") is not None
 
 
 def main(argv: list[str] | None = None) -> int:
