@@ -12,7 +12,8 @@ that is what reaches Graphite under Flagger:
   value percent-encoded anew (``sumSeries(a.*)`` goes as ``sumSeries%28a.%2A%29``, a space as
   ``+``), and ``format=json`` replaces any ``format`` the query had;
 - a pair with a ``;`` in it or a malformed ``%`` escape is dropped (logged at warning level):
-  a tagged series such as ``app.latency;env=prod`` must be written ``app.latency%3Benv=prod``.
+  a tagged series such as ``app.latency;env=prod`` must be written ``app.latency%3Benv=prod``;
+  a ``#`` ends the query (Go reads the rest as the URL's fragment): write ``%23``.
 
 The address may have a path (``http://gateway/graphite``): ``/render`` is appended to it. From
 the ``secretRef``'s data, ``username`` and ``password`` (both required when there is a
@@ -77,15 +78,21 @@ ONLINE_QUERY: Final = "target=test"
 """What :meth:`GraphiteProvider.is_online` asks; "no values" is an answer too."""
 
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def render_parameters(query: str) -> str:
     """The query string Flagger sends for ``query``: Go's ParseQuery, ``format=json``, Encode.
 
     Whitespace is collapsed first; see the module docstring for what is dropped and why.
+    Raises MetricsError for a control character, which Go's ``url.Parse`` refuses.
     """
+    # Flagger parses "./render?<query>" as a URL: whatever follows a "#" is its fragment.
+    text = collapse_whitespace(query).partition("#")[0]
+    if _CONTROL.search(text):
+        raise MetricsError("url.Parse failed: net/url: invalid control character in URL")
     values: dict[bytes, list[bytes]] = {}
-    for pair in collapse_whitespace(query).split("&"):
+    for pair in text.split("&"):
         if ";" in pair:
             log.warning("graphite_query_pair_dropped", pair=pair,
                         reason="a ';' must be written %3B")

@@ -218,9 +218,17 @@ async def test_the_request_is_flaggers(serve: Serve) -> None:
     pytest.param("target=a+b&&noValue", "format=json&noValue=&target=a+b",
                  id="plus-empty-pair-no-equals"),
     pytest.param("", "format=json", id="empty"),
+    pytest.param("target=a&from=-1min#&until=now", "format=json&from=-1min&target=a",
+                 id="hash-starts-a-fragment"),
+    pytest.param("target=a%23b", "format=json&target=a%23b", id="escaped-hash"),
 ])
 def test_the_query_string_as_go_rewrites_it(query: str, sent: str) -> None:
     assert render_parameters(query) == sent
+
+
+def test_a_control_character_is_refused() -> None:
+    with pytest.raises(MetricsError, match=r"invalid control character"):
+        render_parameters("target=a\x00b")
 
 
 async def test_basic_auth_from_the_secret(serve: Serve) -> None:
