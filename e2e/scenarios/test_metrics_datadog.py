@@ -27,7 +27,8 @@ from e2e.fakes.datadog import FakeDatadog
 from e2e.fakes.newrelic import FakeNewRelic, split_since
 from e2e.scenario import Scenario, canary, container_image, deployment
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
+# The time limit covers the fixtures too: the upstream CRDs and Prometheus start first.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds"), pytest.mark.timeout(300)]
 
 DD_API_KEY = "e2e-dd-api-key-5f3a9c"
 DD_APP_KEY = "e2e-dd-app-key-8b1e7d"
