@@ -127,9 +127,14 @@ class ApiServerAccess:
 
     async def authorization(self) -> str | None:
         """The ``Authorization`` header value the controller sends (``Bearer ...``), if any."""
-        # Runs the refresh hook first (in a pod: the service-account token file, re-read).
-        value = await self._configuration.get_api_key_with_prefix("authorization")
-        return str(value) if value else None
+        # The client's own auth settings (a kubeconfig token, or in a pod the service-account
+        # token, whose file the refresh hook reads again when it is due).
+        settings = await self._configuration.auth_settings()
+        for entry in settings.values():
+            if entry.get("in") == "header" and str(entry.get("key")).lower() == "authorization":
+                value = entry.get("value")
+                return str(value) if value else None
+        return None
 
 
 async def api_server_access(

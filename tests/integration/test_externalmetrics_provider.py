@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -199,6 +200,26 @@ async def test_the_secret_token_is_the_caller(
         assert await provider.run_query(f"{namespace}/m") == 5.0
     # The API server authenticated the token: the admin's certificate was not presented.
     assert fake.metric_requests()[0].user == f"system:serviceaccount:{namespace}:reader"
+
+
+async def test_a_controller_with_a_token_kubeconfig_asks_as_itself(
+        fake: FakeExternalMetrics, cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """The controller's credentials may be a token (in a pod, always): it is sent as Bearer."""
+    fake.set_metric("m", "6")
+    token = await service_account_token(cluster, namespace, "controller", may_read=True)
+    kubeconfig = tmp_path / "token.kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "l", "cluster": {
+            "server": cluster.state().server,
+            "certificate-authority": str(cluster.pki_dir / "ca.crt")}}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "l", "user": "u"}}]}))
+    access = await api_server_access(kubeconfig=kubeconfig)
+    assert token not in repr(access)
+    async with ExternalMetricsProvider(address=None, kube=access) as provider:
+        assert await provider.run_query(f"{namespace}/m") == 6.0
+    assert fake.metric_requests()[0].user == f"system:serviceaccount:{namespace}:controller"
 
 
 async def test_a_token_without_rbac_is_forbidden_and_never_repeated(
