@@ -307,9 +307,17 @@ class Demo:
 
     async def setup(self) -> None:
         say("starting the local control plane (the first run builds it: about 10 minutes)")
-        await asyncio.to_thread(self.cluster.up, install_crds=True)
         if not self.keep:
-            self.started(self.cluster.down)
+            self.started(self.cluster.down)  # before up: a stop mid-start removes it too
+        starting = asyncio.ensure_future(asyncio.to_thread(self.cluster.up, install_crds=True))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The thread starting it cannot be stopped: let it finish, so that what it
+            # started is in the cluster's state when the stop removes it.
+            with contextlib.suppress(Exception):
+                await starting
+            raise
         await asyncio.to_thread(self.cluster.install_crds, sorted(FLAGGERPY_CRDS.glob("*.yaml")))
         await self.cluster.akubectl("create", "namespace", NAMESPACE, check=False)
         verb, key, value = self.mesh.injection
@@ -453,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(mesh=args.mesh, interval=args.interval, keep=args.keep)
     loop = asyncio.new_event_loop()
     task = loop.create_task(demo.run())
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Ctrl-C, a kill, or the terminal closing (SIGHUP): each one stops everything started.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, task.cancel)
     started = time.monotonic()
     try:

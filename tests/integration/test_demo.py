@@ -16,7 +16,7 @@ import pytest
 from e2e.cluster.localcluster import REPO_ROOT, LocalCluster
 from e2e.processes import RUN_TAG, tagged_processes, wait_until_gone
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # a whole demo, on a busy machine
 
 
 @pytest.fixture
@@ -60,9 +60,11 @@ def test_demo_promotes_the_good_version_and_rolls_back_the_bad_one(
     assert not LocalCluster("demo").state_dir.exists()
 
 
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
 def test_ctrl_c_while_canaries_progress_leaves_nothing_behind(
-    cluster: LocalCluster, demo_environment: tuple[str, dict[str, str]]
+    cluster: LocalCluster, demo_environment: tuple[str, dict[str, str]], sent: signal.Signals
 ) -> None:
+    # SIGINT is Ctrl-C; SIGHUP is the terminal closing. Both go to the whole foreground group.
     tag, env = demo_environment
     demo = subprocess.Popen(
         [sys.executable, "-m", "e2e.demo"], cwd=REPO_ROOT, env=env, text=True,
@@ -81,7 +83,7 @@ def test_ctrl_c_while_canaries_progress_leaves_nothing_behind(
         # Into the analysis: the controller, the simulator's backends, Prometheus, the load
         # tester and the hey it started are all running now.
         time.sleep(8)
-        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets it
+        os.killpg(demo.pid, sent)
         rest, _ = demo.communicate(timeout=180)
     finally:
         if demo.poll() is None:
