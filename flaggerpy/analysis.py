@@ -127,8 +127,9 @@ class MetricsProviderFactory(Protocol):
     They come from the MetricTemplate's ``spec.provider`` (``address``, ``headers``,
     ``insecureSkipVerify``, ``region``), its Secret's decoded data (None without a
     ``secretRef``), the metric's interval and the text after ``<type>:``. A provider ignores
-    what it does not use. Raises on a configuration it cannot work with; the message ends up
-    in the Canary's Events, so it never quotes ``secret``.
+    what it does not use. A factory that also declares ``kube`` is given the controller's
+    API server access (``sdk.ApiServerAccess``). Raises on a configuration it cannot work
+    with; the message ends up in the Canary's Events, so it never quotes ``secret``.
     """
 
     def __call__(
