@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -18,9 +19,15 @@ import structlog
 
 from e2e.cluster.localcluster import LocalCluster
 from e2e.fakes.external_metrics import FakeExternalMetrics, registered
+from flaggerpy import plugins
+from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.errors import MetricsError, NoValuesFoundError, ProviderOfflineError
 from flaggerpy.kube.config import ApiServerAccess, api_server_access
+from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.metrics.externalmetrics import ExternalMetricsProvider
+from flaggerpy.models import Canary
+from flaggerpy.settings import Settings
+from flaggerpy.telemetry import Recorder
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -251,3 +258,49 @@ async def test_without_the_controllers_api_server_it_needs_an_address() -> None:
         ExternalMetricsProvider(address="ftp://x")
     with pytest.raises(MetricsError, match="line break"):
         ExternalMetricsProvider(address="https://x", secret={"token": b"abc\n"})
+
+
+async def test_the_analysis_gives_the_provider_the_controllers_api_server(
+        fake: FakeExternalMetrics, cluster: LocalCluster) -> None:
+    """MetricsAnalyzer hands ``kube`` (from -kubeconfig) to a factory that declares it only."""
+    fake.set_metric("errors", ({"app": "podinfo"}, "2500m"))
+    templates = {ObjectKey("test", "errors"): {
+        "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "errors", "namespace": "test"},
+        "spec": {"provider": {"type": "externalmetrics"},
+                 "query": "{{ namespace }}/errors?labelSelector=app%3D{{ target }}"}}}
+    given: list[set[str]] = []
+
+    def kubeless(**kwargs: Any) -> ExternalMetricsProvider:
+        given.append(set(kwargs))
+        return ExternalMetricsProvider(**{**kwargs, "address": "https://unused.invalid"})
+
+    registry: plugins.Registry[plugins.Factory] = plugins.Registry("flaggerpy.metrics")
+    registry.register("externalmetrics", ExternalMetricsProvider)
+    registry.register("kubeless", kubeless)
+    analyzer = MetricsAnalyzer(
+        templates=templates, secrets=lambda key: None,
+        settings=Settings(kube={"kubeconfig": str(cluster.kubeconfig)},
+                          mesh={"provider": "kubernetes"}),
+        telemetry=Recorder(), metrics_registry=registry)
+    canary = Canary.model_validate({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                 "service": {"port": 9898},
+                 "analysis": {"interval": "10s", "threshold": 5, "iterations": 2, "metrics": [{
+                     "name": "errors", "templateRef": {"name": "errors"},
+                     "thresholdRange": {"max": 1}}]}}})
+    try:
+        outcome = await analyzer.run(canary)
+        assert await analyzer.check_providers(canary) == []
+        templates[ObjectKey("test", "errors")]["spec"]["provider"]["type"] = "kubeless"
+        await analyzer.run(canary)
+    finally:
+        await analyzer.aclose()
+    assert outcome.failure is not None
+    assert outcome.failure.message == "Halt podinfo.test advancement errors 2.50 > 1"
+    assert fake.metric_requests()[0].query == {"labelSelector": "app=podinfo"}
+    assert fake.metric_requests()[0].user == "kubernetes-admin"
+    assert given
+    assert all("kube" not in keywords for keywords in given)
