@@ -264,7 +264,7 @@ async def test_the_analysis_gives_the_provider_the_controllers_api_server(
         fake: FakeExternalMetrics, cluster: LocalCluster) -> None:
     """MetricsAnalyzer hands ``kube`` (from -kubeconfig) to a factory that declares it only."""
     fake.set_metric("errors", ({"app": "podinfo"}, "2500m"))
-    templates = {ObjectKey("test", "errors"): {
+    templates: dict[ObjectKey, dict[str, Any]] = {ObjectKey("test", "errors"): {
         "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
         "metadata": {"name": "errors", "namespace": "test"},
         "spec": {"provider": {"type": "externalmetrics"},
