@@ -304,3 +304,22 @@ async def test_the_analysis_gives_the_provider_the_controllers_api_server(
     assert fake.metric_requests()[0].user == "kubernetes-admin"
     assert given
     assert all("kube" not in keywords for keywords in given)
+
+
+async def test_the_adapter_believes_only_the_front_proxy(
+        fake: FakeExternalMetrics, provider: ExternalMetricsProvider) -> None:
+    """Asked directly, not through the API server, the adapter refuses: no front-proxy
+    certificate. (A control plane started without the front-proxy flags publishes no
+    requestheader CA; the adapter then cannot tell, and says so in ``front_proxy``.)"""
+    fake.set_metric("m", "1")
+    assert await provider.run_query("ns/m") == 1.0  # through the API server
+    async with ExternalMetricsProvider(address=f"https://localhost:{fake.port}",
+                                       insecure_skip_verify=True, attempts=1) as direct:
+        if fake.front_proxy_ca:
+            assert fake.verified_front_proxy
+            with pytest.raises(MetricsError, match="Unauthorized"):
+                await direct.run_query("ns/m")
+            assert [r.front_proxy for r in fake.metric_requests()] == ["front-proxy-client"]
+        else:
+            assert await direct.run_query("ns/m") == 1.0
+            assert [r.front_proxy for r in fake.metric_requests()] == ["", ""]
