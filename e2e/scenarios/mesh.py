@@ -52,6 +52,11 @@ SHARE_QUERIES = {
         'sum(rate(response_total{{direction="inbound",namespace="{ns}",deployment="{workload}"'
         '}}[10s])) / sum(rate(response_total{{direction="inbound",namespace="{ns}",'
         'deployment=~"{workload}|{workload}-primary"}}[10s]))'),
+    "osm": (
+        'sum(rate(osm_request_total{{destination_namespace="{ns}",destination_kind="Deployment",'
+        'destination_name="{workload}"}}[10s])) / sum(rate(osm_request_total{{'
+        'destination_namespace="{ns}",destination_kind="Deployment",'
+        'destination_name=~"{workload}|{workload}-primary"}}[10s]))'),
     "kuma": (
         'sum(rate(envoy_cluster_upstream_rq{{service=~"{workload}-canary_{ns}_svc_[0-9]+"'
         '}}[10s])) / sum(rate(envoy_cluster_upstream_rq{{'
