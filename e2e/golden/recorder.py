@@ -119,6 +119,31 @@ class Recorder:
                 return
             await asyncio.sleep(min(quiet - idle, deadline - time.monotonic()) + 0.05)
 
+    async def catch_up(self, namespace: str, *, within: float = 30.0) -> None:
+        """Until the watches have delivered every object at the version a fresh list shows.
+
+        Each kind has a watch of its own, and on a busy machine one can lag seconds behind the
+        others: a quiet moment (:meth:`settle`) is then not the end, and steps cut there would
+        miss the lagging kind's last writes (a primary's promotion seen after the Canary's
+        ``Succeeded``). A list is what the API server holds; the steps wait for it.
+        """
+        answers = await asyncio.gather(*(
+            self._client.list(r, namespace=namespace if r.namespaced else None)
+            for r in self._resources))
+        wanted: dict[Key, int] = {}
+        for resource, answer in zip(self._resources, answers, strict=True):
+            for obj in answer.items:
+                resource.stamp(obj)
+                if resource.namespaced or names_namespace(obj, [namespace]):
+                    wanted[identity(obj)] = _revision(obj)
+
+        def delivered(objects: list[Json]) -> bool:
+            seen = {identity(obj): _revision(obj) for obj in objects}
+            return all(seen.get(key, -1) >= version for key, version in wanted.items())
+
+        await self.wait_for(namespace, delivered, within=within,
+                            what="watch events up to what a list shows")
+
     # -- watching --------------------------------------------------------------------------------
     async def _watch(self, resource: kube.Resource, version: str) -> None:
         while True:

@@ -203,6 +203,7 @@ async def _replay_case(cluster: LocalCluster, client: kube.KubeClient, recorder:
                                       within=FINAL_WITHIN)
         finally:  # a run that never finishes is still compared as far as it went
             await recorder.settle(namespace)
+            await recorder.catch_up(namespace)
             final, end = await snapshot(client, provider, namespace)
             out.snapshots[case.final_name] = final
             out.steps = distinct_steps(recorder.changes(namespace), start=start, end=end,
