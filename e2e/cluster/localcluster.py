@@ -349,6 +349,10 @@ class LocalCluster:
             f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json",
             "--audit-log-mode=blocking",
+            # Never rotated: 0 would mean the log library's default, a new file every 100 MB,
+            # which a whole test run passes; a test reading the log from an offset must not
+            # find it moved away (a whole test run writes a few hundred megabytes).
+            "--audit-log-maxsize=1000000",
             # PodTemplates bypass the watch cache, so a watch from before an etcd compaction gets
             # 410 Gone on demand (tests of the informer's relist path); everything else is cached.
             "--watch-cache-sizes=podtemplates#0",
