@@ -92,7 +92,8 @@ async def test_header_match_sends_only_matching_users_to_the_canary(
     mesh = await start(start_mesh, "--user-header=x-canary=insider:0.3")
     match = [{"headers": {"x-canary": {"exact": "insider"}}}]
     await mesh.apply(deployment("frontend", image="podinfo:6.0.0"),
-                     mesh_canary("frontend", provider=PROVIDER, service=SERVICE, iterations=12,
+                     # Iterations that outlast the measurement on a busy machine.
+                     mesh_canary("frontend", provider=PROVIDER, service=SERVICE, iterations=60,
                                  match=match, metrics=SUCCESS_RATE))
     await mesh.wait_phase("frontend", "Initialized", within=60)
     await mesh.kubectl("set", "image", "deployment/frontend", "frontend=podinfo:6.0.1")

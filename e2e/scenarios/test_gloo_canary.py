@@ -65,18 +65,21 @@ async def test_promotion_follows_the_route_table_and_ab_by_header(
     assert container_image(await gloo.get("deployment", "gloo-good-primary")) == "podinfo:6.0.1"
 
     # A/B: the same Canary matching the header. Gloo routes only the requests that carry it
-    # (the others find no route), all of them to the canary during the iterations.
+    # (the others find no route), all of them to the canary during the iterations; the closed
+    # gate holds the routes there after them, for as long as the share takes to measure.
+    receiver.answer("/promote", 403)
     ab = mesh_canary("gloo-good", provider=MESH, iterations=4, metrics=metrics[:1],
-                     match=[{"headers": {"x-canary": {"exact": "insider"}}}])
+                     webhooks=hooks, match=[{"headers": {"x-canary": {"exact": "insider"}}}])
     await gloo.apply(ab)
     await gloo.kubectl("set", "image", "deployment/gloo-good", "gloo-good=podinfo:6.0.2")
-    await gloo.wait_phase("gloo-good", "Progressing", within=60)
+    await gloo.wait_phase("gloo-good", "WaitingPromotion", within=90)
     share = await settled_share(gloo, "gloo-good", 1.0, tolerance=0.05, mesh=MESH)
     print(f"gloo canary share of x-canary requests during A/B: {share:.2f}")
     table = await gloo.get(TABLE, "gloo-good")
     assert table is not None
     assert table["spec"]["routes"][0]["matchers"] == [
         {"headers": [{"name": "x-canary", "value": "insider"}]}]
+    receiver.answer("/promote", 200)
     await gloo.wait_phase("gloo-good", "Succeeded", within=90)
     assert container_image(await gloo.get("deployment", "gloo-good-primary")) == "podinfo:6.0.2"
 
