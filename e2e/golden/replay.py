@@ -187,6 +187,11 @@ async def _replay_case(cluster: LocalCluster, client: kube.KubeClient, recorder:
             if obj.get("kind") in WORKLOAD_KINDS:
                 await cluster.akubectl("rollout", "status", "-n", namespace, "--timeout=90s",
                                        f"{obj['kind'].lower()}/{obj['metadata']['name']}")
+        if any(_is_knative_service(obj) for obj in objects):
+            # The capture created the Canary once the workload was available: for a Knative
+            # Service, once Serving (here the stand-in) named its first revision.
+            await recorder.wait_for(namespace, _knative_revision_named, within=60,
+                                    what="Knative Service with its latest created revision")
         await _create(cluster, canaries)
         await _wait_phase(recorder, namespace, {"Initialized"}, within=INITIALIZED_WITHIN)
         await recorder.settle(namespace)
@@ -221,6 +226,17 @@ async def _replay_case(cluster: LocalCluster, client: kube.KubeClient, recorder:
         _replace_cookies(out)
         out.seconds = time.monotonic() - started
     return out
+
+
+def _is_knative_service(obj: Json) -> bool:
+    return (obj.get("kind") == "Service"
+            and str(obj.get("apiVersion", "")).startswith("serving.knative.dev/"))
+
+
+def _knative_revision_named(objects: list[Json]) -> bool:
+    return all((obj.get("status") or {}).get("latestCreatedRevisionName")
+               for obj in objects if _is_knative_service(obj)) and any(
+        _is_knative_service(obj) for obj in objects)
 
 
 async def snapshot(client: kube.KubeClient, provider: GoldenProvider,
