@@ -28,9 +28,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from e2e.cluster.localcluster import free_port
+from e2e.processes import LocalServer
 
 VERSION = "v1.8.3"
 """The pinned InfluxDB release: the last 1.x whose Flux builds without Rust."""
@@ -73,7 +73,7 @@ def ensure_binary() -> Path:
     return target
 
 
-class LocalInfluxDB:
+class LocalInfluxDB(LocalServer):
     """Starts on ``start()`` (or ``with``); :meth:`write` and :meth:`create_database` feed it."""
 
     def __init__(self) -> None:
@@ -171,30 +171,6 @@ bind-address = "127.0.0.1:{rpc_port}"
 
     def log(self) -> str:
         return (Path(self._dir.name) / "influxd.log").read_text() if self._dir else ""
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> LocalInfluxDB:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

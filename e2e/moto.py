@@ -29,12 +29,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import boto3
 
 from e2e.cluster.localcluster import free_port
+from e2e.processes import LocalServer
 
 __all__ = ["CLOUDWATCH_TARGET", "LocalMoto", "RecordedRequest"]
 
@@ -78,7 +78,7 @@ class RecordedRequest:
         return access_key, region, service
 
 
-class LocalMoto:
+class LocalMoto(LocalServer):
     """Starts on ``start()`` (or ``with``); ``url`` is the endpoint for every AWS service."""
 
     def __init__(self) -> None:
@@ -194,27 +194,3 @@ class LocalMoto:
     def allow_anonymous(self) -> None:
         """IAM checks off (moto's default)."""
         self._post("/moto-api/reset-auth", b"inf")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> LocalMoto:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -14,12 +14,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from e2e.cluster.localcluster import free_port
 from flaggerpy.testing import FLAGGERPY, ControllerProcess
 
-__all__ = ["FLAGGERPY", "RUN_TAG", "ControllerProcess", "LoadTesterProcess", "tagged_processes",
-           "wait_until_gone"]
+__all__ = ["FLAGGERPY", "RUN_TAG", "ControllerProcess", "LoadTesterProcess", "LocalServer",
+           "tagged_processes", "wait_until_gone"]
 
 RUN_TAG = "FLAGGERPY_E2E_RUN"
 """An environment variable a run sets so that everything it starts can be found afterwards."""
@@ -108,3 +110,40 @@ class LoadTesterProcess:
                 self.process.kill()
                 self.process.wait()
         self._log_file.unlink(missing_ok=True)
+
+
+class LocalServer:
+    """A server the tests run as one process with a temporary folder of its own (Prometheus,
+    moto, influxd): :meth:`stop` ends the process (killed if it does not exit in 10 s) and
+    removes the folder; a ``with`` block starts and stops it."""
+
+    _dir: tempfile.TemporaryDirectory[str] | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -17,9 +17,9 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from e2e.cluster.localcluster import free_port
+from e2e.processes import LocalServer
 
 BINARY = "prometheus"
 
@@ -44,7 +44,7 @@ def binary() -> str:
     return found
 
 
-class LocalPrometheus:
+class LocalPrometheus(LocalServer):
     """Starts on ``start()`` (or ``with``), answers PromQL through :meth:`query`."""
 
     def __init__(self, jobs: Sequence[ScrapeJob], *, scrape_interval: str = "1s") -> None:
@@ -125,27 +125,3 @@ class LocalPrometheus:
         with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as response:
             body = json.load(response)
         return {t["scrapeUrl"]: t["health"] for t in body["data"]["activeTargets"]}
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
