@@ -10,8 +10,10 @@ provider.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from pydantic import Field
 
@@ -24,6 +26,7 @@ __all__ = [
     "CanaryStatus",
     "Condition",
     "ConditionStatus",
+    "ResourceCondition",
     "ResourceStatus",
 ]
 
@@ -82,8 +85,10 @@ class Condition(FlaggerModel):
 CanaryCondition = Condition
 """Flagger's name for the condition type on a Canary."""
 
+_C = TypeVar("_C", bound=Condition)
 
-def _find(conditions: list[Condition] | None, type_: str) -> Condition | None:
+
+def _find(conditions: Sequence[_C] | None, type_: str) -> _C | None:
     for condition in conditions or ():
         if condition.type == type_:
             return condition
@@ -133,13 +138,27 @@ class CanaryStatus(FlaggerModel):
         return _find(self.conditions, type_)
 
 
+class ResourceCondition(Condition):
+    """A MetricTemplate's or AlertProvider's condition: adds Kubernetes' ``observedGeneration``.
+
+    The generation the controller had read when it set the condition, so ``kubectl wait`` and
+    tools can tell a condition about an older spec from one about the current spec. A Canary's
+    conditions keep Flagger's shape.
+    """
+
+    observed_generation: int | None = Field(
+        default=None, ge=0,
+        description="The metadata.generation of the object when this condition was set",
+    )
+
+
 class ResourceStatus(FlaggerModel):
     """Conditions-only status of a MetricTemplate or AlertProvider (a flaggerpy addition)."""
 
-    conditions: list[Condition] | None = Field(
+    conditions: list[ResourceCondition] | None = Field(
         default=None, description="Status conditions of this object"
     )
 
-    def get_condition(self, type_: str) -> Condition | None:
+    def get_condition(self, type_: str) -> ResourceCondition | None:
         """The condition of that type, or ``None``."""
         return _find(self.conditions, type_)
