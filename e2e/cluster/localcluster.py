@@ -36,6 +36,8 @@ DEFAULT_ROOT = Path(os.environ.get("FLAGGERPY_CLUSTER_ROOT", REPO_ROOT / ".clust
 SHARED_CRDS = (
     Path(os.environ.get("FLAGGERPY_SHARED_DIR", REPO_ROOT.parent / "shared")) / "reference" / "crds"
 )
+# Upstream CRDs kept in this repository (each file names its source), applied with the shared ones.
+REPO_CRDS = REPO_ROOT / "e2e" / "crds"
 # Flagger's own CRDs are replaced by ours (charts/flaggerpy/crds): not installed by default.
 UPSTREAM_CRDS_EXCLUDED = ("flagger-crd.yaml",)
 # No upstream apiextensions/v1 CRD serves SMI TrafficSplit v1alpha3 (crds/SOURCES.md, "gaps"):
@@ -521,7 +523,7 @@ class LocalCluster:
     def install_upstream_crds(self) -> None:
         files = sorted(
             p for p in SHARED_CRDS.glob("*.yaml") if p.name not in UPSTREAM_CRDS_EXCLUDED
-        )
+        ) + sorted(REPO_CRDS.glob("*.yaml"))
         if not files:
             raise FileNotFoundError(f"no CRDs found in {SHARED_CRDS}")
         # Every test process that reuses a running cluster asks for them: once they are in,
