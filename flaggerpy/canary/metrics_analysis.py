@@ -51,7 +51,7 @@ import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
@@ -87,6 +87,7 @@ __all__ = [
     "MetricsAnalyzer",
     "ProviderProblem",
     "SecretReader",
+    "TemplateCause",
     "metric_model",
     "observer_provider",
 ]
@@ -108,6 +109,33 @@ RETIRE_GRACE: Final = 60.0
 _BUILTIN_NAMES: Final = frozenset({MetricKind.REQUEST_SUCCESS_RATE, MetricKind.REQUEST_DURATION})
 
 
+class TemplateCause(enum.StrEnum):
+    """What a MetricTemplate's provider did when asked, for the template's own status.
+
+    Set on the results and problems of ``templateRef`` metrics (with the template's key), so
+    whoever reports on templates (:mod:`flaggerpy.canary.template_status`) need not parse
+    messages.
+    """
+
+    ANSWERED = "answered"
+    """The provider answered: a value (passing or not), or no values."""
+    QUERY_FAILED = "query-failed"
+    """The query was sent and came back as an error (or not at all)."""
+    OFFLINE = "offline"
+    """The availability check (``IsOnline``) failed or said no."""
+    NOT_INSTALLED = "not-installed"
+    """No installed plugin serves ``provider.type``, or it failed to load."""
+    PROVIDER_INVALID = "provider-invalid"
+    """The provider could not be built from the template and its Secret."""
+    SECRET_NOT_FOUND = "secret-not-found"
+    SECRET_INVALID = "secret-invalid"
+    """The Secret could not be read or its data is not valid base64."""
+    TEMPLATE_NOT_FOUND = "template-not-found"
+    TEMPLATE_INVALID = "template-invalid"
+    RENDER_FAILED = "render-failed"
+    """The query did not render for this canary: nothing was asked."""
+
+
 @dataclass(frozen=True, slots=True)
 class MetricResult:
     """One metric's check in one tick."""
@@ -127,6 +155,10 @@ class MetricResult:
     Flagger reports these as errors rather than warnings."""
     no_values: bool = False
     """The query answered nothing (no series, or NaN): usually a canary without traffic."""
+    template: ObjectKey | None = None
+    """The MetricTemplate checked, for a ``templateRef`` metric."""
+    cause: TemplateCause | None = None
+    """What the template's provider did, for a ``templateRef`` metric."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +192,10 @@ class ProviderProblem:
     installed: bool = True
     """False: no installed plugin serves the template's ``provider.type`` (or it failed to
     load); only a controller with that plugin can change it, so waiting is pointless."""
+    template: ObjectKey | None = None
+    """The MetricTemplate, when the problem is one's (not the builtin Prometheus)."""
+    cause: TemplateCause | None = None
+    """What the template's provider did (see :class:`TemplateCause`)."""
 
 
 SecretLookupResult: TypeAlias = "Mapping[str, Any] | None"
@@ -382,7 +418,8 @@ class MetricsAnalyzer:
                 provider = await self._template_provider(template, key, _interval(canary, metric))
             except _Failed as exc:
                 problems.append(ProviderProblem(key.name, _lower_first(exc.result.message),
-                                                installed=exc.installed))
+                                                installed=exc.installed, template=key,
+                                                cause=exc.result.cause))
                 continue
             problem = await _offline_reason(provider, when_false="it reports it is offline")
             if problem is not None:
@@ -390,6 +427,7 @@ class MetricsAnalyzer:
                     key.name,
                     f"{template.spec.provider.type} in metric template "
                     f"{template.name}.{template.namespace or namespace} not available: {problem}",
+                    template=key, cause=TemplateCause.OFFLINE,
                 ))
         return problems
 
@@ -514,36 +552,42 @@ class MetricsAnalyzer:
             template = self._template(key)
             provider = await self._template_provider(template, key, interval)
         except _Failed as exc:
-            return _rename(exc.result, metric.name)
+            return replace(exc.result, name=metric.name, template=key)
         model = metric_model(canary, interval=interval, variables=metric.template_variables,
                              route=route)
         try:
             query = templating.render(template.spec.query, model)
         except templating.TemplatingError as exc:
-            return _error(metric, f"Metric template {ref.name}.{namespace} query render error: "
-                                  f"{exc}")
+            return replace(_error(metric, f"Metric template {ref.name}.{namespace} query render "
+                                          f"error: {exc}"),
+                           template=key, cause=TemplateCause.RENDER_FAILED)
         log.debug("metric_template_query", template=f"{ref.name}.{namespace}", query=query)
         try:
             value = await provider.run_query(query)
-            return self._judge(canary, metric, MetricKind.CUSTOM, value)
+            result = self._judge(canary, metric, MetricKind.CUSTOM, value)
         except NoValuesFoundError as exc:
-            return _no_values(metric, "Halt advancement no values found for custom metric: "
-                                      f"{metric.name}: {exc}")
+            result = _no_values(metric, "Halt advancement no values found for custom metric: "
+                                        f"{metric.name}: {exc}")
         except Exception as exc:
             _log_unexpected(exc, metric)
-            return _error(metric, f"Metric query failed for {metric.name}: {_describe(exc)}")
+            return replace(_error(metric, f"Metric query failed for {metric.name}: "
+                                          f"{_describe(exc)}"),
+                           template=key, cause=TemplateCause.QUERY_FAILED)
+        return replace(result, template=key, cause=TemplateCause.ANSWERED)
 
     def _template(self, key: ObjectKey) -> MetricTemplate:
         where = f"Metric template {key.name}.{key.namespace}"
         found = self._templates.get(key)
         if found is None:
             raise _Failed(_error_named(
-                key.name, f'{where} error: metrictemplate.flagger.app "{key.name}" not found'))
+                key.name, f'{where} error: metrictemplate.flagger.app "{key.name}" not found',
+                cause=TemplateCause.TEMPLATE_NOT_FOUND))
         try:
             return MetricTemplate.model_validate(found)
         except pydantic.ValidationError as exc:
             raise _Failed(_error_named(
                 key.name, f"{where} error: invalid: {exc.error_count()} validation error(s)",
+                cause=TemplateCause.TEMPLATE_INVALID,
             )) from exc
 
     async def _template_provider(
@@ -579,10 +623,12 @@ class MetricsAnalyzer:
         except PluginError as exc:  # not installed, or it failed to load: no retry helps
             raise _Failed(_error_named(
                 key.name, f"{where} provider {spec.type} error: {_describe(exc)}",
+                cause=TemplateCause.NOT_INSTALLED,
             ), installed=False) from exc
         except Exception as exc:
             raise _Failed(_error_named(
                 key.name, f"{where} provider {spec.type} error: {_describe(exc)}",
+                cause=TemplateCause.PROVIDER_INVALID,
             )) from exc
         if cached is not None:
             self._retired.append((time.monotonic(), cached.provider))
@@ -611,15 +657,18 @@ class MetricsAnalyzer:
             if inspect.isawaitable(found):
                 found = await found
         except FlaggerError as exc:
-            raise _Failed(_error_named(key.name, f"{where} error: {exc}")) from exc
+            raise _Failed(_error_named(key.name, f"{where} error: {exc}",
+                                       cause=TemplateCause.SECRET_INVALID)) from exc
         if found is None:
-            raise _Failed(_error_named(key.name, f'{where} error: secrets "{key.name}" not found'))
+            raise _Failed(_error_named(key.name, f'{where} error: secrets "{key.name}" not found',
+                                       cause=TemplateCause.SECRET_NOT_FOUND))
         raw = found.get("data") or {}
         try:
             data = {name: base64.b64decode(value, validate=True) for name, value in raw.items()}
         except (binascii.Error, TypeError, ValueError) as exc:
             raise _Failed(_error_named(
-                key.name, f"{where} error: data is not valid base64")) from exc
+                key.name, f"{where} error: data is not valid base64",
+                cause=TemplateCause.SECRET_INVALID)) from exc
         metadata = found.get("metadata") or {}
         version = metadata.get("resourceVersion") or _digest(data)
         return data, str(version)
@@ -718,13 +767,13 @@ def _error(metric: CanaryMetric, message: str) -> MetricResult:
     return _error_named(metric.name, message)
 
 
-def _error_named(name: str, message: str) -> MetricResult:
-    return MetricResult(name=name, value=None, passed=False, message=message, error=True)
+def _error_named(name: str, message: str, *, cause: TemplateCause | None = None) -> MetricResult:
+    return MetricResult(name=name, value=None, passed=False, message=message, error=True,
+                        cause=cause)
 
 
 def _rename(result: MetricResult, name: str) -> MetricResult:
-    return MetricResult(name=name, value=result.value, passed=result.passed,
-                        message=result.message, error=result.error, no_values=result.no_values)
+    return replace(result, name=name)
 
 
 def _describe(exc: BaseException) -> str:
