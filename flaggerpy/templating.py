@@ -30,6 +30,13 @@ in it matches the wrong series without any error (docs/compatibility.md):
   and for ``{{ index variables "key" }}`` (Go's ``index`` returns an empty string);
 - ``printf`` with too few or too many arguments is an error (Go prints ``%!s(MISSING)``).
 
+A query comes from a MetricTemplate anyone with write access to one may create, and it is
+rendered inside the controller, so rendering is bounded where Go's is not: parentheses nest
+at most :data:`MAX_EXPRESSION_DEPTH` deep (Go's parser stops at 10000; Python's stack would
+not), a ``printf`` width or precision above 1000000 is an error (Go prints ``%!(BADWIDTH)``),
+and no template, value or rendered query may exceed :data:`MAX_RENDERED` characters (doubling a
+variable forty times would otherwise ask for a terabyte). Each is a :class:`TemplatingError`.
+
 Rendering is pure; parsed templates are cached, since the same few queries are rendered on
 every analysis tick.
 """
@@ -45,12 +52,22 @@ from typing import Any, Final, TypeAlias
 from flaggerpy.analysis import MetricTemplateModel, format_go_float
 from flaggerpy.errors import FlaggerError
 
-__all__ = ["MODEL_FUNCTIONS", "TemplatingError", "model_functions", "parse", "render"]
+__all__ = ["MAX_EXPRESSION_DEPTH", "MAX_RENDERED", "MODEL_FUNCTIONS", "TemplatingError",
+           "model_functions", "parse", "render"]
 
 MODEL_FUNCTIONS: Final = (
     "name", "namespace", "target", "service", "ingress", "route", "interval", "variables",
 )
 """The functions a query may call to read the model (Flagger's ``TemplateFunctions``)."""
+
+MAX_EXPRESSION_DEPTH: Final = 100
+"""How deep parenthesised pipelines may nest; no real query comes near it."""
+
+MAX_RENDERED: Final = 1 << 20
+"""The most characters a value or a whole rendered query may have (1 MiB): far beyond any
+query a metrics backend accepts, far below what would hurt the controller."""
+
+_MAX_WIDTH: Final = 1_000_000  # Go's fmt treats a larger width or precision as bad
 
 _SPACE: Final = " \t\r\n"
 _KEYWORDS: Final = frozenset({
@@ -138,9 +155,11 @@ class Template:
         """Renders with these model functions (usually :func:`model_functions`)."""
         scope: dict[str, object] = {}
         out: list[str] = []
+        size = 0
         for node in self.nodes:
             if isinstance(node, _Text):
                 out.append(node.text)
+                size += len(node.text)
                 continue
             try:
                 value = _eval_pipeline(node.pipeline, functions, scope, final=_MISSING)
@@ -149,7 +168,13 @@ class Template:
                     f"line {node.line}, column {node.column}: {exc} (in {node.source})"
                 ) from None
             if node.pipeline.declare is None and node.pipeline.assign is None:
-                out.append(_format(value))
+                text = _format(value)
+                out.append(text)
+                size += len(text)
+            if size > MAX_RENDERED:
+                raise TemplatingError(
+                    f"line {node.line}, column {node.column}: rendered query longer than "
+                    f"{MAX_RENDERED} characters (in {node.source})")
         return "".join(out)
 
 
@@ -207,9 +232,12 @@ _NUMBER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F_]+|(?:\d[\d_]*)?\.?\d[\d_]*(?:[eE
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
+        self._depth = 0  # parentheses open around the operand being parsed
 
     def parse(self) -> Template:
         src = self.source
+        if len(src) > MAX_RENDERED:
+            raise self._error(1, 1, f"query template longer than {MAX_RENDERED} characters")
         nodes: list[_Node] = []
         pos = 0
         trim_next = False
@@ -233,7 +261,7 @@ class _Parser:
                 pos, trim_next = self._comment(i, line, column)
                 continue
             tokens, pos, trim_next = self._lex_action(i, line, column)
-            action_source = src[start:pos]
+            action_source = _shorten(src[start:pos])
             pipeline = self._parse_pipeline(tokens, line, column, action_source)
             nodes.append(_Action(pipeline, action_source, line, column))
 
@@ -430,7 +458,13 @@ class _Parser:
                 fields.append(stream.next().text)
             return _Dot(tuple(fields))
         elif token.kind == "lparen":
-            operand = self._pipeline(stream, line, column, source, top=False)
+            if self._depth >= MAX_EXPRESSION_DEPTH:
+                raise self._error(line, column, f"max expression depth exceeded (in {source})")
+            self._depth += 1
+            try:
+                operand = self._pipeline(stream, line, column, source, top=False)
+            finally:
+                self._depth -= 1
             if stream.done() or stream.next().kind != "rparen":
                 raise self._error(line, column, f"unclosed left paren (in {source})")
         else:
@@ -487,6 +521,8 @@ def _eval_pipeline(
     value = final
     for command in pipeline.commands:
         value = _eval_command(command, functions, scope, final=value)
+        if isinstance(value, str) and len(value) > MAX_RENDERED:
+            raise _EvalError(f"value longer than {MAX_RENDERED} characters")
     if pipeline.declare is not None:
         scope[pipeline.declare] = value
     elif pipeline.assign is not None:
@@ -613,12 +649,16 @@ def _builtin_len(args: list[object]) -> object:
 
 def _builtin_print(args: list[object]) -> object:
     # Go's Sprint: a space between operands when neither side is a string.
-    out = ""
+    out: list[str] = []
+    size = 0
     for i, arg in enumerate(args):
         if i and not isinstance(arg, str) and not isinstance(args[i - 1], str):
-            out += " "
-        out += _format(arg)
-    return out
+            out.append(" ")
+        out.append(_format(arg))
+        size += len(out[-1]) + 1
+        if size > MAX_RENDERED:
+            raise _EvalError(f"print: value longer than {MAX_RENDERED} characters")
+    return "".join(out)
 
 
 _VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])")
@@ -631,6 +671,7 @@ def _builtin_printf(args: list[object]) -> object:
     out: list[str] = []
     pos = 0
     used = 0
+    size = 0
     for match in _VERB.finditer(text):
         out.append(text[pos:match.start()])
         pos = match.end()
@@ -640,9 +681,15 @@ def _builtin_printf(args: list[object]) -> object:
             continue
         if used >= len(values):
             raise _EvalError(f'printf "{text}": missing argument for %{verb}')
+        if any(n is not None and int(n) > _MAX_WIDTH for n in (width, precision)):
+            raise _EvalError(f'printf "{_shorten(text)}": width or precision above {_MAX_WIDTH}')
         value = values[used]
         used += 1
         out.append(_printf_one(flags, width, precision, verb, value, text))
+        size += len(out[-2]) + len(out[-1])
+        if size > MAX_RENDERED:
+            raise _EvalError(f'printf "{_shorten(text)}": value longer than '
+                             f"{MAX_RENDERED} characters")
     out.append(text[pos:])
     if used != len(values):
         raise _EvalError(f'printf "{text}": {len(values) - used} extra argument(s)')
@@ -702,6 +749,11 @@ def _format(value: object) -> str:
     if isinstance(value, Sequence):
         return "[" + " ".join(_format(v) for v in value) + "]"
     return str(value)
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """A format string or an action as an error message quotes it: a huge one is cut."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _go_quote(value: str) -> str:

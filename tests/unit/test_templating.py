@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from flaggerpy.analysis import MetricTemplateModel
-from flaggerpy.templating import TemplatingError, parse, render
+from flaggerpy.templating import MAX_EXPRESSION_DEPTH, MAX_RENDERED, TemplatingError, parse, render
 
 
 def model(**overrides: Any) -> MetricTemplateModel:
@@ -132,3 +132,42 @@ def test_a_flagger_docs_template_renders() -> None:
     assert 'destination_workload_namespace="test"' in rendered
     assert 'destination_workload="podinfo-deploy"' in rendered
     assert "}[1m]" in rendered
+
+
+_DOUBLING = '{{ $x := "0123456789abcdef" }}' + '{{ $x = printf "%s%s" $x $x }}' * 40 + "{{ $x }}"
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    pytest.param("{{" + "(" * 3000 + "name" + ")" * 3000 + "}}",
+                 "max expression depth exceeded", id="deep-parentheses"),
+    pytest.param("{{" + "(" * (MAX_EXPRESSION_DEPTH + 1) + "name"
+                 + ")" * (MAX_EXPRESSION_DEPTH + 1) + "}}",
+                 "max expression depth exceeded", id="one-past-the-depth"),
+    pytest.param('{{ printf "%999999999s" name }}', "width or precision above 1000000",
+                 id="huge-width"),
+    pytest.param('{{ printf "%.999999999f" 1.5 }}', "width or precision above 1000000",
+                 id="huge-precision"),
+    pytest.param(_DOUBLING, f"value longer than {MAX_RENDERED} characters",
+                 id="doubling-a-variable"),
+    pytest.param('{{ printf "' + "%1000000s" * 2 + '" name target }}',
+                 f"value longer than {MAX_RENDERED} characters", id="many-wide-verbs"),
+    pytest.param('{{ $x := printf "%1000000s" name }}{{ print $x $x }}',
+                 f"value longer than {MAX_RENDERED} characters", id="print-of-big-values"),
+    pytest.param('{{ printf "%1000000s" name }}{{ printf "%1000000s" name }}',
+                 f"rendered query longer than {MAX_RENDERED} characters", id="long-output"),
+    pytest.param("x" * (MAX_RENDERED + 1), f"query template longer than {MAX_RENDERED}",
+                 id="huge-template"),
+])
+def test_rendering_is_bounded(template: str, message: str) -> None:
+    # A MetricTemplate is user input rendered inside the controller: no recursion error,
+    # no gigabyte string, and a message short enough for an Event.
+    with pytest.raises(TemplatingError) as caught:
+        render(template, model())
+    assert message in str(caught.value)
+    assert len(str(caught.value)) < 600
+
+
+def test_the_bounds_leave_real_queries_alone() -> None:
+    nested = "{{" + "(" * MAX_EXPRESSION_DEPTH + "name" + ")" * MAX_EXPRESSION_DEPTH + "}}"
+    assert render(nested, model()) == "podinfo"
+    assert render('{{ printf "%1000000s" name }}', model()) == "podinfo".rjust(1_000_000)
