@@ -71,6 +71,7 @@ from flaggerpy.kube.store import (
     is_controlled_by,
     merge_owner_reference,
 )
+from flaggerpy.kube.throttle import TokenBucket
 from flaggerpy.kube.watch import EventType, WatchEvent
 
 __all__ = [
@@ -115,6 +116,7 @@ __all__ = [
     "PropagationPolicy",
     "Resource",
     "ServerError",
+    "TokenBucket",
     "TooManyRequestsError",
     "TransportError",
     "UnauthorizedError",

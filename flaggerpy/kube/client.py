@@ -14,12 +14,20 @@ network. Leader election passes ``elector.is_leader`` so a replica that lost
 its lease -- or merely could not renew it in time -- stops writing at once,
 not when it notices some seconds later.
 
+Requests can be rate limited on the client side, as client-go's ``rest.Config.QPS`` /
+``Burst`` do for Flagger (``-kubeconfig-qps`` / ``-kubeconfig-burst``): given a
+:class:`~flaggerpy.kube.throttle.TokenBucket`, every request awaits a token before it is sent
+(a watch once, when it is opened, not per event), and a wait of more than a second is logged as
+client-go does. Clients made with :meth:`KubeClient.fenced` share the bucket;
+:meth:`KubeClient.throttled` gives a clone a bucket of its own.
+
 Every library error is converted to :mod:`flaggerpy.kube.errors` and chained;
 nothing of kubernetes-asyncio leaks out of this package.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import enum
@@ -33,7 +41,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from flaggerpy.kube import config, errors, watch as watching
+from flaggerpy.kube import config, errors, throttle, watch as watching
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.kube.objects import JsonObject
 from flaggerpy.kube.resources import Resource
@@ -46,6 +54,8 @@ FIELD_MANAGER = "flaggerpy"
 _RESPONSE_TYPES = {200: "object", 201: "object", 202: "object"}
 _AUTH = ["BearerToken"]
 _WATCH_READ_MARGIN = 30.0  # seconds past the server-side timeout before a silent stream is dead
+# client-go's extraLongThrottleLatency: a longer wait for a token is logged, at most once a second
+_LONG_THROTTLE = 1.0
 
 
 class PatchType(enum.StrEnum):
@@ -71,6 +81,24 @@ class ObjectReader(Protocol):
     def get(self, key: ObjectKey) -> Mapping[str, Any] | None: ...
 
 
+@dataclass(slots=True)
+class _Throttle:
+    """A client's rate limit and when a long wait for it was last logged (shared by clones)."""
+
+    bucket: throttle.TokenBucket
+    last_logged: float = float("-inf")
+
+    async def wait(self, method: str, path: str) -> None:
+        waited = await self.bucket.wait()
+        if waited <= _LONG_THROTTLE:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self.last_logged >= 1.0:
+            self.last_logged = now
+            log.info("client_side_throttling", waited=round(waited, 3), method=method, path=path,
+                     qps=self.bucket.qps, burst=self.bucket.burst)
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectList:
     """A list answer: the items (each stamped with apiVersion/kind) and the collection's version.
@@ -87,7 +115,8 @@ class KubeClient:
 
     Build one with :meth:`connect` (kubeconfig or in-cluster) or wrap an
     existing kubernetes-asyncio ``ApiClient``. Clients made with :meth:`fenced`
-    share the connection pool and differ only in their write fence.
+    share the connection pool and the rate limit and differ only in their write fence.
+    Without a ``rate_limiter`` requests are not limited on the client side.
     """
 
     def __init__(
@@ -98,9 +127,11 @@ class KubeClient:
             field_manager: str = FIELD_MANAGER,
             user_agent: str | None = None,
             request_timeout: float = 60.0,
+            rate_limiter: throttle.TokenBucket | None = None,
             owns_api: bool = False,  # close the ApiClient on aclose()
     ) -> None:
         self._api = api
+        self._throttle = _Throttle(rate_limiter) if rate_limiter is not None else None
         self._may_write = may_write
         self._field_manager = field_manager
         self._request_timeout = request_timeout
@@ -121,6 +152,7 @@ class KubeClient:
             may_write: Callable[[], bool] | None = None,
             field_manager: str = FIELD_MANAGER,
             request_timeout: float = 60.0,
+            rate_limiter: throttle.TokenBucket | None = None,
     ) -> KubeClient:
         """A client for the cluster a kubeconfig (or, in a pod, the service account) points at.
 
@@ -131,12 +163,24 @@ class KubeClient:
             kubeconfig=kubeconfig, context=context, master=master, in_cluster=in_cluster,
             user_agent=user_agent)
         return cls(api, may_write=may_write, field_manager=field_manager,
-                   user_agent=user_agent, request_timeout=request_timeout, owns_api=True)
+                   user_agent=user_agent, request_timeout=request_timeout,
+                   rate_limiter=rate_limiter, owns_api=True)
 
     def fenced(self, may_write: Callable[[], bool] | None) -> KubeClient:
         """The same connection, with writes allowed only while ``may_write()`` is true."""
         clone = copy.copy(self)
         clone._may_write = may_write
+        clone._owns_api = False
+        return clone
+
+    def throttled(self, rate_limiter: throttle.TokenBucket | None) -> KubeClient:
+        """The same connection and fence, limited by a bucket of its own (None: unlimited).
+
+        For requests that must not queue behind the controller's: the Lease renewals of leader
+        election, as controller-runtime gives its resource lock a client of its own.
+        """
+        clone = copy.copy(self)
+        clone._throttle = _Throttle(rate_limiter) if rate_limiter is not None else None
         clone._owns_api = False
         return clone
 
@@ -251,9 +295,12 @@ class KubeClient:
         sock_read = timeout_seconds + _WATCH_READ_MARGIN if timeout_seconds is not None else None
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._request_timeout, sock_read=sock_read)
+        path = resource.path(namespace=namespace)
+        if self._throttle is not None:  # once per watch, as client-go's Watch() throttles
+            await self._throttle.wait("WATCH", path)
         with errors.converted():
             response: aiohttp.ClientResponse = await self._api.call_api(
-                resource.path(namespace=namespace), "GET",
+                path, "GET",
                 query_params=list(query.items()),
                 header_params={"Accept": "application/json"},
                 auth_settings=_AUTH,
@@ -430,6 +477,11 @@ class KubeClient:
     ) -> JsonObject:
         if write and not self.may_write():
             raise errors.WriteFencedError(f"{method} {path}: writes are fenced (not the leader)")
+        if self._throttle is not None:
+            await self._throttle.wait(method, path)
+            if write and not self.may_write():  # the lease may have been lost while waiting
+                raise errors.WriteFencedError(
+                    f"{method} {path}: writes are fenced (not the leader)")
         with errors.converted():
             result = await self._api.call_api(
                 path, method,

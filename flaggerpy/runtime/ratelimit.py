@@ -20,9 +20,10 @@ clock, so it agrees with ``loop.call_at`` (and with fake loop time in tests).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
+
+from flaggerpy.kube import throttle
 
 K = TypeVar("K", bound=Hashable)
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
@@ -79,7 +80,8 @@ class BucketRateLimiter(Generic[K]):
     """One token bucket for all keys: ``qps`` retries per second with bursts of ``burst``.
 
     Each call reserves a token and returns how long to wait for it, like Go's
-    ``rate.Limiter.Reserve().Delay()``. It keeps no per-key state, so
+    ``rate.Limiter.Reserve().Delay()``; the bucket is :class:`flaggerpy.kube.throttle.TokenBucket`,
+    the one the API client's ``-kubeconfig-qps`` limit uses. It keeps no per-key state, so
     ``forget`` does nothing and ``num_requeues`` is always 0.
     """
 
@@ -90,24 +92,10 @@ class BucketRateLimiter(Generic[K]):
             burst: int = 100,
             clock: Callable[[], float] | None = None,  # None: the running loop's time()
     ) -> None:
-        if qps <= 0 or burst < 1:
-            raise ValueError(f"need qps > 0 and burst >= 1, got {qps}, {burst}")
-        self._qps = qps
-        self._burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._last: float | None = None
-
-    def _now(self) -> float:
-        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+        self._bucket = throttle.TokenBucket(qps=qps, burst=burst, clock=clock)
 
     def when(self, key: K) -> float:
-        now = self._now()
-        if self._last is not None:
-            self._tokens = min(float(self._burst), self._tokens + (now - self._last) * self._qps)
-        self._last = now
-        self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self._qps
+        return self._bucket.reserve()
 
     def forget(self, key: K) -> None:
         pass

@@ -223,3 +223,78 @@ async def test_watch_closes_the_connection_when_abandoned(
         async for _ in events:
             break
     await asyncio.wait_for(closed.wait(), 5)
+
+
+# -- the client-side rate limit (-kubeconfig-qps / -kubeconfig-burst) ------------------------------
+
+
+def frozen_bucket(*, burst: int, qps: float = 1.0) -> kube.TokenBucket:
+    """A bucket whose clock never moves: no token comes back, so what is left is what was taken."""
+    return kube.TokenBucket(qps=qps, burst=burst, clock=lambda: 0.0)
+
+
+def limited(fake_api: FakeApi, bucket: kube.TokenBucket) -> kube.KubeClient:
+    return kube.KubeClient(ApiClient(Configuration(host=fake_api.url)), owns_api=True,
+                           rate_limiter=bucket)
+
+
+def tokens_left(bucket: kube.TokenBucket) -> int:
+    """Takes tokens until one would have to wait; how many were free."""
+    free = 0
+    while bucket.reserve() == 0:
+        free += 1
+    return free
+
+
+async def test_every_request_takes_a_token_and_a_watch_only_one(fake_api: FakeApi) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            return web.json_response({"metadata": {"resourceVersion": "1"}, "items": []})
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(watch_lines(*(
+            {"type": "ADDED", "object": {"metadata": {"name": f"s{i}", "resourceVersion": str(i)}}}
+            for i in range(2, 12))))
+        await response.write_eof()
+        return response
+
+    fake_api.responder = answer
+    bucket = frozen_bucket(burst=10)
+    async with limited(fake_api, bucket) as client:
+        await client.get(kube.SERVICES, "web", namespace="ns")
+        await client.list(kube.SERVICES, namespace="ns")
+        events = [e async for e in client.watch(kube.SERVICES, namespace="ns")]
+        fenced = client.fenced(lambda: False)  # shares the bucket
+        await fenced.get(kube.SERVICES, "web", namespace="ns")
+        with pytest.raises(kube.WriteFencedError):  # refused before it asks for a token
+            await fenced.patch(kube.SERVICES, "web", {}, namespace="ns")
+    assert len(events) == 10
+    assert len(fake_api.seen) == 4
+    assert tokens_left(bucket) == 10 - 4  # ten watch events cost one token, not ten
+
+
+async def test_a_request_waits_for_its_token_before_it_is_sent(fake_api: FakeApi) -> None:
+    bucket = frozen_bucket(burst=1, qps=0.001)  # the second token is 1000 s away
+    async with limited(fake_api, bucket) as client:
+        await client.get(kube.SERVICES, "web", namespace="ns")
+        waiting = asyncio.create_task(client.get(kube.SERVICES, "web", namespace="ns"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(fake_api.seen) == 1
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert len(fake_api.seen) == 1
+    assert bucket.reserve() == pytest.approx(1000.0)  # the abandoned wait gave its slot back
+
+
+async def test_a_throttled_clone_has_a_bucket_of_its_own(fake_api: FakeApi) -> None:
+    shared, own = frozen_bucket(burst=5), frozen_bucket(burst=5)
+    async with limited(fake_api, shared) as client:
+        elector = client.throttled(own)
+        for _ in range(3):
+            await elector.get(kube.LEASES, "flagger", namespace="ns")
+        await client.throttled(None).get(kube.SERVICES, "web", namespace="ns")  # unlimited
+    assert len(fake_api.seen) == 4
+    assert (tokens_left(shared), tokens_left(own)) == (5, 2)
