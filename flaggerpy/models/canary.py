@@ -65,14 +65,20 @@ __all__ = [
     "CanarySpec",
     "CanaryThresholdRange",
     "CanaryWebhook",
+    "ComparisonDirection",
+    "ComparisonTarget",
+    "ComparisonTest",
     "CrossNamespaceObjectReference",
     "CustomMetadata",
     "DeploymentStrategy",
+    "FailurePolicy",
     "HTTPRequestMirrorFilter",
     "HeaderMatch",
     "HookType",
     "LocalObjectReference",
+    "MetricComparison",
     "MetricTemplateReference",
+    "NoDataPolicy",
     "ParentReference",
     "ScalerReplicas",
     "ServiceNames",
@@ -466,6 +472,95 @@ class CanaryThresholdRange(FlaggerModel):
 _GO_DURATION_PATTERN = Crd(schema={"pattern": "^[0-9]+(m|s)"})
 
 
+def _new(reason: str) -> Crd:
+    return Crd(new=True, reason=reason)
+
+
+_COMPARE_REASON = (
+    "comparison with the primary (flaggerpy's statistical judge); optional, a metric without it"
+    " is judged by its threshold exactly as Flagger does"
+)
+_ON_NO_DATA_REASON = "per-metric no-data policy; unset keeps Flagger's (a failed check)"
+_MIN_SAMPLES_REASON = "per-metric minimum sample count for the no-data policy; optional"
+_DRY_RUN_REASON = "evaluate and report without acting; optional, unset acts as Flagger does"
+_ON_FAILURE_REASON = "what failed checks lead to; optional, unset rolls back as Flagger does"
+
+
+class ComparisonTarget(StrEnum):
+    """What a metric's canary value is compared with; only the primary for now."""
+
+    PRIMARY = "primary"
+
+
+class ComparisonTest(StrEnum):
+    """How the two samples are compared (``flaggerpy.judging``)."""
+
+    MANN_WHITNEY = "mann-whitney"
+    PROPORTION = "proportion"
+
+
+class ComparisonDirection(StrEnum):
+    """Which change of the metric is bad."""
+
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    EITHER = "either"
+
+
+class MetricComparison(FlaggerModel):
+    """``metrics[].compare``: judge the canary against the primary (flaggerpy only).
+
+    Defaults are applied by the judge (``flaggerpy.judging.Comparison.from_metric``), never
+    written back: test ``mann-whitney``, direction ``increase``, tolerance 0.1, confidence 0.95.
+    """
+
+    with_: ComparisonTarget | None = Field(
+        default=None, alias="with", description="What the canary is compared with: primary"
+    )
+    test: ComparisonTest | None = Field(
+        default=None,
+        description=(
+            "mann-whitney (series of values, e.g. latencies; default) or proportion (events out"
+            " of requests, e.g. errors)"
+        ),
+    )
+    direction: ComparisonDirection | None = Field(
+        default=None,
+        description="Which change is bad: increase (default), decrease or either",
+    )
+    tolerance: Annotated[float | None, Crd(schema={"minimum": 0})] = Field(
+        default=None,
+        description=(
+            "Acceptable change as a fraction of the primary's level (median or ratio);"
+            " default 0.1"
+        ),
+    )
+    confidence: Annotated[
+        float | None,
+        Crd(schema={"minimum": 0, "maximum": 1, "exclusiveMinimum": True,
+                    "exclusiveMaximum": True}),
+    ] = Field(default=None, description="Confidence level of the interval; default 0.95")
+    critical: bool | None = Field(
+        default=None,
+        description="A failing critical metric fails the whole analysis, whatever the score",
+    )
+
+
+class NoDataPolicy(StrEnum):
+    """``metrics[].onNoData``: what a check with no data (or too few samples) does."""
+
+    FAIL = "fail"
+    HOLD = "hold"
+    SKIP = "skip"
+
+
+class FailurePolicy(StrEnum):
+    """``analysis.onFailure``: roll back (Flagger's behaviour) or pause at the current weight."""
+
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+
+
 class CanaryMetric(FlaggerModel):
     """One metric check: a builtin (by name), a MetricTemplate (``templateRef``) or PromQL."""
 
@@ -484,6 +579,33 @@ class CanaryMetric(FlaggerModel):
     template_variables: dict[str, str] | None = Field(
         default=None,
         description="Additional variables to be used in the metrics query (key-value pairs)",
+    )
+    compare: Annotated[MetricComparison | None, _new(_COMPARE_REASON)] = Field(
+        default=None,
+        description=(
+            "flaggerpy: judge this metric by comparing the canary with the primary (the same"
+            " query rendered for each) instead of, or as well as, a fixed threshold"
+        ),
+    )
+    on_no_data: Annotated[NoDataPolicy | None, _new(_ON_NO_DATA_REASON)] = Field(
+        default=None,
+        description=(
+            "flaggerpy: what a check without data (or under minSamples) does: fail counts a"
+            " failed check (Flagger's behaviour), hold keeps the weight, skip ignores the check"
+        ),
+    )
+    min_samples: Annotated[
+        int | None, _new(_MIN_SAMPLES_REASON), Crd(schema={"minimum": 0})
+    ] = Field(
+        default=None,
+        description=(
+            "flaggerpy: the fewest samples (values, or requests for a proportion) per side"
+            " under which the check has no data"
+        ),
+    )
+    dry_run: Annotated[bool | None, _new(_DRY_RUN_REASON)] = Field(
+        default=None,
+        description="flaggerpy: evaluate and report this metric, never fail the canary on it",
     )
 
 
@@ -717,6 +839,19 @@ class CanaryAnalysis(FlaggerModel):
     session_affinity: SessionAffinity | None = Field(
         default=None,
         description=("SessionAffinity represents the session affinity settings for a canary run."),
+    )
+    dry_run: Annotated[bool | None, _new(_DRY_RUN_REASON)] = Field(
+        default=None,
+        description=(
+            "flaggerpy: evaluate and report every check, never fail or roll back the canary"
+        ),
+    )
+    on_failure: Annotated[FailurePolicy | None, _new(_ON_FAILURE_REASON)] = Field(
+        default=None,
+        description=(
+            "flaggerpy: what reaching the failed-checks threshold does: rollback (default,"
+            " Flagger's behaviour) or pause at the current weight until resumed"
+        ),
     )
 
     @property
