@@ -14,10 +14,9 @@ from collections import Counter
 import structlog
 
 from flaggerpy import __version__, kube
-from flaggerpy.canary import plugin_status
+from flaggerpy.canary import plugin_status, template_status
 from flaggerpy.canary.alerting import Alerter
 from flaggerpy.canary.lifecycle import Lifecycle
-from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.canary.reconciler import CanaryReconciler
 from flaggerpy.canary.webhooks import WebhookCaller
 from flaggerpy.kube import JsonObject
@@ -87,19 +86,29 @@ def count_by_namespace(canaries: Informer, telemetry: Recorder) -> None:
         telemetry.set_total(namespace=namespace, total=total)
 
 
+def rate_limit(settings: Settings) -> kube.TokenBucket:
+    """The client-side limit: ``-kubeconfig-qps`` requests a second, ``-kubeconfig-burst`` at once.
+
+    One per API client, as Flagger builds one per clientset from ``rest.Config.QPS`` / ``Burst``.
+    """
+    return kube.TokenBucket(qps=settings.kube.qps, burst=settings.kube.burst)
+
+
 async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
     """Runs the operator until SIGTERM/SIGINT (or cancellation)."""
     telemetry = Recorder()
     telemetry.set_info(version=__version__, mesh_provider=settings.mesh.provider)
     client = await kube.KubeClient.connect(
-        kubeconfig=settings.kube.kubeconfig or None, master=settings.kube.master or None
+        kubeconfig=settings.kube.kubeconfig or None, master=settings.kube.master or None,
+        rate_limiter=rate_limit(settings),
     )
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(client)
         mesh_client: kube.KubeClient | None = None
         if settings.kube.service_mesh_kubeconfig:
             mesh_client = await kube.KubeClient.connect(
-                kubeconfig=settings.kube.service_mesh_kubeconfig)
+                kubeconfig=settings.kube.service_mesh_kubeconfig,
+                rate_limiter=rate_limit(settings))
             await stack.enter_async_context(mesh_client)
         namespace = settings.controller.namespace or None
         caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS)
@@ -112,8 +121,10 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         elector: LeaderElector | None = None
         writer = client
         if settings.controller.enable_leader_election:
+            # The Lease is renewed through a bucket of its own (controller-runtime's resource
+            # lock has its own client), so a queue of throttled requests cannot cost leadership.
             elector = LeaderElector(
-                client,
+                client.throttled(rate_limit(settings)),
                 namespace=settings.controller.election_namespace,
                 lease_duration=settings.controller.leader_election_lease_duration,
                 renew_deadline=settings.controller.leader_election_renew_deadline,
@@ -136,16 +147,19 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         workers = settings.controller.workers
         events = EventRecorder(writer)
         webhooks = WebhookCaller()
-        analyzer = MetricsAnalyzer(
+        # The one object store of this API server: every engine and plugin read and write.
+        store = kube.ObjectStore(writer, caches=caches)
+        # What queries and alerts meet is said in the MetricTemplate's / AlertProvider's status.
+        conditions = template_status.ConditionWriter(store=store)
+        analyzer = template_status.ReportingAnalyzer(
+            conditions=conditions,
             templates=templates, secrets=secrets, settings=settings, telemetry=telemetry,
             hold_on_no_values=settings.controller.hold_on_no_values,
         )
         alerter = Alerter(
             settings=settings, client=client, providers=alert_providers.get,
-            secrets=secrets.get, registry=telemetry.registry,
+            secrets=secrets.get, registry=telemetry.registry, on_delivery=conditions.delivery,
         )
-        # The one object store of this API server: every engine and plugin read and write.
-        store = kube.ObjectStore(writer, caches=caches)
         lifecycle = Lifecycle(
             store=store, mesh_store=mesh_store, settings=settings, telemetry=telemetry,
             events=events, webhooks=webhooks, analyzer=analyzer, alerter=alerter,
