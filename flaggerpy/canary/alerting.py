@@ -55,6 +55,10 @@ How it behaves when things go wrong (design rules 4 to 6):
   a webhook URL, token or proxy: endpoints appear as ``scheme://host``.
 - Retries happen inside the notifiers only (transport errors and 5xx);
   nothing here repeats a post.
+- Each alert sent through an AlertProvider ends as a :class:`Delivery`
+  (delivered, or why not) handed to ``on_delivery`` when one is given: the
+  provider's own status is written there
+  (:mod:`flaggerpy.canary.template_status`), never here.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import functools
 import inspect
 import weakref
@@ -89,6 +94,8 @@ __all__ = [
     "DEFAULT_POST_TIMEOUT",
     "AlertMessage",
     "Alerter",
+    "Delivery",
+    "DeliveryCause",
     "Dispatcher",
     "Lookup",
     "NotificationMetrics",
@@ -384,6 +391,38 @@ class Dispatcher:
 # --- the alerter --------------------------------------------------------------------------------
 
 
+class DeliveryCause(enum.StrEnum):
+    """How one alert through an AlertProvider ended, as far as the provider is concerned."""
+
+    DELIVERED = "delivered"
+    POST_FAILED = "post-failed"
+    """The notifier posted and failed after its own retries, or ran out of time."""
+    SECRET_NOT_FOUND = "secret-not-found"
+    SECRET_INVALID = "secret-invalid"
+    """The Secret could not be read, is not base64 text, or has no ``address`` key."""
+    ADDRESS_MISSING = "address-missing"
+    NOT_INSTALLED = "not-installed"
+    """No installed notifier serves the provider's ``type``."""
+    PROVIDER_INVALID = "provider-invalid"
+    """The AlertProvider or its address was refused (an invalid URL, an invalid spec)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """What became of one alert sent through an AlertProvider (for the provider's status)."""
+
+    provider: ObjectKey
+    cause: DeliveryCause
+    message: str
+    """Why, in the words of the log line; never a URL or a token."""
+    secret: bool | None = None
+    """Whether the provider's Secret was found and usable; None: no ``secretRef``, or the
+    alert ended before the Secret was read."""
+
+
+DeliverySink: TypeAlias = "Callable[[Delivery], Awaitable[None]]"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Destination:
     """A notifier ready to post, and how to name it in logs and metrics."""
@@ -397,16 +436,28 @@ class _Destination:
     endpoint: str
     """``scheme://host`` only."""
     notifier: Notifier
+    secret: bool | None = None
+    """True when the provider has a ``secretRef`` and its Secret was usable."""
 
 
 class _Skip(Exception):
     """An alert that cannot be sent; the message says why (never with a URL or token)."""
 
-    def __init__(self, event: str, reason: str, *, provider: str = UNKNOWN_PROVIDER) -> None:
+    def __init__(
+            self,
+            event: str,
+            reason: str,
+            *,
+            provider: str = UNKNOWN_PROVIDER,
+            cause: DeliveryCause | None = None,  # None: nothing to say on the AlertProvider
+            secret: bool | None = None,  # see Delivery.secret
+    ) -> None:
         super().__init__(reason)
         self.event = event
         self.reason = reason
         self.provider = provider
+        self.cause = cause
+        self.secret = secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -443,8 +494,10 @@ class Alerter:
             post_timeout: float = DEFAULT_POST_TIMEOUT,
             deadline: float = DEFAULT_DEADLINE,
             max_pending: int = DEFAULT_MAX_PENDING,
+            on_delivery: DeliverySink | None = None,  # told how each AlertProvider alert ended
     ) -> None:
         self._kube = client
+        self._on_delivery = on_delivery
         self._providers = providers
         self._secrets = secrets
         self._notifiers = notifiers
@@ -582,11 +635,16 @@ class Alerter:
         async def one(alert: CanaryAlert) -> None:
             when = asyncio.get_running_loop().time() + self._deadline
             where = {"alert": alert.name, "provider_ref": _ref_of(alert, message.namespace)}
+            key = ObjectKey(alert.provider_ref.namespace or message.namespace,
+                            alert.provider_ref.name)
             try:
                 async with asyncio.timeout_at(when):
                     destination = await self._resolve(alert, message.namespace)
             except _Skip as skip:
                 self._failed(who, skip.event, skip.reason, provider=skip.provider, **where)
+                if skip.cause is not None:
+                    await self._report(Delivery(provider=key, cause=skip.cause,
+                                                message=skip.reason, secret=skip.secret))
                 return
             except TimeoutError:
                 self._failed(who, "alert_provider_timeout",
@@ -597,30 +655,50 @@ class Alerter:
                 self._failed(who, "alert_provider_unreadable", f"{type(exc).__name__}: {exc}",
                              provider=UNKNOWN_PROVIDER, **where)
                 return
-            await self._post(who, destination, message, when=when)
+            error = await self._post(who, destination, message, when=when)
+            await self._report(Delivery(
+                provider=key,
+                cause=DeliveryCause.DELIVERED if error is None else DeliveryCause.POST_FAILED,
+                message=error or f"delivered to {destination.endpoint}",
+                secret=destination.secret,
+            ))
 
         await asyncio.gather(*(one(alert) for alert in alerts))
 
+    async def _report(self, delivery: Delivery) -> None:
+        """Hands ``delivery`` to ``on_delivery``; a failure there is logged, never raised."""
+        if self._on_delivery is None:
+            return
+        try:
+            await self._on_delivery(delivery)
+        except Exception as exc:
+            log.warning("alert_delivery_report_failed", provider_ref=str(delivery.provider),
+                        error=f"{type(exc).__name__}: {exc}")
+
     async def _post(
             self, who: str, destination: _Destination, message: Message, *, when: float
-    ) -> None:
-        """Posts through the notifier (which retries); logs and counts any failure."""
+    ) -> str | None:
+        """Posts through the notifier (which retries); logs and counts any failure.
+
+        Returns None when delivered, else why not (the logged reason).
+        """
         where = {"alert": destination.alert, "provider_ref": destination.ref,
                  "endpoint": destination.endpoint}
         try:
             async with asyncio.timeout_at(when):
                 await destination.notifier.post(message)
         except NotifierError as exc:
-            self._failed(who, "alert_failed", str(exc), provider=destination.provider, **where)
+            error = str(exc)
         except TimeoutError:
-            self._failed(who, "alert_failed", f"gave up after {self._deadline:g}s",
-                         provider=destination.provider, **where)
+            error = f"gave up after {self._deadline:g}s"
         except Exception as exc:  # a third-party notifier that broke its contract
-            self._failed(who, "alert_failed", f"{type(exc).__name__}: {exc}",
-                         provider=destination.provider, **where)
+            error = f"{type(exc).__name__}: {exc}"
         else:
             log.debug("alert_sent", canary=who, provider=destination.provider,
                       severity=message.severity.value, **where)
+            return None
+        self._failed(who, "alert_failed", error, provider=destination.provider, **where)
+        return error
 
     def _failed(self, who: str, event: str, reason: str, *, provider: str, **fields: str) -> None:
         log.error(event, canary=who, provider=provider, error=reason, **fields)
@@ -640,22 +718,29 @@ class Alerter:
         spec = provider.spec
         kind = spec.type
         address, token, proxy = spec.address or "", "", spec.proxy or ""
+        secret: bool | None = None
         if spec.secret_ref is not None:
             data = await self._secret_data(ObjectKey(namespace, spec.secret_ref.name), kind=kind)
             if "address" not in data:
                 raise _Skip("alert_provider_invalid",
                             f"Secret {namespace}/{spec.secret_ref.name} has no address key",
-                            provider=kind)
+                            provider=kind, cause=DeliveryCause.SECRET_INVALID, secret=False)
             address = data["address"]
             token = data.get("token", "")
             proxy = data.get("proxy", proxy)
+            secret = True
         if not address:
-            raise _Skip("alert_provider_invalid", "the provider has no address", provider=kind)
-        notifier = self._build(kind, address=address, proxy=proxy, token=token,
-                               username=spec.get_username(), channel=spec.get_channel(),
-                               session=self._shared_session())
+            raise _Skip("alert_provider_invalid", "the provider has no address", provider=kind,
+                        cause=DeliveryCause.ADDRESS_MISSING)
+        try:
+            notifier = self._build(kind, address=address, proxy=proxy, token=token,
+                                   username=spec.get_username(), channel=spec.get_channel(),
+                                   session=self._shared_session())
+        except _Skip as skip:
+            skip.secret = secret
+            raise
         return _Destination(alert=alert.name, provider=kind, ref=f"{namespace}/{name}",
-                            endpoint=safe_url(address), notifier=notifier)
+                            endpoint=safe_url(address), notifier=notifier, secret=secret)
 
     async def _provider(self, key: ObjectKey) -> AlertProvider:
         try:
@@ -670,22 +755,24 @@ class Alerter:
             return AlertProvider.model_validate(found)
         except pydantic.ValidationError as exc:
             raise _Skip("alert_provider_invalid",
-                        f"AlertProvider {key} is invalid: {exc.error_count()} error(s)") from exc
+                        f"AlertProvider {key} is invalid: {exc.error_count()} error(s)",
+                        cause=DeliveryCause.PROVIDER_INVALID) from exc
 
     async def _secret_data(self, key: ObjectKey, *, kind: str) -> dict[str, str]:
         try:
             found = await self._lookup(self._secrets, key, kube.SECRETS)
         except kube.KubeError as exc:
             raise _Skip("alert_provider_secret_unreadable", f"Secret {key}: {exc}",
-                        provider=kind) from exc
+                        provider=kind, cause=DeliveryCause.SECRET_INVALID, secret=False) from exc
         if found is None:
             raise _Skip("alert_provider_secret_not_found", f"Secret {key} not found",
-                        provider=kind)
+                        provider=kind, cause=DeliveryCause.SECRET_NOT_FOUND, secret=False)
         raw = found.get("data") if isinstance(found, Mapping) else None
         try:
             return _decode_secret(raw or {})
         except ValueError as exc:
-            raise _Skip("alert_provider_invalid", f"Secret {key}: {exc}", provider=kind) from exc
+            raise _Skip("alert_provider_invalid", f"Secret {key}: {exc}", provider=kind,
+                        cause=DeliveryCause.SECRET_INVALID, secret=False) from exc
 
     async def _lookup(
             self, lookup: Lookup | None, key: ObjectKey, resource: kube.Resource
@@ -705,12 +792,14 @@ class Alerter:
         try:
             plugin = self._notifiers.get(kind)
         except PluginError as exc:
-            raise _Skip("alert_provider_invalid", str(exc), provider=kind) from exc
+            raise _Skip("alert_provider_invalid", str(exc), provider=kind,
+                        cause=DeliveryCause.NOT_INSTALLED) from exc
         factory: NotifierFactory = plugin.factory
         try:
             return factory(variant=plugin.variant, timeout=self._post_timeout, **options)
         except NotifierError as exc:
-            raise _Skip("alert_provider_invalid", str(exc), provider=kind) from exc
+            raise _Skip("alert_provider_invalid", str(exc), provider=kind,
+                        cause=DeliveryCause.PROVIDER_INVALID) from exc
 
     def _build_global(self, *, session: aiohttp.ClientSession | None) -> _Destination:
         config = self._global_config
