@@ -276,9 +276,10 @@ class KubeSettings(_Group):
         "", description="API server URL; overrides the server of the kubeconfig.")
     qps: Annotated[float, Flag("kubeconfig-qps")] = Field(
         100.0, gt=0, allow_inf_nan=False,
-        description="Client-side rate limit for API requests, per second.")
+        description="Client-side limit on requests to the API server, per second; beyond "
+                    "the burst, requests wait their turn (a watch counts once, when opened).")
     burst: Annotated[int, Flag("kubeconfig-burst")] = Field(
-        250, ge=1, description="Client-side burst allowance above the QPS limit.")
+        250, ge=1, description="Requests sent at once before the QPS limit makes them wait.")
     service_mesh_kubeconfig: Annotated[str, Flag("kubeconfig-service-mesh")] = Field(
         "", description="Kubeconfig of the cluster holding the mesh objects; empty means this one.")
 
@@ -345,7 +346,8 @@ class ControllerSettings(_Group):
         2, ge=1, description="Number of canaries reconciled concurrently (work queue workers).")
     control_loop_interval: Annotated[Seconds, Flag("control-loop-interval")] = Field(
         10.0, gt=0,
-        description="How often every known canary is rescheduled (Flagger's control loop).")
+        description="Accepted for Flagger compatibility; no effect: a canary is scheduled on "
+                    "every change at once, then every analysis interval, with no loop to pace.")
     namespace: Annotated[str, Flag("namespace")] = Field(
         "", description="Watch canaries in this namespace only; empty means all namespaces.")
     selector_labels: Annotated[CommaList, Flag("selector-labels")] = Field(
