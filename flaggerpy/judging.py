@@ -66,6 +66,7 @@ __all__ = [
     "Scorecard",
     "StatTest",
     "Verdict",
+    "classify",
     "hodges_lehmann",
     "judge_proportions",
     "judge_samples",
@@ -346,10 +347,13 @@ def _two_proportion_z(canary: Proportion, primary: Proportion) -> tuple[float, f
 # verdicts
 
 
-def _classify(
+def classify(
         interval: tuple[float, float], band: float, direction: Direction
 ) -> tuple[Verdict, str]:
-    """The verdict of an interval of canary - primary against a tolerance band (module doc)."""
+    """The verdict of an interval of canary - primary against a tolerance band (module doc).
+
+    Returns the verdict and the words that explain it (the start of a judgement's reason).
+    """
     lo, hi = interval
     worse_up = direction in (Direction.INCREASE, Direction.EITHER)
     worse_down = direction in (Direction.DECREASE, Direction.EITHER)
@@ -426,7 +430,7 @@ def judge_samples(
     else:
         result = stats.mannwhitneyu(x, y, alternative="two-sided")
         u, p_value = float(result.statistic), float(result.pvalue)
-        verdict, why = _classify(interval, band, comparison.direction)
+        verdict, why = classify(interval, band, comparison.direction)
     relative = f" ({estimate / abs(level):+.1%})" if level else ""
     reason = (
         f"{verdict}: canary {why}: shift {_num(estimate)}{relative},"
@@ -468,7 +472,7 @@ def judge_proportions(
     estimate = canary.ratio - primary.ratio
     level = primary.ratio
     band = comparison.tolerance * level
-    verdict, why = _classify(interval, band, comparison.direction)
+    verdict, why = classify(interval, band, comparison.direction)
     reason = (
         f"{verdict}: canary {why}: ratio {canary.events}/{canary.total} = {_num(canary.ratio)}"
         f" vs primary {primary.events}/{primary.total} = {_num(level)}, difference"
