@@ -159,16 +159,19 @@ async def test_a_cancelled_tick_still_deletes_its_analysis(
     keptn.verdicts["slow"] = None
     provider = KeptnProvider(kube=access, **FAST)
     query = asyncio.create_task(provider.run_query(f"analysis/{namespace}/slow"))
+
     async def created() -> bool:
         return bool(keptn.created)
 
-    await eventually(created, what="the Analysis to be created")
-    query.cancel()
-    await asyncio.sleep(0)
-    query.cancel()  # cancelled again while it deletes: the deletion is shielded
-    with pytest.raises(asyncio.CancelledError):
-        await query
-    await provider.aclose()  # waits for the deletion under way
+    try:
+        await eventually(created, what="the Analysis to be created")
+        query.cancel()
+        await asyncio.sleep(0)
+        query.cancel()  # cancelled again while it deletes: the deletion is shielded
+        with pytest.raises(asyncio.CancelledError):
+            await query
+    finally:
+        await provider.aclose()  # waits for the deletion under way
     assert await analyses_in(admin, namespace) == []
     assert keptn.created[0]["metadata"]["name"].startswith("slow-")
 

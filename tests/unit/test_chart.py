@@ -202,12 +202,23 @@ def test_the_cluster_role_grants_the_selected_mesh_only(provider: str) -> None:
     assert mesh_verbs <= {"get", "list", "watch", "create", "update", "delete"}, mesh_verbs
 
 
-def test_only_skipper_may_delete_anything() -> None:
+def test_only_skipper_and_keptn_analyses_may_delete_anything() -> None:
+    """Skipper's router deletes the canary Ingress; the keptn metrics provider the Analysis it
+    created for one query. Nothing else is deleted: ownerReferences do it."""
+    keptn = ("metrics.keptn.sh", "analyses")
     for provider in PROVIDERS:
         objects = render(f"meshProvider={provider}")
         deletes = {(g, r) for g, r, v in cluster_role_grants(objects) if v == "delete"}
-        assert deletes == ({("networking.k8s.io", "ingresses")} if provider == "skipper"
-                           else set()), provider
+        assert deletes == ({("networking.k8s.io", "ingresses"), keptn} if provider == "skipper"
+                           else {keptn}), provider
+
+
+@pytest.mark.parametrize("provider", ["kubernetes", "istio", "linkerd"])
+def test_keptn_gets_exactly_what_its_provider_does_whatever_the_mesh(provider: str) -> None:
+    grants = {(r, v) for g, r, v in cluster_role_grants(render(f"meshProvider={provider}"))
+              if g == "metrics.keptn.sh"}
+    assert grants == {("keptnmetrics", "get"), ("analyses", "create"), ("analyses", "get"),
+                      ("analyses", "delete")}
 
 
 # --- RBAC ----------------------------------------------------------------------------------
@@ -235,6 +246,9 @@ CORE_GRANTS = {
     # MetricTemplate type externalmetrics: any metric (resource) of the external metrics API.
     ("external.metrics.k8s.io", "*", "get"),
     ("external.metrics.k8s.io", "*", "list"),
+    # MetricTemplate type keptn: a KeptnMetric is read; an Analysis created, read and deleted.
+    ("metrics.keptn.sh", "keptnmetrics", "get"),
+    *(("metrics.keptn.sh", "analyses", v) for v in ("create", "get", "delete")),
 }
 
 
