@@ -91,6 +91,10 @@ class TickState:
     """What :attr:`router` declares for its provider string's variant."""
     last_failure: str | None = None
     """What made the last check fail (a metric or a webhook), for the rollback alert and status."""
+    said: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Events recorded by the checks every reconcile runs before the tick (the providers
+    check and the readiness wait while initialising, a missing object): by topic, the message
+    and when (monotonic). A watch event re-checks; only news is recorded again."""
 
 
 @dataclass
@@ -315,10 +319,12 @@ class Lifecycle:
         self, obj: dict[str, Any], canary: Canary, *, provider: str, state: TickState
     ) -> Tick | None:
         workload = workload_controller(canary, store=self._store, settings=self._settings)
+        interval = self._interval(canary)
         try:
             metadata = await workload.get_metadata(canary)
         except Exception as error:  # a missing target, no selector label: shown, retried
-            await self._warn(obj, str(error))
+            if _news(state, "prepare", str(error), within=interval):
+                await self._warn(obj, str(error))
             await self._explain_initializing(obj, canary, str(error))
             return None
         router = self._router(canary, provider=provider, state=state)
@@ -332,14 +338,22 @@ class Lifecycle:
         try:
             await services.initialize(canary)
         except Exception as error:
-            await self._warn(obj, str(error))
+            if _news(state, "prepare", str(error), within=interval):
+                await self._warn(obj, str(error))
             return None
-        if initializing and not canary.should_skip_analysis():
+        if (initializing and not canary.should_skip_analysis()
+                and not _said_lately(state, "providers", within=interval)):
+            # Once per interval, as Flagger's initialising ticks do: the primary's watch
+            # events while it rolls out bring the canary back many times in a second.
             problems = await self._analyzer.check_providers(canary)
             if problems:
-                await self._warn(obj, f"Error checking metric providers: {'; '.join(problems)}")
+                message = f"Error checking metric providers: {'; '.join(problems)}"
+                _news(state, "providers", message, within=interval)
+                await self._warn(obj, message)
             else:
-                await self._normal(obj, "all the metrics providers are available!")
+                message = "all the metrics providers are available!"
+                _news(state, "providers", message, within=interval)
+                await self._normal(obj, message)
         if capabilities.reconciles_before_workload:
             await router.reconcile(canary)
         try:
@@ -347,13 +361,19 @@ class Lifecycle:
                 canary, wait_primary_ready=initializing and not canary.should_skip_analysis()
             )
         except NotReadyError as error:
-            await self._warn(obj, error.message)
+            # The primary's rollout is re-checked on each of its status changes, its progress
+            # said once per interval (its text changes with every replica that comes up).
+            if not error.retriable or not _said_lately(state, "primary-ready", within=interval):
+                _news(state, "primary-ready", error.message, within=interval)
+                await self._warn(obj, error.message)
             if not error.retriable:
                 await self._rollback(tick)
             return None
         except Exception as error:
-            await self._warn(obj, str(error))
+            if _news(state, "prepare", str(error), within=interval):
+                await self._warn(obj, str(error))
             return None
+        state.said.pop("prepare", None)
         if autoscaler is not None:
             await autoscaler.reconcile(canary, init=True)
         await services.reconcile(canary)
@@ -418,6 +438,7 @@ class Lifecycle:
             tracked_configs=await tick.workload.tracked_configs(canary),
         ))
         self._set_status_metric(tick)
+        tick.state.said.clear()
         await self._normal(tick.obj, f"Initialization done! {tick.name}")
         await self._alert(tick, alerting.initialization_completed(tick.kind))
 
@@ -899,6 +920,25 @@ class Lifecycle:
 
     async def _alert(self, tick: Tick, message: AlertMessage) -> None:
         await self._alerter.alert(tick.canary, message)
+
+
+def _said_lately(state: TickState, topic: str, *, within: float) -> bool:
+    """Whether an Event on ``topic`` was recorded less than ``within`` seconds ago."""
+    last = state.said.get(topic)
+    return last is not None and time.monotonic() - last[1] < within
+
+
+def _news(state: TickState, topic: str, message: str, *, within: float) -> bool:
+    """Whether ``message`` is worth an Event (and if so, notes it as said).
+
+    It is unless the same was said on ``topic`` less than ``within`` seconds ago: a watch
+    event that brings the canary back finds the same problem, which the Event already shows.
+    """
+    last = state.said.get(topic)
+    if last is not None and last[0] == message and time.monotonic() - last[1] < within:
+        return False
+    state.said[topic] = (message, time.monotonic())
+    return True
 
 
 def _has_event_hooks(obj: Mapping[str, Any]) -> bool:
