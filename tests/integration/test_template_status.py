@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,9 +19,10 @@ from typing import Any
 import pytest
 
 from e2e.cluster import audit
-from e2e.cluster.localcluster import LocalCluster
+from e2e.cluster.localcluster import LocalCluster, free_port
 from e2e.cluster.pytest_plugin import eventually
 from e2e.prometheus import LocalPrometheus
+from e2e.scenario import Scenario, canary as scenario_canary, deployment
 from flaggerpy import kube, plugins
 from flaggerpy.canary.alerting import Alerter
 from flaggerpy.canary.template_status import ConditionWriter, ReportingAnalyzer
@@ -39,13 +39,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 def prometheus() -> Iterator[LocalPrometheus]:
     with LocalPrometheus([]) as server:  # vector(1) needs no scrape
         yield server
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def metric_template(name: str, type_: str, address: str) -> dict[str, Any]:
@@ -125,7 +118,7 @@ async def test_conditions_say_what_the_provider_did_and_are_written_on_change_on
     body = {"apiVersion": "v1", "kind": "List", "items": [
         metric_template("up", "prometheus", prometheus.url),
         metric_template("vm", "victoriametrics", "http://127.0.0.1:8428"),
-        metric_template("down", "prometheus", f"http://127.0.0.1:{closed_port()}"),
+        metric_template("down", "prometheus", f"http://127.0.0.1:{free_port()}"),
         {"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
          "metadata": {"name": "chat"},
          "spec": {"type": "slack", "channel": "general", "secretRef": {"name": "missing"}}},
@@ -203,3 +196,41 @@ async def test_conditions_say_what_the_provider_did_and_are_written_on_change_on
     finally:
         await alerter.aclose()
         await analyzer.aclose()
+
+
+@pytest.fixture
+async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
+    running = await Scenario(cluster, namespace).start()
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+async def test_the_controller_marks_an_unreachable_template_before_any_traffic_moves(
+        scenario: Scenario) -> None:
+    await scenario.start_controller("-mesh-provider=istio")
+    offline = metric_template("offline", "prometheus", f"http://127.0.0.1:{free_port()}")
+    istio_canary = scenario_canary("podinfo", provider="istio", analysis={
+        "interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50,
+        "metrics": [{"name": "errors", "templateRef": {"name": "offline"},
+                     "thresholdRange": {"max": 5}, "interval": "30s"}],
+    })
+    await scenario.apply(offline, deployment("podinfo", image="podinfo:6.0.0"), istio_canary)
+    status = await scenario.wait_phase("podinfo", "Initialized", within=60)
+    assert int(status.get("canaryWeight") or 0) == 0
+
+    async def marked() -> bool:
+        template = await scenario.get("metrictemplate", "offline")
+        return template is not None and summary(template, "Answered") is not None
+
+    # The initialisation check found it; no run has started, so no traffic has moved.
+    await eventually(marked, within=10, what="the template's Answered condition")
+    template = await scenario.get("metrictemplate", "offline")
+    assert template is not None
+    assert summary(template, "Answered") == ("False", "ProviderUnavailable")
+    assert summary(template, "Ready") == ("True", "ProviderInstalled")
+    answered = condition(template, "Answered")
+    assert answered is not None
+    assert f"prometheus in metric template offline.{scenario.namespace} not available" in (
+        answered["message"])
