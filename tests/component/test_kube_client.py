@@ -298,3 +298,17 @@ async def test_a_throttled_clone_has_a_bucket_of_its_own(fake_api: FakeApi) -> N
         await client.throttled(None).get(kube.SERVICES, "web", namespace="ns")  # unlimited
     assert len(fake_api.seen) == 4
     assert (tokens_left(shared), tokens_left(own)) == (5, 2)
+
+
+async def test_a_write_that_lost_its_lease_while_waiting_is_not_sent(fake_api: FakeApi) -> None:
+    allowed = True
+    bucket = frozen_bucket(burst=1, qps=20)  # the second request waits 50 ms
+    async with limited(fake_api, bucket) as client:
+        fenced = client.fenced(lambda: allowed)
+        await fenced.get(kube.SERVICES, "web", namespace="ns")
+        write = asyncio.create_task(fenced.patch(kube.SERVICES, "web", {"a": 1}, namespace="ns"))
+        await asyncio.sleep(0)
+        allowed = False  # the lease is lost while the write waits for its token
+        with pytest.raises(kube.WriteFencedError):
+            await write
+    assert [r.method for r in fake_api.seen] == ["GET"]
