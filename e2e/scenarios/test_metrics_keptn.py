@@ -127,10 +127,11 @@ async def test_the_docs_example_is_accepted_by_the_crds(
         cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
     documents = yaml_blocks("Keptn")
     assert any(d["kind"] == "MetricTemplate" for d in documents), documents
-    assert any(d["kind"] == "KeptnMetric" for d in documents), documents
+    assert {"KeptnMetric", "AnalysisDefinition"} <= {d["kind"] for d in documents}, documents
     manifest = tmp_path / "example.json"
     manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
     result = await cluster.akubectl("apply", "--dry-run=server", "--validate=strict",
                                     "-n", namespace, "-f", str(manifest))
     assert "metrictemplate.flagger.app/" in result.stdout, result.stdout
     assert "keptnmetric.metrics.keptn.sh/" in result.stdout, result.stdout
+    assert "analysisdefinition.metrics.keptn.sh/" in result.stdout, result.stdout
