@@ -29,15 +29,22 @@ changes, never per query. The last written status and reason of each object (by 
 condition type are kept in memory; before the first write after a start, the object's own
 conditions (from the informer cache) are compared instead, so a restart rewrites nothing that
 is already right. The message is not compared: an error worded differently from tick to tick
-would otherwise cost a write per tick. Every write is a merge patch of the status subresource
-through the object store, with a ``resourceVersion`` precondition so that no other writer's
-condition is lost; after a conflict the object is read again once and the write retried.
+would otherwise cost a write per tick. Canaries sharing a template may meet different answers
+(one's query fails, another's is answered); so that such a template cannot cost a write per
+tick either, one template is written at most once every ``MIN_INTERVAL`` seconds, the change
+waiting for the next outcome after that (the next tick of a canary using it). AlertProvider
+outcomes are rare enough to be written at once. Every write is
+a merge patch of the status subresource through the object store, with a ``resourceVersion``
+precondition so that no other writer's condition is lost; after a conflict the object is read
+again once and the write retried.
 A status that cannot be written is logged and never fails the tick or the alert.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 import structlog
@@ -77,6 +84,9 @@ DELIVERED: Final = "Delivered"
 
 WRITE_ATTEMPTS: Final = 2
 """The write, and once more after a conflict with a freshly read object."""
+
+MIN_INTERVAL: Final = 10.0
+"""Seconds between two writes of one object (see :class:`ConditionWriter`)."""
 
 
 class Wanted(NamedTuple):
@@ -249,18 +259,46 @@ def conditions_patch(
 # --- the writer ---------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Memory:
+    """What this process last wrote on one object."""
+
+    uid: str
+    written: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Condition type -> (status, reason)."""
+    at: float | None = None
+    """When (``clock``) it last wrote the object."""
+
+
 class ConditionWriter:
     """Writes MetricTemplate and AlertProvider conditions through the object store, on change.
 
-    One per process, shared by every canary: it remembers what it wrote.
+    One per process, shared by every canary: it remembers what it wrote, for the objects that
+    still exist. ``min_interval`` bounds the writes of one template whose outcomes keep
+    changing (canaries that share it but meet different answers): a change within that many
+    seconds of the object's last write waits for the next outcome after it. AlertProvider
+    outcomes are not paced.
     """
 
-    def __init__(self, *, store: kube.ObjectStore) -> None:
+    def __init__(
+            self,
+            *,
+            store: kube.ObjectStore,
+            min_interval: float = MIN_INTERVAL,
+            clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
-        self._written: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+        self._min_interval = min_interval
+        self._clock = clock
+        self._memory: dict[tuple[str, ObjectKey], _Memory] = {}
 
     async def set(
-            self, resource: kube.Resource, key: ObjectKey, wanted: Sequence[Wanted],
+            self,
+            resource: kube.Resource,
+            key: ObjectKey,
+            wanted: Sequence[Wanted],
+            *,
+            paced: bool = True,  # False: write a change at once, however recent the last one
     ) -> bool:
         """Makes the object's conditions say ``wanted``; True when a patch was written.
 
@@ -269,16 +307,25 @@ class ConditionWriter:
         """
         if not wanted:
             return False
+        where = (resource.plural, key)
         try:
             obj = await self._store.get(resource, namespace=key.namespace, name=key.name)
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 if obj is None:
+                    self._memory.pop(where, None)
                     return False
                 uid = str((obj.get("metadata") or {}).get("uid") or "")
-                remembered = self._written.setdefault((resource.plural, uid), {})
+                memory = self._memory.get(where)
+                if memory is None or memory.uid != uid:  # new, or deleted and made again
+                    memory = self._memory[where] = _Memory(uid)
                 current = (obj.get("status") or {}).get("conditions") or []
-                changes = condition_changes(wanted, remembered=remembered, current=current)
+                changes = condition_changes(wanted, remembered=memory.written, current=current)
                 if not changes:
+                    return False
+                if paced and attempt == 1 and memory.at is not None and (
+                        self._clock() - memory.at < self._min_interval):
+                    log.debug("resource_condition_deferred", kind=resource.kind,
+                              object=str(key), types=[c.type for c in changes])
                     return False
                 try:
                     await self._store.patch(resource, namespace=key.namespace, name=key.name,
@@ -291,7 +338,8 @@ class ConditionWriter:
                     obj = await kube.ignore_not_found(self._store.client.get(
                         resource, key.name, namespace=key.namespace))
                     continue
-                remembered.update({w.type: (w.status, w.reason) for w in changes})
+                memory.written.update({w.type: (w.status, w.reason) for w in changes})
+                memory.at = self._clock()
                 for change in changes:
                     event = log.info if change.status == "True" else log.warning
                     event("resource_condition_written", kind=resource.kind, object=str(key),
@@ -299,6 +347,7 @@ class ConditionWriter:
                           message=change.message)
                 return True
         except kube.NotFoundError:
+            self._memory.pop(where, None)
             return False
         except kube.KubeError as exc:
             log.warning("resource_condition_not_written", kind=resource.kind, object=str(key),
@@ -312,7 +361,9 @@ class ConditionWriter:
 
     async def delivery(self, delivery: Delivery) -> None:
         """An :class:`~flaggerpy.canary.alerting.Alerter`'s ``on_delivery``."""
-        await self.set(kube.ALERT_PROVIDERS, delivery.provider, delivery_conditions(delivery))
+        # Not paced: alerts are few and far between, so a change held back could wait for hours.
+        await self.set(kube.ALERT_PROVIDERS, delivery.provider, delivery_conditions(delivery),
+                       paced=False)
 
 
 class ReportingAnalyzer(MetricsAnalyzer):

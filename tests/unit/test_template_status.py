@@ -214,17 +214,54 @@ class RecordingStore:
         return self.obj
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_second_identical_outcome_writes_nothing() -> None:
     store = RecordingStore(template_object(OTHER))
-    writer = ConditionWriter(store=store)  # type: ignore[arg-type]
+    clock = Clock()
+    writer = ConditionWriter(store=store, clock=clock)  # type: ignore[arg-type]
     assert await writer.set(kube.METRIC_TEMPLATES, KEY, [FAILED])
     assert not await writer.set(kube.METRIC_TEMPLATES, KEY,
                                 [FAILED._replace(message="another error text")])
+    clock.now += 60
     assert await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])
     assert not await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])
     assert len(store.patches) == 2
     assert store.obj is not None
     assert [c["type"] for c in store.obj["status"]["conditions"]] == ["Ready", "Answered"]
+
+
+async def test_a_template_whose_outcomes_keep_changing_is_written_once_per_interval() -> None:
+    store = RecordingStore(template_object(OTHER))
+    clock = Clock()
+    writer = ConditionWriter(store=store, min_interval=10, clock=clock)  # type: ignore[arg-type]
+    assert await writer.set(kube.METRIC_TEMPLATES, KEY, [FAILED])
+    for _ in range(5):  # two canaries, one answered and one not, ticking each second
+        clock.now += 1
+        assert not await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])
+        assert not await writer.set(kube.METRIC_TEMPLATES, KEY, [FAILED])
+    clock.now += 5
+    assert await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])  # the next one after
+    assert len(store.patches) == 2
+    # An alert's outcome is written at once: the next alert may be hours away.
+    assert await writer.set(kube.METRIC_TEMPLATES, KEY, [FAILED], paced=False)
+
+
+async def test_an_object_made_again_is_judged_by_its_own_conditions() -> None:
+    store = RecordingStore(template_object(OTHER))
+    writer = ConditionWriter(store=store, min_interval=0)  # type: ignore[arg-type]
+    assert await writer.set(kube.METRIC_TEMPLATES, KEY, [FAILED])
+    assert store.obj is not None
+    store.obj = template_object(OTHER)
+    store.obj["metadata"]["uid"] = "u-2"  # deleted and created again: no Answered yet
+    assert await writer.set(kube.METRIC_TEMPLATES, KEY, [FAILED])
+    assert len(store.patches) == 2
 
 
 async def test_a_restarted_writer_does_not_rewrite_what_is_there() -> None:
