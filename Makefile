@@ -63,3 +63,4 @@ clean:
 bench: venv debian-deps cluster-bin ## benchmarks under e2e/bench (numbers, not pass/fail)
 	$(BIN)/python -m e2e.bench.detection --samples 30
 	$(BIN)/python -m e2e.bench.failover --samples 3
+	$(BIN)/python -m e2e.bench.judge --runs 200
