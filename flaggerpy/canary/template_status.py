@@ -302,7 +302,7 @@ class ConditionWriter:
     ) -> bool:
         """Makes the object's conditions say ``wanted``; True when a patch was written.
 
-        Never raises: an object that is gone, a conflict twice over, or a refused write is
+        Raises no API error: an object that is gone, a conflict twice over, or a refused write is
         logged, and the next outcome tries again.
         """
         if not wanted:
@@ -355,9 +355,13 @@ class ConditionWriter:
         return False
 
     async def templates(self, outcomes: Mapping[ObjectKey, Wanted]) -> None:
-        """Sets each template's ``Answered`` condition."""
+        """Sets each template's ``Answered`` condition; never raises (it runs inside a tick)."""
         for key, wanted in outcomes.items():
-            await self.set(kube.METRIC_TEMPLATES, key, [wanted])
+            try:
+                await self.set(kube.METRIC_TEMPLATES, key, [wanted])
+            except Exception as exc:  # a bug here must not cost the canary its tick
+                log.error("resource_condition_failed", kind="MetricTemplate", object=str(key),
+                          error=f"{type(exc).__name__}: {exc}")
 
     async def delivery(self, delivery: Delivery) -> None:
         """An :class:`~flaggerpy.canary.alerting.Alerter`'s ``on_delivery``."""

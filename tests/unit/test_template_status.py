@@ -291,3 +291,16 @@ async def test_an_object_that_is_gone_is_left_alone() -> None:
     writer = ConditionWriter(store=store)  # type: ignore[arg-type]
     assert not await writer.set(kube.ALERT_PROVIDERS, KEY, [ANSWERED])
 
+
+
+async def test_a_broken_store_never_fails_the_tick() -> None:
+    class Broken(RecordingStore):
+        async def get(self, resource: kube.Resource, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("cache gone")
+
+    store = Broken(template_object(OTHER))
+    writer = ConditionWriter(store=store)  # type: ignore[arg-type]
+    await writer.templates({KEY: ANSWERED})  # logged, not raised
+    assert store.patches == []
+    with pytest.raises(RuntimeError):
+        await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])
