@@ -110,6 +110,10 @@ class Tick:
     autoscaler: PrimaryAutoscaler | None
     state: TickState
     started: float = field(default_factory=time.monotonic)
+    apex_label: str = ""
+    """The selector label the apex Service carries with its own name, which Flagger's routers
+    also put on the routing objects (see :func:`as_routers_see_it`); empty when the engine
+    generates no Services."""
 
     @property
     def status(self) -> dict[str, Any]:
@@ -330,9 +334,12 @@ class Lifecycle:
         router = self._router(canary, provider=provider, state=state)
         capabilities = state.router_capabilities
         services = self._services_router(canary, metadata, capabilities)
+        apex_label = "" if isinstance(services, KubernetesNoopRouter) else metadata.label
+        canary = as_routers_see_it(canary, apex_label)
         autoscaler = self._autoscaler(canary)
         tick = Tick(obj=obj, canary=canary, provider=provider, workload=workload,
-                    services=services, router=router, autoscaler=autoscaler, state=state)
+                    services=services, router=router, autoscaler=autoscaler, state=state,
+                    apex_label=apex_label)
         phase = tick.phase
         initializing = phase in (CanaryPhase.UNSET, CanaryPhase.INITIALIZING)
         try:
@@ -881,7 +888,7 @@ class Lifecycle:
         """Patches the status and carries on with the object the API server returned."""
         updated = await self._patch_status(tick.canary, patch)
         tick.obj = updated
-        tick.canary = Canary.model_validate(updated)
+        tick.canary = as_routers_see_it(Canary.model_validate(updated), tick.apex_label)
 
     def _set_status_metric(self, tick: Tick) -> None:
         self._telemetry.set_status(name=tick.canary.spec.target_ref.name,
@@ -920,6 +927,29 @@ class Lifecycle:
 
     async def _alert(self, tick: Tick, message: AlertMessage) -> None:
         await self._alerter.alert(tick.canary, message)
+
+
+def as_routers_see_it(canary: Canary, apex_label: str) -> Canary:
+    """The Canary with ``<apex_label>: <apex name>`` among the ``service.apex`` labels.
+
+    Flagger's Kubernetes router puts that label on the apex Service by writing it into the
+    Canary's own ``service.apex`` metadata, which every mesh router then reads for its routing
+    objects (VirtualService, HTTPProxy, HTTPRoute, RouteTable, TraefikService): so when
+    ``service.apex`` is set, they carry the label too. Without ``service.apex`` Flagger writes
+    into a fresh value instead and no routing object gets it; nor does it with a Service target
+    (no Services generated). The routers here see the Canary as Flagger's do, so their objects
+    are the same.
+    """
+    service = canary.spec.service
+    apex = service.apex if service is not None else None
+    if service is None or apex is None or not apex_label:
+        return canary
+    labels = {**(apex.labels or {}), apex_label: canary.get_service_names().apex}
+    if apex.labels == labels:
+        return canary
+    apex = apex.model_copy(update={"labels": labels})
+    spec = canary.spec.model_copy(update={"service": service.model_copy(update={"apex": apex})})
+    return canary.model_copy(update={"spec": spec})
 
 
 def _said_lately(state: TickState, topic: str, *, within: float) -> bool:
