@@ -99,6 +99,22 @@ def test_hodges_lehmann_large_samples_use_the_normal_approximation() -> None:
     assert interval == (differences[k - 1], differences[pairs - k])
 
 
+@pytest.mark.parametrize(("m", "n"), [(50, 51), (45, 60), (60, 60)])
+def test_normal_approximation_is_within_one_rank_of_the_exact_interval(m: int, n: int) -> None:
+    """Just above EXACT_LIMIT pairs, the approximate bound is the exact one or one rank wider."""
+    x, y = _lognormal(m, m), _lognormal(n + 1000, n)
+    differences = np.sort(np.subtract.outer(x, y).ravel())
+    exact_k = 0
+    while mann_whitney_cdf(exact_k, m, n) <= 0.025:
+        exact_k += 1
+
+    _, interval = hodges_lehmann(x, y, confidence=0.95)
+
+    assert interval is not None
+    lower = int(np.searchsorted(differences, interval[0])) + 1
+    assert exact_k - 1 <= lower <= exact_k
+
+
 def test_hodges_lehmann_interval_covers_the_true_shift() -> None:
     """Over 400 draws with a known shift of 3, a 95 % interval misses it about 5 % of the time."""
     rng = np.random.default_rng(7)
