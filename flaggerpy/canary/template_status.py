@@ -25,7 +25,8 @@ The outcomes come from what :class:`~flaggerpy.canary.metrics_analysis.MetricsAn
 :class:`~flaggerpy.canary.alerting.Alerter` return or report (neither writes to the cluster);
 this module decides and writes. Writes are rare (design rule 3): a template is asked on every
 tick of every canary using it, so a condition is written only when its status or reason
-changes, never per query. The last written status and reason of each object (by uid) and
+changes (or the object's spec was edited since it was set: ``observedGeneration``), never per
+query. The last written status and reason of each object (by uid) and
 condition type are kept in memory; before the first write after a start, the object's own
 conditions (from the informer cache) are compared instead, so a restart rewrites nothing that
 is already right. The message is not compared: an error worded differently from tick to tick
@@ -45,7 +46,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import structlog
 
@@ -68,6 +69,7 @@ __all__ = [
     "SECRET_VALID",
     "ConditionWriter",
     "ReportingAnalyzer",
+    "Seen",
     "Wanted",
     "condition_changes",
     "conditions_patch",
@@ -197,24 +199,35 @@ def delivery_conditions(delivery: Delivery) -> list[Wanted]:
 # --- the decision and the patch -----------------------------------------------------------------
 
 
-def _state(conditions: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
-    return {str(c.get("type")): (str(c.get("status")), str(c.get("reason")))
+Seen: TypeAlias = tuple[str, str, int | None]
+"""A condition's status, reason and ``observedGeneration``: what decides a write."""
+
+
+def _generation(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _state(conditions: Iterable[Mapping[str, Any]]) -> dict[str, Seen]:
+    return {str(c.get("type")): (str(c.get("status")), str(c.get("reason")),
+                                 _generation(c.get("observedGeneration")))
             for c in conditions if isinstance(c, Mapping)}
 
 
 def condition_changes(
         wanted: Sequence[Wanted],
         *,
-        remembered: Mapping[str, tuple[str, str]],  # type -> (status, reason) we last wrote
+        remembered: Mapping[str, Seen],  # type -> what this process last wrote
         current: Sequence[Mapping[str, Any]],  # the object's conditions as last seen
+        generation: int | None = None,  # the object's metadata.generation
 ) -> list[Wanted]:
-    """The conditions of ``wanted`` whose status or reason differ from what is there.
+    """The conditions of ``wanted`` whose status or reason differ from what is there, or
+    that were set for another generation of the object (its spec was edited since).
 
     What this process last wrote counts first; a type it never wrote is compared with the
     object's own condition. A changed message alone is no change.
     """
     seen = {**_state(current), **remembered}
-    return [w for w in wanted if seen.get(w.type) != (w.status, w.reason)]
+    return [w for w in wanted if seen.get(w.type) != (w.status, w.reason, generation)]
 
 
 def conditions_patch(
@@ -228,7 +241,7 @@ def conditions_patch(
     """
     timestamp = now or now_rfc3339()
     metadata = obj.get("metadata") or {}
-    generation = metadata.get("generation")
+    generation = _generation(metadata.get("generation"))
     conditions = [dict(c) for c in (obj.get("status") or {}).get("conditions") or []
                   if isinstance(c, Mapping)]
     for change in changes:
@@ -243,7 +256,7 @@ def conditions_patch(
         }
         if old is not None and old.get("status") == change.status:
             condition["lastTransitionTime"] = old.get("lastTransitionTime") or timestamp
-        if isinstance(generation, int):
+        if generation is not None:
             condition["observedGeneration"] = generation
         if old is None:
             conditions.append(condition)
@@ -264,8 +277,8 @@ class _Memory:
     """What this process last wrote on one object."""
 
     uid: str
-    written: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Condition type -> (status, reason)."""
+    written: dict[str, Seen] = field(default_factory=dict)
+    """Condition type -> (status, reason, observedGeneration)."""
     at: float | None = None
     """When (``clock``) it last wrote the object."""
 
@@ -319,7 +332,9 @@ class ConditionWriter:
                 if memory is None or memory.uid != uid:  # new, or deleted and made again
                     memory = self._memory[where] = _Memory(uid)
                 current = (obj.get("status") or {}).get("conditions") or []
-                changes = condition_changes(wanted, remembered=memory.written, current=current)
+                generation = _generation((obj.get("metadata") or {}).get("generation"))
+                changes = condition_changes(wanted, remembered=memory.written, current=current,
+                                            generation=generation)
                 if not changes:
                     return False
                 if paced and attempt == 1 and memory.at is not None and (
@@ -338,7 +353,8 @@ class ConditionWriter:
                     obj = await kube.ignore_not_found(self._store.client.get(
                         resource, key.name, namespace=key.namespace))
                     continue
-                memory.written.update({w.type: (w.status, w.reason) for w in changes})
+                memory.written.update(
+                    {w.type: (w.status, w.reason, generation) for w in changes})
                 memory.at = self._clock()
                 for change in changes:
                     event = log.info if change.status == "True" else log.warning

@@ -142,7 +142,8 @@ def test_a_condition_never_written_nor_there_is_a_change() -> None:
 
 def test_the_same_status_and_reason_is_no_change_whatever_the_message() -> None:
     reworded = FAILED._replace(message="Metric query failed for latency: 502")
-    assert condition_changes([reworded], remembered={"Answered": ("False", "QueryFailed")},
+    assert condition_changes([reworded],
+                             remembered={"Answered": ("False", "QueryFailed", None)},
                              current=[]) == []
     # After a restart nothing is remembered: the object's own condition counts.
     assert condition_changes([reworded], remembered={}, current=[condition(FAILED)]) == []
@@ -150,10 +151,19 @@ def test_the_same_status_and_reason_is_no_change_whatever_the_message() -> None:
 
 def test_what_was_written_counts_before_a_cache_that_lags() -> None:
     # The cache still shows the old condition; this process already wrote the new one.
-    assert condition_changes([ANSWERED], remembered={"Answered": ("True", "ProviderAnswered")},
-                             current=[condition(FAILED)]) == []
-    assert condition_changes([FAILED], remembered={"Answered": ("True", "ProviderAnswered")},
-                             current=[condition(FAILED)]) == [FAILED]
+    written = {"Answered": ("True", "ProviderAnswered", 3)}
+    assert condition_changes([ANSWERED], remembered=written, current=[condition(FAILED)],
+                             generation=3) == []
+    assert condition_changes([FAILED], remembered=written, current=[condition(FAILED)],
+                             generation=3) == [FAILED]
+
+
+def test_a_condition_set_for_an_older_spec_is_a_change() -> None:
+    set_for_3 = {**condition(ANSWERED), "observedGeneration": 3}
+    assert condition_changes([ANSWERED], remembered={}, current=[set_for_3],
+                             generation=3) == []
+    assert condition_changes([ANSWERED], remembered={}, current=[set_for_3],
+                             generation=4) == [ANSWERED]
 
 
 def test_a_new_reason_with_the_same_status_is_a_change() -> None:
@@ -265,10 +275,21 @@ async def test_an_object_made_again_is_judged_by_its_own_conditions() -> None:
 
 
 async def test_a_restarted_writer_does_not_rewrite_what_is_there() -> None:
-    store = RecordingStore(template_object(condition(FAILED)))
+    store = RecordingStore(template_object({**condition(FAILED), "observedGeneration": 3}))
     writer = ConditionWriter(store=store)  # type: ignore[arg-type]
     assert not await writer.set(kube.METRIC_TEMPLATES, KEY, [FAILED])
     assert store.patches == []
+
+
+async def test_an_edited_spec_gets_its_condition_again_once() -> None:
+    store = RecordingStore(template_object(OTHER))
+    writer = ConditionWriter(store=store, min_interval=0)  # type: ignore[arg-type]
+    assert await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])
+    assert store.obj is not None
+    store.obj["metadata"]["generation"] = 4  # someone changed the address
+    assert await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])
+    assert not await writer.set(kube.METRIC_TEMPLATES, KEY, [ANSWERED])
+    assert [c.get("observedGeneration") for c in store.obj["status"]["conditions"]] == [None, 4]
 
 
 async def test_a_conflict_is_retried_once_on_the_object_read_again() -> None:
