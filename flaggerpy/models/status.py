@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from pydantic import Field
 
-from flaggerpy.models._base import FlaggerModel, Number
+from flaggerpy.models._base import Crd, FlaggerModel, Number
 
 __all__ = [
+    "ANALYSIS_HISTORY_LIMIT",
     "PROMOTED_CONDITION",
+    "AnalysisDecision",
     "CanaryCondition",
     "CanaryPhase",
     "CanaryStatus",
@@ -95,6 +97,47 @@ def _find(conditions: Sequence[_C] | None, type_: str) -> _C | None:
     return None
 
 
+ANALYSIS_HISTORY_LIMIT = 20
+"""How many metric decisions ``status.analysisHistory`` keeps, newest last."""
+
+_HISTORY_REASON = (
+    "why the analysis decided what it did, per metric check (flaggerpy); optional, written by"
+    " the controller, ignored by Flagger"
+)
+
+
+class AnalysisDecision(FlaggerModel):
+    """One metric check of one analysis tick, as ``kubectl get canary -o yaml`` shows it.
+
+    Written by the controller (``flaggerpy.canary.decisions``) so a person can see why a
+    canary advanced, held, failed a check or rolled back without reading the logs. Queries are
+    shown as sent, with any credential redacted.
+    """
+
+    time: datetime = Field(description="When the check ran")
+    metric: str = Field(description="analysis.metrics[].name")
+    verdict: str = Field(description="What the check found: Pass, Fail, NoData or Error")
+    action: str = Field(
+        description=(
+            "What the controller did with it: pass, fail (a failed check counted), hold (the"
+            " weight kept, nothing counted), skip (not judged this tick) or dry-run (reported"
+            " only)"
+        )
+    )
+    value: float | None = Field(default=None, description="The value judged, if one was obtained")
+    threshold_min: float | None = Field(
+        default=None, description="The lowest value accepted (thresholdRange.min)"
+    )
+    threshold_max: float | None = Field(
+        default=None, description="The highest value accepted (thresholdRange.max or threshold)"
+    )
+    samples: int | None = Field(
+        default=None, description="Requests (or values) the verdict rests on, when counted"
+    )
+    query: str | None = Field(default=None, description="The query as sent, credentials redacted")
+    message: str | None = Field(default=None, description="The reason, in words")
+
+
 class CanaryStatus(FlaggerModel):
     """Observed state of a Canary: phase, counters, spec hashes and the ``Promoted`` condition."""
 
@@ -131,6 +174,15 @@ class CanaryStatus(FlaggerModel):
     )
     conditions: list[Condition] | None = Field(
         default=None, description="Status conditions of this canary"
+    )
+    analysis_history: Annotated[
+        list[AnalysisDecision] | None, Crd(new=True, reason=_HISTORY_REASON)
+    ] = Field(
+        default=None,
+        description=(
+            "flaggerpy: the latest metric decisions (at most 20, newest last): query, value,"
+            " threshold, samples, verdict and what was done"
+        ),
     )
 
     def get_condition(self, type_: str = PROMOTED_CONDITION) -> Condition | None:
