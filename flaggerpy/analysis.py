@@ -38,6 +38,7 @@ __all__ = [
     "MetricsProviderFactory",
     "Observer",
     "ObserverFactory",
+    "SampleProvider",
     "ThresholdBreach",
     "ThresholdRange",
     "ThresholdRangeLike",
@@ -69,6 +70,26 @@ class MetricsProvider(Protocol):
 
     async def aclose(self) -> None:
         """Releases the connection pool."""
+        ...
+
+
+@runtime_checkable
+class SampleProvider(Protocol):
+    """The optional capability a ``compare`` metric needs: every value over a window.
+
+    A metric compared with the primary (``metrics[].compare``) is judged on two samples, one
+    per workload, not on one number each: the provider evaluates the query at regular steps
+    over ``window`` (ending now) and answers all values of all series. Prometheus does it with
+    ``/api/v1/query_range``. A provider that does not implement this method cannot serve a
+    ``compare`` metric; the check then fails naming the provider type.
+    """
+
+    async def run_samples(self, query: str, *, window: timedelta) -> list[float]:
+        """Every value the query takes over the last ``window``; NaNs included, in no order.
+
+        An empty list means no data (the judge decides what too few values mean); raises a
+        ``MetricsError`` when the backend fails, as :meth:`MetricsProvider.run_query` does.
+        """
         ...
 
 

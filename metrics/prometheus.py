@@ -27,6 +27,13 @@ The answer:
 
 :meth:`PrometheusProvider.is_online` runs ``vector(1)``, which must answer 1.
 
+:meth:`PrometheusProvider.run_samples` (the SDK's optional
+:class:`~flaggerpy.analysis.SampleProvider`, what a ``compare`` metric needs) sends
+``GET <address>/api/v1/query_range?query=<query>&start=<now - window>&end=<now>&step=<step>``
+with ``step = window / 30`` bounded to 1 s .. 5 min (about 30 points per series, the least the
+judge needs to see a 30 % shift, see e2e/bench), and answers the values of every point of
+every series. HTTP errors are read as for an instant query.
+
 Factory signature (the ``flaggerpy.metrics`` entry point ``prometheus``). The analysis calls
 every metrics provider factory with the same keyword arguments, taken from the
 MetricTemplate's ``spec.provider`` and its Secret; a provider ignores the ones it does not use::
@@ -54,14 +61,16 @@ import json
 import math
 import posixpath
 import re
+import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import quote_plus, unquote, urlsplit, urlunsplit
 
 import structlog
 import yarl
 
-from flaggerpy.analysis import MetricsProvider
+from flaggerpy.analysis import MetricsProvider, SampleProvider
 from flaggerpy.errors import (
     MetricsError,
     MultipleValuesError,
@@ -78,7 +87,15 @@ from flaggerpy.metrics._http import (
     header_pairs,
 )
 
-__all__ = ["ONLINE_QUERY", "PrometheusProvider", "collapse_whitespace"]
+__all__ = [
+    "MAX_STEP",
+    "MIN_STEP",
+    "ONLINE_QUERY",
+    "SAMPLE_POINTS",
+    "PrometheusProvider",
+    "collapse_whitespace",
+    "sample_step",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +104,20 @@ ONLINE_QUERY: Final = "vector(1)"
 
 _WHITESPACE: Final = re.compile(r"[\t\n\f\r ]+")  # Go's \s (RE2 is ASCII-only)
 _API_PATH: Final = "api/v1/query"
+_RANGE_PATH: Final = "api/v1/query_range"
+
+SAMPLE_POINTS: Final = 30
+"""Points per series :meth:`PrometheusProvider.run_samples` asks for (``step = window / 30``)."""
+MIN_STEP: Final = timedelta(seconds=1)
+"""The finest step of a range query: Prometheus' own resolution is milliseconds, but a step
+shorter than a second only repeats the same scraped samples."""
+MAX_STEP: Final = timedelta(minutes=5)
+"""The coarsest step: Prometheus' lookback delta, beyond which points would skip samples."""
+
+
+def sample_step(window: timedelta) -> timedelta:
+    """The step of the range query behind :meth:`PrometheusProvider.run_samples`."""
+    return min(max(window / SAMPLE_POINTS, MIN_STEP), MAX_STEP)
 
 
 def collapse_whitespace(query: str) -> str:
@@ -132,6 +163,7 @@ class PrometheusProvider(HTTPProvider):
         host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
         netloc = f"{host}:{port}" if port else str(host)
         self._query_url = urlunsplit((parts.scheme, netloc, path, "", ""))
+        self._range_url = self._query_url[: -len(_API_PATH)] + _RANGE_PATH
         header_list = header_pairs(headers)
         token, username, password = _credentials(secret)
         authorization = ""
@@ -165,6 +197,31 @@ class PrometheusProvider(HTTPProvider):
             raise MetricsError(
                 f"error unmarshaling result: {exc}, '{excerpt(answer.body)}'") from exc
         return _value_of(payload, endpoint=self.endpoint)
+
+    async def run_samples(self, query: str, *, window: timedelta) -> list[float]:
+        """Every value of every series of the query over the last ``window`` (a range query).
+
+        NaNs are kept (the judge drops them); an answer with no series is an empty list.
+        """
+        if window <= timedelta(0):
+            raise MetricsError(f"a range query needs a positive window, got {window}")
+        end = time.time()
+        start = end - window.total_seconds()
+        step = sample_step(window).total_seconds()
+        params = (f"query={quote_plus(collapse_whitespace(query), safe='')}"
+                  f"&start={start:.3f}&end={end:.3f}&step={step:g}")
+        url = yarl.URL(f"{self._range_url}?{params}", encoded=True)
+        answer = await self.request("GET", url, headers=self._headers)
+        if answer.status >= 500:
+            raise ProviderOfflineError(f"error response: {excerpt(answer.body)}")
+        if answer.status >= 400:
+            raise MetricsError(f"error response: {excerpt(answer.body)}")
+        try:
+            payload = json.loads(answer.body)
+        except ValueError as exc:
+            raise MetricsError(
+                f"error unmarshaling result: {exc}, '{excerpt(answer.body)}'") from exc
+        return _values_of(payload)
 
     async def is_online(self) -> bool:
         """True if ``vector(1)`` answers 1, False if it answers something else.
@@ -229,6 +286,23 @@ def _value_of(payload: Any, *, endpoint: str) -> float:
     return value
 
 
+def _values_of(payload: Any) -> list[float]:
+    """All values of all series in a ``/api/v1/query_range`` answer (a ``matrix``)."""
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    if not isinstance(data, Mapping):
+        return []
+    result = data.get("result")
+    values: list[float] = []
+    for entry in result if isinstance(result, list) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        for point in entry.get("values") or ():
+            sample = _sample(point)
+            if sample is not None:
+                values.append(sample)
+    return values
+
+
 def _sample(raw: object) -> float | None:
     """``[timestamp, "value"]`` as a float; None when it is not a sample."""
     if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[1], str):
@@ -240,3 +314,4 @@ def _sample(raw: object) -> float | None:
 
 
 _: type[MetricsProvider] = PrometheusProvider
+_samples: type[SampleProvider] = PrometheusProvider
