@@ -70,11 +70,13 @@ from flaggerpy.analysis import (
     ObserverFactory,
     evaluate,
 )
+from flaggerpy.canary.comparison import ComparisonUnsupported, compare_with_primary
 from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError, PluginError
+from flaggerpy.judging import Comparison, Judgement, Verdict
 from flaggerpy.kube import ObjectReader
 from flaggerpy.kube.config import ApiServerAccess, api_server_access
 from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.models import Canary, CanaryMetric, MetricTemplate
+from flaggerpy.models import Canary, CanaryMetric, MetricTemplate, durations
 from flaggerpy.plugins import Registry
 from flaggerpy.routing import Capabilities, capabilities_of
 from flaggerpy.settings import Settings
@@ -159,6 +161,9 @@ class MetricResult:
     """The MetricTemplate checked, for a ``templateRef`` metric."""
     cause: TemplateCause | None = None
     """What the template's provider did, for a ``templateRef`` metric."""
+    judgement: Judgement | None = None
+    """For a metric with ``compare``: the statistical judge's verdict against the primary
+    (then ``value`` is its estimated shift canary - primary)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +333,9 @@ class MetricsAnalyzer:
             else:
                 result = _error(metric, "Metric query failed for no usable metrics template and "
                                         "query were configured")
+            if result.passed and metric.compare is not None and metric.template_ref is None:
+                result = _error(metric, f"Metric compare failed for {metric.name}: compare "
+                                        "needs a templateRef (the query rendered per workload)")
             results.append(result)
             log.debug("metric_checked", metric=result.name, value=result.value,
                       passed=result.passed)
@@ -563,17 +571,74 @@ class MetricsAnalyzer:
                            template=key, cause=TemplateCause.RENDER_FAILED)
         log.debug("metric_template_query", template=f"{ref.name}.{namespace}", query=query)
         try:
-            value = await provider.run_query(query)
-            result = self._judge(canary, metric, MetricKind.CUSTOM, value)
-        except NoValuesFoundError as exc:
-            result = _no_values(metric, "Halt advancement no values found for custom metric: "
-                                        f"{metric.name}: {exc}")
+            comparison = Comparison.from_metric(metric)
+        except ValueError as exc:
+            return replace(_error(metric, f"Metric {metric.name} compare error: {exc}"),
+                           template=key)
+        if comparison is None or _has_threshold(metric):  # both must pass when both are set
+            try:
+                value = await provider.run_query(query)
+                result = self._judge(canary, metric, MetricKind.CUSTOM, value)
+            except NoValuesFoundError as exc:
+                result = _no_values(metric, "Halt advancement no values found for custom "
+                                            f"metric: {metric.name}: {exc}")
+            except Exception as exc:
+                _log_unexpected(exc, metric)
+                return replace(_error(metric, f"Metric query failed for {metric.name}: "
+                                              f"{_describe(exc)}"),
+                               template=key, cause=TemplateCause.QUERY_FAILED)
+            if comparison is None or not result.passed:
+                return replace(result, template=key, cause=TemplateCause.ANSWERED)
+        return replace(
+            await self._compare_check(canary, metric, provider, template, model, comparison),
+            template=key,
+        )
+
+    async def _compare_check(
+            self,
+            canary: Canary,
+            metric: CanaryMetric,
+            provider: MetricsProvider,
+            template: MetricTemplate,
+            model: MetricTemplateModel,
+            comparison: Comparison,
+    ) -> MetricResult:
+        """The metric judged against the primary (:mod:`flaggerpy.canary.comparison`).
+
+        Fail is a failed check in Flagger's "Halt ... advancement" words with the statistic;
+        Pass and Marginal pass; NoData is a "no values found" result, held or failed as any.
+        """
+        provider_type = template.spec.provider.type
+        try:
+            compared = await compare_with_primary(
+                provider, provider_type=provider_type, query=template.spec.query, model=model,
+                comparison=comparison)
+        except ComparisonUnsupported as exc:
+            return _error(metric, f"Metric compare failed for {metric.name}: {exc}")
         except Exception as exc:
             _log_unexpected(exc, metric)
             return replace(_error(metric, f"Metric query failed for {metric.name}: "
                                           f"{_describe(exc)}"),
-                           template=key, cause=TemplateCause.QUERY_FAILED)
-        return replace(result, template=key, cause=TemplateCause.ANSWERED)
+                           cause=TemplateCause.QUERY_FAILED)
+        judgement = compared.judgement
+        where = (f"{metric.name} compared with the primary over "
+                 f"{durations.format_duration(compared.window.total_seconds())}")
+        if judgement.verdict is Verdict.NO_DATA:
+            return replace(
+                _no_values(metric, f"Halt advancement no values found for custom metric: "
+                                   f"{where}: {judgement.reason}"),
+                judgement=judgement, cause=TemplateCause.ANSWERED)
+        if judgement.verdict is Verdict.FAIL:
+            return MetricResult(
+                name=metric.name, value=judgement.estimate, passed=False,
+                message=f"Halt {canary.name}.{canary.namespace} advancement {where}: "
+                        f"{judgement.reason}",
+                judgement=judgement, cause=TemplateCause.ANSWERED)
+        if judgement.verdict is Verdict.MARGINAL:
+            log.info("metric_compare_marginal", canary=f"{canary.name}.{canary.namespace}",
+                     metric=metric.name, reason=judgement.reason)
+        return MetricResult(name=metric.name, value=judgement.estimate, passed=True, message="",
+                            judgement=judgement, cause=TemplateCause.ANSWERED)
 
     def _template(self, key: ObjectKey) -> MetricTemplate:
         where = f"Metric template {key.name}.{key.namespace}"
@@ -719,6 +784,11 @@ class MetricsAnalyzer:
 
 def _is_builtin(metric: CanaryMetric) -> bool:
     return MetricKind.of(metric.name) in _BUILTIN_NAMES
+
+
+def _has_threshold(metric: CanaryMetric) -> bool:
+    """Whether a fixed threshold applies (``thresholdRange`` or the deprecated ``threshold``)."""
+    return metric.threshold_range is not None or metric.threshold is not None
 
 
 def _interval(canary: Canary, metric: CanaryMetric) -> str:

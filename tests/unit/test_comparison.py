@@ -1,0 +1,141 @@
+"""A metric compared with the primary: what each side's query is, and what cannot be compared.
+
+The judge itself is tested in test_judge.py; here the two renderings of one MetricTemplate
+query, the window the samples are asked over, and the refusals (a provider that cannot return
+samples, a test not supported yet, an interval that is not a duration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+
+from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, SampleProvider
+from flaggerpy.canary.comparison import (
+    ComparisonUnsupported,
+    compare_with_primary,
+    primary_model,
+)
+from flaggerpy.judging import Comparison, StatTest, Verdict
+from flaggerpy.templating import render
+
+# Flagger's documented latency template: the pods of {{ target }} by their generated names.
+P99 = """
+histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{
+  kubernetes_namespace="{{ namespace }}",
+  kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+}[{{ interval }}])) by (le))
+"""
+
+
+def model(**fields: str) -> MetricTemplateModel:
+    values = {"name": "web", "namespace": "shop", "target": "podinfo", "service": "frontend",
+              "ingress": "edge", "route": "podinfo-00002", "interval": "1m", **fields}
+    return MetricTemplateModel(**values, variables={"reporter": "destination"})  # type: ignore[arg-type]
+
+
+def test_the_primary_side_changes_the_target_only() -> None:
+    canary = model()
+    primary = primary_model(canary)
+    assert primary.target == "podinfo-primary"
+    assert (primary.name, primary.namespace, primary.service, primary.ingress, primary.route,
+            primary.interval) == ("web", "shop", "frontend", "edge", "podinfo-00002", "1m")
+    assert dict(primary.variables) == {"reporter": "destination"}
+
+
+def test_a_query_renders_once_per_workload() -> None:
+    canary = render(P99, model())
+    primary = render(P99, primary_model(model()))
+    assert 'kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"' in canary
+    assert 'kubernetes_pod_name=~"podinfo-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"' in primary
+    assert canary.replace("podinfo-", "podinfo-primary-") == primary
+
+
+@dataclass
+class Recording:
+    """A provider with samples: answers by which workload a query names."""
+
+    answers: dict[str, list[float]]
+    asked: list[tuple[str, timedelta]] = field(default_factory=list)
+
+    async def run_samples(self, query: str, *, window: timedelta) -> list[float]:
+        self.asked.append((query, window))
+        side = "primary" if "-primary" in query else "canary"
+        return self.answers[side]
+
+    async def run_query(self, query: str) -> float:
+        raise AssertionError("a comparison asks for samples only")
+
+    async def is_online(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ValueOnly:
+    """A provider that answers one value per query, as most do."""
+
+    async def run_query(self, query: str) -> float:
+        return 1.0
+
+    async def is_online(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_both_sides_are_asked_over_the_metric_interval_and_judged() -> None:
+    provider = Recording({"canary": [130.0 + i % 5 for i in range(30)],
+                          "primary": [100.0 + i % 5 for i in range(30)]})
+    compared = await compare_with_primary(
+        provider, provider_type="prometheus", query=P99, model=model(interval="2m"),
+        comparison=Comparison())
+    assert sorted(q for q, _ in provider.asked) == sorted(
+        [compared.canary_query, compared.primary_query])
+    assert {w for _, w in provider.asked} == {timedelta(minutes=2)}
+    assert "podinfo-primary-" in compared.primary_query
+    assert "podinfo-primary-" not in compared.canary_query
+    assert compared.verdict is Verdict.FAIL
+    assert compared.judgement.estimate == pytest.approx(30.0)
+
+
+async def test_a_canary_like_the_primary_passes() -> None:
+    same = [100.0 + i % 7 for i in range(30)]
+    compared = await compare_with_primary(
+        Recording({"canary": same, "primary": same}), provider_type="prometheus", query=P99,
+        model=model(), comparison=Comparison())
+    assert compared.verdict is Verdict.PASS
+
+
+async def test_no_samples_is_no_data() -> None:
+    compared = await compare_with_primary(
+        Recording({"canary": [], "primary": [100.0] * 30}), provider_type="prometheus",
+        query=P99, model=model(), comparison=Comparison())
+    assert compared.verdict is Verdict.NO_DATA
+
+
+async def test_a_provider_without_samples_is_refused_by_its_type() -> None:
+    provider: MetricsProvider = ValueOnly()
+    assert not isinstance(provider, SampleProvider)
+    with pytest.raises(ComparisonUnsupported, match="provider datadog cannot return samples"):
+        await compare_with_primary(provider, provider_type="datadog", query=P99,
+                                   model=model(), comparison=Comparison())
+
+
+async def test_a_proportion_test_is_refused_for_now() -> None:
+    with pytest.raises(ComparisonUnsupported, match="proportion is not supported"):
+        await compare_with_primary(
+            Recording({"canary": [], "primary": []}), provider_type="prometheus", query=P99,
+            model=model(), comparison=Comparison(test=StatTest.PROPORTION))
+
+
+@pytest.mark.parametrize("interval", ["", "soon", "0s"])
+async def test_an_interval_that_is_no_window_is_refused(interval: str) -> None:
+    with pytest.raises(ComparisonUnsupported, match="interval"):
+        await compare_with_primary(
+            Recording({"canary": [], "primary": []}), provider_type="prometheus", query=P99,
+            model=model(interval=interval), comparison=Comparison())
