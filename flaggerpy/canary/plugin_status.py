@@ -115,11 +115,19 @@ def _plugin_name(obj: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
 def ready_patch(
         obj: Mapping[str, Any], wanted: Readiness
 ) -> dict[str, Any] | None:
-    """The status patch that sets ``Ready`` to ``wanted``, or None when it already is."""
+    """The status patch that sets ``Ready`` to ``wanted``, or None when it already is.
+
+    The condition carries the object's ``observedGeneration``, so an edited spec whose type
+    is still served gets its ``Ready`` written again, naming the new generation.
+    """
     conditions = [dict(c) for c in (obj.get("status") or {}).get("conditions") or []]
     current = next((c for c in conditions if c.get("type") == READY), None)
+    generation = (obj.get("metadata") or {}).get("generation")
+    if not isinstance(generation, int):
+        generation = None
     if current is not None and (
-            current.get("status"), current.get("reason"), current.get("message")) == wanted:
+            current.get("status"), current.get("reason"), current.get("message")) == wanted \
+            and current.get("observedGeneration") == generation:
         return None
     now = now_rfc3339()
     transition = now
@@ -133,6 +141,8 @@ def ready_patch(
         "lastUpdateTime": now,
         "lastTransitionTime": transition,
     }
+    if generation is not None:
+        condition["observedGeneration"] = generation
     others = [c for c in conditions if c.get("type") != READY]
     patch: dict[str, Any] = {"status": {"conditions": [*others, condition]}}
     version = kube.resource_version(obj)

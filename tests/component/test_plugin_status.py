@@ -101,3 +101,18 @@ def test_the_transition_time_moves_only_with_the_status() -> None:
     assert flipped is not None
     [condition] = flipped["status"]["conditions"]
     assert condition["lastTransitionTime"] > "2026-01-01T00:00:00Z"
+
+
+def test_an_edited_spec_gets_ready_again_with_its_generation() -> None:
+    current = {"type": "Ready", "status": WANTED.status, "reason": WANTED.reason,
+               "message": WANTED.message, "lastUpdateTime": "2026-01-01T00:00:00Z",
+               "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}
+    edited = obj(OTHER, current)
+    edited["metadata"]["generation"] = 1
+    assert ready_patch(edited, WANTED) is None
+    edited["metadata"]["generation"] = 2
+    patch = ready_patch(edited, WANTED)
+    assert patch is not None
+    _other, ready = patch["status"]["conditions"]
+    assert ready["observedGeneration"] == 2
+    assert ready["lastTransitionTime"] == "2026-01-01T00:00:00Z"
