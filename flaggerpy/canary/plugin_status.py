@@ -133,7 +133,7 @@ def ready_patch(
     transition = now
     if current is not None and current.get("status") == wanted.status:
         transition = current.get("lastTransitionTime") or now
-    condition = {
+    condition: dict[str, Any] = {
         "type": READY,
         "status": wanted.status,
         "reason": wanted.reason,
