@@ -19,6 +19,15 @@ Flagger's (``name`` is the canary's target name, as in Flagger):
 - counters ``flagger_canary_successes_total`` and ``flagger_canary_failures_total``
   ``{name, namespace, deployment_strategy, analysis_status}``
 
+flaggerpy's, beside ``flagger_canary_metric_analysis`` so a dashboard can draw the limit next
+to the value (fluxcd/flagger#1304):
+
+- gauge ``flaggerpy_canary_metric_threshold{name, namespace, metric, bound}``: the limit each
+  metric is judged against (``bound`` is ``min`` or ``max``; request-duration in milliseconds)
+- counter ``flaggerpy_canary_metric_checks_total{name, namespace, metric, verdict, action}``:
+  every check, with its verdict (Pass, Fail, NoData, Error, ...) and what the controller did
+  (pass, fail, hold, skip, dry-run)
+
 controller-runtime's and client-go's:
 
 - counter ``controller_runtime_reconcile_total{controller, result}``
@@ -129,6 +138,16 @@ class Recorder:
             "flagger_canary_metric_analysis", "Last canary analysis result per metric",
             ["name", "namespace", "metric"], registry=r,
         )
+        self.canary_metric_threshold = Gauge(
+            "flaggerpy_canary_metric_threshold",
+            "The limit each canary analysis metric is judged against (bound: min or max)",
+            ["name", "namespace", "metric", "bound"], registry=r,
+        )
+        self.canary_metric_checks = Counter(
+            "flaggerpy_canary_metric_checks_total",
+            "Canary analysis metric checks by verdict and by what the controller did",
+            ["name", "namespace", "metric", "verdict", "action"], registry=r,
+        )
         self.canary_successes = Counter(
             "flagger_canary_successes_total", "Total number of canary successes",
             ["name", "namespace", "deployment_strategy", "analysis_status"], registry=r,
@@ -216,6 +235,21 @@ class Recorder:
     def set_analysis(self, *, name: str, namespace: str, metric: str, value: float) -> None:
         """The last value of one analysis metric."""
         self.canary_metric_analysis.labels(name=name, namespace=namespace, metric=metric).set(value)
+
+    def set_metric_threshold(
+            self, *, name: str, namespace: str, metric: str, bound: str, value: float
+    ) -> None:
+        """The ``min`` or ``max`` limit one analysis metric is judged against."""
+        self.canary_metric_threshold.labels(
+            name=name, namespace=namespace, metric=metric, bound=bound).set(value)
+
+    def inc_metric_check(
+            self, *, name: str, namespace: str, metric: str, verdict: str, action: str
+    ) -> None:
+        """One metric check: its verdict and what the controller did with it."""
+        self.canary_metric_checks.labels(
+            name=name, namespace=namespace, metric=metric, verdict=verdict, action=action,
+        ).inc()
 
     def inc_successes(
             self, *, name: str, namespace: str, deployment_strategy: str, analysis_status: str

@@ -27,7 +27,10 @@ seconds), passing or not.
 Flagger. ``hold_on_no_values=True`` (a flaggerpy addition, off by default) makes it a *hold*
 instead: the outcome does not pass, so the canary does not advance, but it carries
 ``hold=True`` so the engine does not count a failed check either; the analysis simply waits
-for traffic. Builtin and template metrics are treated alike.
+for traffic. Builtin and template metrics are treated alike. A metric's own ``onNoData``
+(``fail``, ``hold``, ``skip``), ``minSamples`` and ``dryRun`` (and ``analysis.dryRun``) take
+precedence: each check becomes a :class:`~flaggerpy.canary.decisions.Decision` that says what
+is done with it, and a dry-run or skipped check does not stop the tick.
 
 Providers are expensive (a connection pool each) and cheap to keep: one is built per
 MetricTemplate provider configuration and Secret ``resourceVersion``, and reused by every
@@ -70,7 +73,9 @@ from flaggerpy.analysis import (
     ObserverFactory,
     evaluate,
 )
+from flaggerpy.canary import decisions
 from flaggerpy.canary.comparison import ComparisonUnsupported, compare_with_primary
+from flaggerpy.canary.decisions import Decision
 from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError, PluginError
 from flaggerpy.judging import Comparison, Judgement, Verdict
 from flaggerpy.kube import ObjectReader
@@ -164,6 +169,11 @@ class MetricResult:
     judgement: Judgement | None = None
     """For a metric with ``compare``: the statistical judge's verdict against the primary
     (then ``value`` is its estimated shift canary - primary)."""
+    query: str | None = None
+    """The query as sent, credentials redacted (:func:`flaggerpy.canary.decisions.redact`);
+    None when none was rendered."""
+    samples: int | None = None
+    """Requests to the canary over the metric's interval, counted for ``minSamples``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +193,9 @@ class AnalysisOutcome:
     fatal: bool = False
     """End the run now: no later tick can pass (a MetricTemplate's ``provider.type`` that no
     installed plugin serves). Only :meth:`MetricsAnalyzer.check_run_start` says so."""
+    decisions: tuple[Decision, ...] = ()
+    """Every check of :meth:`MetricsAnalyzer.run`, explained, with what the engine does with
+    it (``onNoData``, ``minSamples``, ``dryRun``: :mod:`flaggerpy.canary.decisions`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +335,8 @@ class MetricsAnalyzer:
             except _Failed as exc:
                 observer = exc.result
         results: list[MetricResult] = []
+        made: list[Decision] = []
+        counts: dict[str, int | None] = {}  # requests to the canary, by interval, for minSamples
         for step, metric in plan:
             if step is _Step.BUILTIN:
                 assert observer is not None
@@ -336,15 +351,94 @@ class MetricsAnalyzer:
             if result.passed and metric.compare is not None and metric.template_ref is None:
                 result = _error(metric, f"Metric compare failed for {metric.name}: compare "
                                         "needs a templateRef (the query rendered per workload)")
+            if (metric.min_samples and metric.compare is None and not result.error
+                    and not result.no_values):
+                result = await self._with_samples(canary, metric, result, observer, counts,
+                                                  route=route)
             results.append(result)
+            decision = decisions.decide(canary, metric, result, hold_on_no_values=hold)
+            made.append(decision)
+            self._record_decision(canary, decision)
             log.debug("metric_checked", metric=result.name, value=result.value,
-                      passed=result.passed)
-            if not result.passed:
+                      passed=result.passed, action=decision.act.value)
+            if decision.act.blocks:
                 return AnalysisOutcome(
                     passed=False, results=tuple(results), failure=result,
-                    hold=hold and result.no_values,
+                    hold=decision.act is decisions.Act.HOLD, decisions=tuple(made),
                 )
-        return AnalysisOutcome(passed=True, results=tuple(results), failure=None)
+        return AnalysisOutcome(passed=True, results=tuple(results), failure=None,
+                               decisions=tuple(made))
+
+    async def _with_samples(
+            self,
+            canary: Canary,
+            metric: CanaryMetric,
+            result: MetricResult,
+            observer: tuple[Observer, str] | MetricResult | None,
+            counts: dict[str, int | None],
+            *,
+            route: str | None,
+    ) -> MetricResult:
+        """The result with the canary's request count; a check under ``minSamples`` becomes a
+        check without data ("too few requests"), which ``onNoData`` then decides."""
+        interval = _interval(canary, metric)
+        if interval not in counts:
+            counts[interval] = await self._request_count(canary, interval, observer, route=route)
+        samples = counts[interval]
+        result = replace(result, samples=samples)
+        if not decisions.under_min_samples(metric, samples):
+            return result
+        return replace(result, passed=False, no_values=True, message=(
+            f"Halt {canary.name}.{canary.namespace} advancement {metric.name}: "
+            f"{samples} requests to {canary.spec.target_ref.name} in {interval}, fewer than "
+            f"minSamples {metric.min_samples}"))
+
+    async def _request_count(
+            self,
+            canary: Canary,
+            interval: str,
+            observer: tuple[Observer, str] | MetricResult | None,
+            *,
+            route: str | None,
+    ) -> int | None:
+        """Requests the canary received over ``interval``, counted by the mesh observer's own
+        success-rate series (:func:`flaggerpy.canary.decisions.request_count_query`); None when
+        the observer's query has another shape or the count cannot be had."""
+        if observer is None:
+            try:
+                observer = self._observer(canary)
+            except _Failed:
+                return None
+        if isinstance(observer, MetricResult):
+            return None
+        render = getattr(observer[0], "render_success_rate", None)
+        if render is None:
+            return None
+        model = metric_model(canary, interval=interval, route=route)
+        try:
+            query = decisions.request_count_query(str(render(model)))
+            if query is None:
+                return None
+            client = self._builtin_client(self._metrics_server(canary))
+            value = await client.run_query(query)
+        except NoValuesFoundError:
+            return 0
+        except Exception as exc:
+            log.info("request_count_failed", canary=f"{canary.name}.{canary.namespace}",
+                     error=_describe(exc))
+            return None
+        return int(value) if value == value else 0  # NaN: no requests
+
+    def _record_decision(self, canary: Canary, decision: Decision) -> None:
+        """The threshold each check was judged against, and what was done, as series."""
+        name, namespace = canary.spec.target_ref.name, canary.namespace
+        for bound, limit in (("min", decision.threshold_min), ("max", decision.threshold_max)):
+            if limit is not None:
+                self._telemetry.set_metric_threshold(name=name, namespace=namespace,
+                                                     metric=decision.metric, bound=bound,
+                                                     value=limit)
+        self._telemetry.inc_metric_check(name=name, namespace=namespace, metric=decision.metric,
+                                         verdict=decision.verdict, action=decision.act.value)
 
     async def check_providers(self, canary: Canary) -> list[str]:
         """Whether the metric backends answer: Flagger's ``checkMetricProviderAvailability``.
@@ -466,19 +560,22 @@ class MetricsAnalyzer:
         model = metric_model(canary, interval=_interval(canary, metric),
                              variables=metric.template_variables, route=route)
         target = canary.spec.target_ref.name
+        query = _observer_query(observer, kind, model)
         try:
             if kind is MetricKind.REQUEST_SUCCESS_RATE:
                 value: float | timedelta = await observer.get_request_success_rate(model)
             else:
                 value = await observer.get_request_duration(model)
-            return self._judge(canary, metric, kind, value)
+            return replace(self._judge(canary, metric, kind, value), query=query)
         except NoValuesFoundError:
-            return _no_values(metric, f"Halt advancement no values found for {provider} metric "
-                                      f"{metric.name} probably {target}.{canary.namespace} is "
-                                      "not receiving traffic")
+            return replace(_no_values(
+                metric, f"Halt advancement no values found for {provider} metric "
+                        f"{metric.name} probably {target}.{canary.namespace} is "
+                        "not receiving traffic"), query=query)
         except Exception as exc:  # a plugin may raise anything; it is this metric's failure
             _log_unexpected(exc, metric)
-            return _error(metric, f"Prometheus query failed: {_describe(exc)}")
+            return replace(_error(metric, f"Prometheus query failed: {_describe(exc)}"),
+                           query=query)
 
     async def _inline_check(self, canary: Canary, metric: CanaryMetric) -> MetricResult:
         try:
@@ -486,14 +583,19 @@ class MetricsAnalyzer:
         except _Failed as exc:
             return _rename(exc.result, metric.name)
         assert metric.query is not None
+        query = decisions.redact(metric.query)
         try:
             value = await client.run_query(metric.query)
-            return self._judge(canary, metric, MetricKind.CUSTOM, value)
+            return replace(self._judge(canary, metric, MetricKind.CUSTOM, value), query=query)
         except NoValuesFoundError:
-            return _no_values(metric, f"Halt advancement no values found for metric: {metric.name}")
+            return replace(_no_values(
+                metric, f"Halt advancement no values found for metric: {metric.name}"),
+                query=query)
         except Exception as exc:
             _log_unexpected(exc, metric)
-            return _error(metric, f"Prometheus query failed for {metric.name}: {_describe(exc)}")
+            return replace(_error(
+                metric, f"Prometheus query failed for {metric.name}: {_describe(exc)}"),
+                query=query)
 
     def _observer(self, canary: Canary) -> tuple[Observer, str]:
         provider = observer_provider(canary, mesh_provider=self._settings.mesh.provider,
@@ -570,6 +672,7 @@ class MetricsAnalyzer:
                                           f"error: {exc}"),
                            template=key, cause=TemplateCause.RENDER_FAILED)
         log.debug("metric_template_query", template=f"{ref.name}.{namespace}", query=query)
+        shown = decisions.redact(query, secrets=await self._secret_values(template, key))
         try:
             comparison = Comparison.from_metric(metric)
         except ValueError as exc:
@@ -586,13 +689,24 @@ class MetricsAnalyzer:
                 _log_unexpected(exc, metric)
                 return replace(_error(metric, f"Metric query failed for {metric.name}: "
                                               f"{_describe(exc)}"),
-                               template=key, cause=TemplateCause.QUERY_FAILED)
+                               template=key, cause=TemplateCause.QUERY_FAILED, query=shown)
             if comparison is None or not result.passed:
-                return replace(result, template=key, cause=TemplateCause.ANSWERED)
+                return replace(result, template=key, cause=TemplateCause.ANSWERED, query=shown)
         return replace(
             await self._compare_check(canary, metric, provider, template, model, comparison),
-            template=key,
+            template=key, query=shown,
         )
+
+    async def _secret_values(self, template: MetricTemplate, key: ObjectKey) -> list[str]:
+        """The template's Secret values as text, only to keep them out of what is shown."""
+        ref = template.spec.provider.secret_ref
+        if ref is None:
+            return []
+        try:
+            data, _ = await self._secret(ObjectKey(key.namespace, ref.name), where="")
+        except _Failed:
+            return []
+        return [value.decode(errors="replace") for value in data.values()]
 
     async def _compare_check(
             self,
@@ -780,6 +894,18 @@ class MetricsAnalyzer:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _observer_query(observer: Observer, kind: MetricKind, model: MetricTemplateModel) -> str | None:
+    """The builtin query the observer sends, when it says (``flaggerpy.observing`` ones do)."""
+    name = "render_success_rate" if kind is MetricKind.REQUEST_SUCCESS_RATE else "render_duration"
+    render = getattr(observer, name, None)
+    if render is None:
+        return None
+    try:
+        return decisions.redact(str(render(model)))
+    except Exception:  # shown for explanation only; the check itself reports render errors
+        return None
 
 
 def _is_builtin(metric: CanaryMetric) -> bool:
