@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from flaggerpy.canary.metrics_analysis import MetricResult
 
 __all__ = [
+    "HOLD_PREFIX",
     "PAUSED_PREFIX",
     "Act",
     "Decision",

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from flaggerpy import kube, plugins
-from flaggerpy.canary import alerting, status as canary_status, strategies
+from flaggerpy.canary import alerting, decisions, status as canary_status, strategies
 from flaggerpy.canary.alerting import Alerter, AlertMessage, Dispatcher
 from flaggerpy.canary.autoscalers import PrimaryAutoscaler
 from flaggerpy.canary.knative_services import KnativeServiceController
@@ -44,6 +44,7 @@ from flaggerpy.canary.workloads import (
 from flaggerpy.errors import PluginError
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType
+from flaggerpy.models.status import ANALYSIS_HISTORY_LIMIT, PROMOTED_CONDITION
 from flaggerpy.routing import (
     Capabilities,
     KubernetesRouter,
@@ -91,6 +92,9 @@ class TickState:
     """What :attr:`router` declares for its provider string's variant."""
     last_failure: str | None = None
     """What made the last check fail (a metric or a webhook), for the rollback alert and status."""
+    unwritten: list[decisions.Decision] = field(default_factory=list)
+    """Checks explained but not yet in ``status.analysisHistory``: they go with the tick's
+    next status write (a restart loses at most these)."""
     said: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Events recorded by the checks every reconcile runs before the tick (the providers
     check and the readiness wait while initialising, a missing object): by topic, the message
@@ -503,11 +507,17 @@ class Lifecycle:
             await self._finalise(tick)
             return
         if tick.counter("failedChecks") >= canary.get_analysis_threshold():
+            if decisions.pauses(canary):
+                await self._pause(tick, current)
+                return
             await self._rollback(tick)
             return
+        await self._explain_unless(tick, decisions.PAUSED_PREFIX)  # resumed by a person
         if not await self._analysis_passed(tick, current):
+            await self._write_history(tick)
             return
         await self._advance(tick, current)
+        await self._write_history(tick)
 
     async def _start_run(self, tick: Tick) -> None:
         """Step 21: a new revision; ask confirm-rollout, then scale up the canary."""
@@ -582,7 +592,9 @@ class Lifecycle:
         route = (await tick.workload.latest_revision(canary)
                  if isinstance(tick.workload, KnativeServiceController) else None)
         outcome = await self._analyzer.run(canary, route=route)
+        await self._explain_checks(tick, outcome.decisions)
         if outcome.passed:
+            await self._explain_unless(tick, decisions.HOLD_PREFIX)  # data arrived
             return True
         failure = outcome.failure
         if failure is not None:
@@ -590,7 +602,59 @@ class Lifecycle:
             await self._warn(tick.obj, failure.message)
         if not outcome.hold:
             await self._fail_check(tick)
+        elif failure is not None:
+            await self._explain_progressing(
+                tick, f"{decisions.HOLD_PREFIX} at canary weight {current.canary}: "
+                      f"{failure.message}")
         return False
+
+    async def _explain_checks(
+            self, tick: Tick, made: tuple[decisions.Decision, ...]
+    ) -> None:
+        """Keeps the checks for ``status.analysisHistory`` and says what a dry-run or skipped
+        check found (a failed or held one is said by the tick itself)."""
+        unwritten = tick.state.unwritten
+        unwritten.extend(made)
+        del unwritten[:-ANALYSIS_HISTORY_LIMIT]
+        for decision in made:
+            event = decision.event
+            if event is None:
+                continue
+            if decision.act is decisions.Act.DRY_RUN:
+                await self._warn(tick.obj, f"{event} ({tick.name})")
+            else:
+                await self._normal(tick.obj, f"{event} ({tick.name})")
+
+    async def _write_history(self, tick: Tick) -> None:
+        """Writes the tick's explained checks if the tick wrote nothing that carried them and
+        one of them did not pass; passing checks alone wait for the next write."""
+        if any(d.act is not decisions.Act.PASS for d in tick.state.unwritten):
+            await self._write(tick, {})
+
+    async def _explain_unless(self, tick: Tick, prefix: str) -> None:
+        """Restores the ``Promoted`` condition's default text if it still says ``prefix``
+        (a hold whose data arrived, a pause a person resumed)."""
+        if _promoted_message(tick.status).startswith(prefix):
+            await self._explain_progressing(tick, None)
+
+    async def _pause(self, tick: Tick, current: Weights) -> None:
+        """``onFailure: pause``: the failed checks reached the threshold; the weight stays.
+
+        Said once (a Warning Event, an alert, the ``Promoted`` condition's message, which is
+        also what tells a later tick, or a restarted controller, that it was said); then each
+        tick only waits. A person resumes by setting ``status.failedChecks`` to 0, or rolls
+        back with a rollback webhook or ``onFailure: rollback`` (docs/analysis.md).
+        """
+        if _promoted_message(tick.status).startswith(decisions.PAUSED_PREFIX):
+            return
+        failed = tick.counter("failedChecks")
+        last = tick.state.last_failure
+        await self._warn(tick.obj, f"Pausing {tick.name} failed checks threshold reached "
+                                   f"{failed}: waiting for a person")
+        await self._alert(tick, decisions.pause_alert(weight=current.canary, failed=failed,
+                                                      last_failure=last))
+        await self._explain_progressing(tick, decisions.pause_message(
+            weight=current.canary, failed=failed, last_failure=last, name=tick.canary.name))
 
     async def _providers_usable(self, tick: Tick) -> bool:
         """The run's first check, before any traffic moves: can every metric backend answer?
@@ -885,7 +949,14 @@ class Lifecycle:
                                        name=canary.name, patch=patch, subresource="status")
 
     async def _write(self, tick: Tick, patch: dict[str, Any]) -> None:
-        """Patches the status and carries on with the object the API server returned."""
+        """Patches the status and carries on with the object the API server returned.
+
+        The checks explained since the last write go with it (``status.analysisHistory``).
+        """
+        patch = decisions.with_history(patch, tick.status, tick.state.unwritten)
+        tick.state.unwritten.clear()
+        if not patch:
+            return
         updated = await self._patch_status(tick.canary, patch)
         tick.obj = updated
         tick.canary = as_routers_see_it(Canary.model_validate(updated), tick.apex_label)
@@ -950,6 +1021,14 @@ def as_routers_see_it(canary: Canary, apex_label: str) -> Canary:
     apex = apex.model_copy(update={"labels": labels})
     spec = canary.spec.model_copy(update={"service": service.model_copy(update={"apex": apex})})
     return canary.model_copy(update={"spec": spec})
+
+
+def _promoted_message(status: Mapping[str, Any]) -> str:
+    """The ``Promoted`` condition's message, or an empty string."""
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == PROMOTED_CONDITION:
+            return str(condition.get("message") or "")
+    return ""
 
 
 def _said_lately(state: TickState, topic: str, *, within: float) -> bool:
