@@ -6,13 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := openssl prometheus hey graphite-carbon graphite-web
 
-.PHONY: test demo lint typecheck unit bench cluster-bin influxdb-bin debian-deps venv cluster-up cluster-down clean
+.PHONY: test demo lint typecheck unit bench chaos cluster-bin influxdb-bin debian-deps venv cluster-up cluster-down clean
 
 # Test processes: most end-to-end tests wait on analysis intervals, so three share two cores.
 TEST_JOBS ?= 3
 
 test: venv debian-deps cluster-bin influxdb-bin lint ## everything CI runs: lint, type check, unit, component, integration
-	$(BIN)/python -m e2e.cluster.shared -- $(BIN)/pytest -ra -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/python -m e2e.cluster.shared -- $(BIN)/pytest -ra -n $(TEST_JOBS) --dist loadfile -m "not chaos"
 
 MESH ?= istio
 
@@ -59,6 +59,15 @@ cluster-down:
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+
+CHAOS_RUNS ?= 3
+CHAOS_REPORT := build/chaos.jsonl
+
+chaos: venv debian-deps cluster-bin ## the whole chaos suite (e2e/chaos), each fault CHAOS_RUNS times; prints the report kept in e2e/chaos/README.md
+	mkdir -p build && rm -f $(CHAOS_REPORT)
+	FLAGGERPY_CHAOS_RUNS=$(CHAOS_RUNS) FLAGGERPY_CHAOS_REPORT=$(CURDIR)/$(CHAOS_REPORT) \
+	  $(BIN)/python -m e2e.cluster.shared -- $(BIN)/pytest -ra -n $(TEST_JOBS) --dist loadfile e2e/chaos; \
+	  status=$$?; $(BIN)/python -m e2e.chaos.report $(CHAOS_REPORT); exit $$status
 
 bench: venv debian-deps cluster-bin ## benchmarks under e2e/bench (numbers, not pass/fail)
 	$(BIN)/python -m e2e.bench.detection --samples 30

@@ -86,6 +86,7 @@ class Outcome:
     gate_calls: dict[str, int] = field(default_factory=dict)
     gates_asked_after_passing: dict[str, int] = field(default_factory=dict)
     conflicts: int = 0
+    restarts: int = 0
     seconds: float = 0.0
 
     def differences(self, expected: Outcome) -> list[str]:

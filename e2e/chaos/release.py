@@ -215,5 +215,6 @@ class Release:
             gate_calls=count_calls([call.path for call in self.receiver.calls]),
             gates_asked_after_passing=asked_after,
             conflicts=conflicts(events, user_agent=agent),
+            restarts=self.restarts,
             seconds=round(seconds, 1),
         )
