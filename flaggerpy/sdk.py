@@ -31,8 +31,9 @@ What is here, by family (docs/plugins.md walks through one example package of ea
   Go-template renderer (:func:`render`, :class:`QueryRenderer`, :class:`TemplatingError`) that
   fills Flagger's ``{{ namespace }}``, ``{{ target }}``, ``{{ interval }}``, ...;
 - metrics providers: :class:`MetricsProvider`, :class:`MetricsProviderFactory`,
-  :class:`MetricTemplateModel`, and :class:`ApiServerAccess` (the controller's own API server
-  and credentials, given to a factory that declares a ``kube`` keyword);
+  :class:`MetricTemplateModel`, the optional :class:`SampleProvider` (every value over a
+  window, what a ``compare`` metric needs), and :class:`ApiServerAccess` (the controller's
+  own API server and credentials, given to a factory that declares a ``kube`` keyword);
 - notifiers: :class:`Notifier`, :class:`NotifierFactory`, :class:`Message`, :class:`Field`,
   :class:`Severity`;
 - the one object store every plugin reads and writes Kubernetes objects through
@@ -80,6 +81,7 @@ from flaggerpy.analysis import (
     MetricTemplateModel,
     Observer,
     ObserverFactory,
+    SampleProvider,
 )
 from flaggerpy.errors import (
     FlaggerError,
@@ -181,6 +183,7 @@ __all__ = [
     "Router",
     "RouterError",
     "RouterFactory",
+    "SampleProvider",
     "SessionCookies",
     "Settings",
     "Severity",

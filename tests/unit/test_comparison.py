@@ -7,10 +7,13 @@ samples, a test not supported yet, an interval that is not a duration).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, SampleProvider
 from flaggerpy.canary.comparison import (
@@ -19,6 +22,7 @@ from flaggerpy.canary.comparison import (
     primary_model,
 )
 from flaggerpy.judging import Comparison, StatTest, Verdict
+from flaggerpy.models import MetricTemplate
 from flaggerpy.templating import render
 
 # Flagger's documented latency template: the pods of {{ target }} by their generated names.
@@ -139,3 +143,16 @@ async def test_an_interval_that_is_no_window_is_refused(interval: str) -> None:
         await compare_with_primary(
             Recording({"canary": [], "primary": []}), provider_type="prometheus", query=P99,
             model=model(interval=interval), comparison=Comparison())
+
+
+def test_the_documented_template_renders_for_each_workload() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "analysis.md").read_text()
+    (template,) = [MetricTemplate.model_validate(found)
+                   for found in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", doc, re.S))
+                   if found["kind"] == "MetricTemplate"]
+    canary = render(template.spec.query, model(target="podinfo", namespace="test"))
+    primary = render(template.spec.query, primary_model(model(target="podinfo",
+                                                              namespace="test")))
+    assert 'kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"' in canary
+    assert 'kubernetes_pod_name=~"podinfo-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"' in primary
+    assert 'kubernetes_namespace="test"' in primary
