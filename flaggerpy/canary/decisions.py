@@ -53,6 +53,7 @@ __all__ = [
     "decide",
     "dry_run",
     "history",
+    "last_failed",
     "pause_alert",
     "pause_message",
     "pauses",
@@ -271,6 +272,15 @@ def with_history(
 
 
 # -- onFailure: pause ----------------------------------------------------------------------------
+
+
+def last_failed(status: Mapping[str, Any] | None) -> str | None:
+    """The reason of the latest failed check in ``status.analysisHistory``: what a pause or
+    a rollback says when the controller restarted since the check (memory lost)."""
+    for entry in reversed((status or {}).get("analysisHistory") or []):
+        if isinstance(entry, Mapping) and entry.get("action") == Act.FAIL.value:
+            return str(entry.get("message") or "") or None
+    return None
 
 
 def pauses(canary: Canary) -> bool:

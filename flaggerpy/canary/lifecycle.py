@@ -648,7 +648,7 @@ class Lifecycle:
         if _promoted_message(tick.status).startswith(decisions.PAUSED_PREFIX):
             return
         failed = tick.counter("failedChecks")
-        last = tick.state.last_failure
+        last = tick.state.last_failure or decisions.last_failed(tick.status)
         await self._warn(tick.obj, f"Pausing {tick.name} failed checks threshold reached "
                                    f"{failed}: waiting for a person")
         await self._alert(tick, decisions.pause_alert(weight=current.canary, failed=failed,

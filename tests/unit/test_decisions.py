@@ -164,3 +164,14 @@ def test_pause_says_how_to_resume_and_roll_back() -> None:
     assert "paused at canary weight 20" in alert.text
     assert [(f.name, f.value) for f in alert.fields] == [("Last failed check",
                                                           "success rate 90% < 99%")]
+
+
+def test_the_last_failed_check_is_read_back_from_the_history() -> None:
+    history = {"analysisHistory": [
+        {"metric": "a", "action": "fail", "message": "Halt podinfo.test advancement a 2 > 1"},
+        {"metric": "b", "action": "dry-run", "message": "Halt podinfo.test advancement b"},
+        {"metric": "a", "action": "hold", "message": "no values"},
+    ]}
+    assert decisions.last_failed(history) == "Halt podinfo.test advancement a 2 > 1"
+    assert decisions.last_failed({"analysisHistory": [{"action": "pass"}]}) is None
+    assert decisions.last_failed(None) is None
