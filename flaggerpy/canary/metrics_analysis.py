@@ -18,6 +18,11 @@ Order and meaning (spec §4.2), as in Flagger:
    ``flaggerpy.metrics`` registry, the query rendered by :mod:`flaggerpy.templating`;
    a metric with no ``templateRef``, no ``query`` and no builtin name is an error.
 
+A ``templateRef`` metric with ``compare`` (a flaggerpy addition) is also judged against the
+primary by :mod:`flaggerpy.canary.comparison`: after its threshold, if it has one; a Fail is a
+failed check, NoData a "no values found" result. ``compare`` on a metric without
+``templateRef`` is an error.
+
 The first metric that fails stops the tick. A value is judged by
 :func:`flaggerpy.analysis.evaluate` (``thresholdRange``, or the deprecated ``threshold``);
 every value obtained is set as ``flagger_canary_metric_analysis`` (request-duration in
