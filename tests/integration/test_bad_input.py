@@ -15,21 +15,22 @@ The inputs: manifests generated with hypothesis from the CRD schemas
 derandomized so ``make test`` always tries the same 36), the 29 hand-written hostile
 manifests of :data:`HOSTILE` (invalid durations, wrong and absent targets, a spec near and one
 past the request size limit, deep nesting, link-local, metadata and non-HTTP addresses, a
-missing Secret), and the 9 hostile analyses of :data:`ANALYSIS_CASES` (18 objects), which
+missing Secret), and the 10 hostile analyses of :data:`ANALYSIS_CASES` (20 objects), which
 only a running analysis reaches: query templates that nest or blow up, metrics backends,
 webhooks and alert providers at link-local, metadata or non-HTTP addresses, Secrets that do
-not exist. 83 inputs in ``make test``; the module prints the count when it is done. A longer run:
+not exist. 85 inputs in ``make test``; the module prints the count when it is done. A longer run:
 ``FLAGGERPY_FUZZ_EXAMPLES=100`` (300 generated manifests, about three minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -83,10 +84,7 @@ class Harness:
         """Creates the object; the API server's refusal, or None when it was accepted."""
         self.tried += 1
         try:
-            with warnings.catch_warnings():
-                # aiohttp warns that a body over 1 MiB "might lock the event loop": it is sent
-                # on purpose here (the huge specs), and only by the test.
-                warnings.simplefilter("ignore", ResourceWarning)
+            with large_bodies():
                 await self.client.create(RESOURCES[manifest["kind"]], manifest,
                                          namespace=self.namespace)
         except kube.KubeError as error:
@@ -95,6 +93,12 @@ class Harness:
             self.rejected[manifest["metadata"]["name"]] = error.message
             return error
         return None
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        """Server-side applies a Deployment or a flagger.app object in the namespace."""
+        with large_bodies():
+            await self.client.apply(RESOURCES.get(obj["kind"], kube.DEPLOYMENTS), obj,
+                                    namespace=self.namespace, force=True)
 
     async def reports(self) -> dict[tuple[str, str], str]:
         """What the controller has said so far about each object, by (kind, name): a Canary's
@@ -171,6 +175,15 @@ class Harness:
             self.check_alive()
             await asyncio.sleep(0.5)
         return phase
+
+
+@contextlib.contextmanager
+def large_bodies() -> Iterator[None]:
+    """aiohttp warns that a body over 1 MiB "might lock the event loop": the huge specs and
+    templates are sent on purpose, and only by the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        yield
 
 
 def blue_green(name: str, *, target: str | None = None, **analysis: Any) -> dict[str, Any]:
@@ -279,9 +292,7 @@ async def test_generated_manifests_are_rejected_naming_the_field_or_reported(
         if targeted is not None:
             # A Deployment target that exists, so the rest of the spec is reconciled too.
             generated = targeted
-            await harness.client.apply(
-                kube.DEPLOYMENTS, deployment(generated.name, image=IMAGE, replicas=1),
-                namespace=harness.namespace, force=True)
+            await harness.apply(deployment(generated.name, image=IMAGE, replicas=1))
         error = await harness.submit(generated.manifest)
         if error is None:
             assert generated.breakage is None, (
@@ -409,9 +420,7 @@ async def test_hostile_manifests_are_rejected_or_reported(harness: Harness) -> N
     for case in HOSTILE:
         manifest = case.manifest
         if case.target is not None:
-            await harness.client.apply(kube.DEPLOYMENTS, deployment(case.target, image=IMAGE,
-                                                                    replicas=1),
-                                       namespace=harness.namespace, force=True)
+            await harness.apply(deployment(case.target, image=IMAGE, replicas=1))
         error = await harness.submit(manifest)
         name = manifest["metadata"]["name"]
         if case.rejected_naming is None:
@@ -468,6 +477,8 @@ ANALYSIS_CASES: Final = [
                  alert={"type": "slack", "address": "gopher://127.0.0.1:70/_alert"}),
     AnalysisCase("q-doubling", metric("q-doubling"), "value longer than", query=DOUBLING,
                  alert={"type": "msteams", "secretRef": {"name": "absent"}}),
+    AnalysisCase("q-huge", metric("q-huge"), "query template longer than",
+                 query="vector(1) " + " " * 1_100_000),
     AnalysisCase("q-range", metric("q-range"), "not supported in metric queries",
                  query="{{ range $i := variables }}{{ end }}"),
     # Not blocked (Flagger does not either): asked like any address, and not available.
@@ -505,8 +516,7 @@ async def run_analysis_cases(harness: Harness, prometheus: WebhookReceiver) -> N
         objects.append(blue_green(case.name, **analysis))
         for obj in objects:
             harness.tried += obj["kind"] != "Deployment"
-            await harness.client.apply(RESOURCES.get(obj["kind"], kube.DEPLOYMENTS), obj,
-                                       namespace=harness.namespace, force=True)
+            await harness.apply(obj)
     await asyncio.gather(*(harness.wait_phase(c.name, {"Initialized"}) for c in ANALYSIS_CASES))
     for case in ANALYSIS_CASES:
         await harness.client.patch(kube.DEPLOYMENTS, case.name, {"spec": {"template": {
