@@ -12,6 +12,7 @@ failed check naming its type.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
 from e2e.prometheus import LocalPrometheus, ScrapeJob
 from flaggerpy import plugins
@@ -93,6 +95,28 @@ async def test_a_bad_range_query_is_an_error_with_prometheus_own_words(
 ) -> None:
     with pytest.raises(MetricsError, match=r"^error response: .*bad_data"):
         await provider.run_samples("sum(", window=timedelta(minutes=1))
+
+
+async def test_the_range_request_goes_under_the_address_path(aiohttp_raw_server: Any) -> None:
+    asked: list[web.BaseRequest] = []
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        asked.append(request)
+        series = {"metric": {}, "values": [[1.0, "4"], [2.0, "NaN"]]}
+        return web.json_response(
+            {"status": "success", "data": {"resultType": "matrix", "result": [series]}})
+
+    server = await aiohttp_raw_server(handle)
+    address = str(server.make_url("/prom/"))
+    async with PrometheusProvider(address=address) as client:
+        values = await client.run_samples("up\n  == 1", window=timedelta(minutes=1))
+    assert values[0] == 4.0
+    assert math.isnan(values[1])
+    (request,) = asked
+    assert request.path == "/prom/api/v1/query_range"
+    assert request.query["query"] == "up == 1"
+    assert float(request.query["step"]) == 2.0
+    assert float(request.query["end"]) - float(request.query["start"]) == pytest.approx(60.0)
 
 
 # --- through the analyzer -----------------------------------------------------------------------
