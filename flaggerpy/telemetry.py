@@ -23,7 +23,8 @@ flaggerpy's, beside ``flagger_canary_metric_analysis`` so a dashboard can draw t
 to the value (fluxcd/flagger#1304):
 
 - gauge ``flaggerpy_canary_metric_threshold{name, namespace, metric, bound}``: the limit each
-  metric is judged against (``bound`` is ``min`` or ``max``; request-duration in milliseconds)
+  metric is judged against (``bound`` is ``min`` or ``max``; request-duration in seconds, as
+  its value in ``flagger_canary_metric_analysis``)
 - counter ``flaggerpy_canary_metric_checks_total{name, namespace, metric, verdict, action}``:
   every check, with its verdict (Pass, Fail, NoData, Error, ...) and what the controller did
   (pass, fail, hold, skip, dry-run)

@@ -435,10 +435,16 @@ class MetricsAnalyzer:
         return int(value) if value == value else 0  # NaN: no requests
 
     def _record_decision(self, canary: Canary, decision: Decision) -> None:
-        """The threshold each check was judged against, and what was done, as series."""
+        """The threshold each check was judged against, and what was done, as series.
+
+        A request-duration limit is set in seconds, as ``flagger_canary_metric_analysis``
+        holds its value, so the two can be drawn together.
+        """
         name, namespace = canary.spec.target_ref.name, canary.namespace
+        scale = 1000 if MetricKind.of(decision.metric) is MetricKind.REQUEST_DURATION else 1
         for bound, limit in (("min", decision.threshold_min), ("max", decision.threshold_max)):
             if limit is not None:
+                limit /= scale
                 self._telemetry.set_metric_threshold(name=name, namespace=namespace,
                                                      metric=decision.metric, bound=bound,
                                                      value=limit)

@@ -84,3 +84,14 @@ async def test_a_secret_value_in_a_rendered_query_is_never_shown(world: World) -
     (decision,) = outcome.decisions
     assert decision.query == "vector(1) # <redacted> <redacted>"
     assert "s3cret" not in str(decision.as_status())
+
+
+async def test_a_duration_limit_is_in_seconds_beside_its_value(world: World) -> None:
+    outcome = await settled(world.analyzer, make_canary(
+        {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}}))
+    assert outcome.passed, outcome.failure
+    assert outcome.decisions[0].threshold_max == 500  # the status says it as it is judged: ms
+    labels = {"name": "podinfo", "namespace": "test", "metric": "request-duration"}
+    assert world.recorder.registry.get_sample_value(
+        "flaggerpy_canary_metric_threshold", {**labels, "bound": "max"}) == 0.5
+    assert world.gauge("request-duration") == 0.497
