@@ -603,7 +603,7 @@ class Lifecycle:
         if not outcome.hold:
             await self._fail_check(tick)
         elif failure is not None:
-            await self._explain_progressing(
+            await self._explain_run(
                 tick, f"{decisions.HOLD_PREFIX} at canary weight {current.canary}: "
                       f"{failure.message}")
         return False
@@ -635,7 +635,15 @@ class Lifecycle:
         """Restores the ``Promoted`` condition's default text if it still says ``prefix``
         (a hold whose data arrived, a pause a person resumed)."""
         if _promoted_message(tick.status).startswith(prefix):
-            await self._explain_progressing(tick, None)
+            await self._explain_run(tick, None)
+
+    async def _explain_run(self, tick: Tick, why: str | None) -> None:
+        """The ``Promoted`` condition of a running canary (any active phase) says ``why``; None
+        restores the phase's default text. Writes nothing when it already says it."""
+        patch = canary_status.phase_patch(phase=tick.phase, kind=tick.kind,
+                                          current=tick.status, message=why)
+        if patch is not None:
+            await self._write(tick, patch)
 
     async def _pause(self, tick: Tick, current: Weights) -> None:
         """``onFailure: pause``: the failed checks reached the threshold; the weight stays.
@@ -653,7 +661,7 @@ class Lifecycle:
                                    f"{failed}: waiting for a person")
         await self._alert(tick, decisions.pause_alert(weight=current.canary, failed=failed,
                                                       last_failure=last))
-        await self._explain_progressing(tick, decisions.pause_message(
+        await self._explain_run(tick, decisions.pause_message(
             weight=current.canary, failed=failed, last_failure=last, name=tick.canary.name))
 
     async def _providers_usable(self, tick: Tick) -> bool:
