@@ -18,10 +18,12 @@ from e2e.bench.failover import current_leader
 from e2e.chaos.release import CANARY, INTERVAL, Fault, Release
 from e2e.simulator.sources import VIRTUAL_SERVICES
 from flaggerpy import kube
+from flaggerpy.kube.config import default_user_agent
 from flaggerpy.testing import eventually
 
 __all__ = ["KILL_MOMENTS", "conflict_storm", "hung_endpoint", "kill_after_gate_approval",
-           "kill_at", "kill_leader_at", "prometheus_stopped"]
+           "kill_after_primary_write", "kill_at", "kill_leader_at", "prometheus_stopped",
+           "restarted"]
 
 Status = dict[str, Any]
 
@@ -156,5 +158,44 @@ def hung_endpoint(path: str, *, intervals: float | None = 2.0, hang: float = 60.
             await asyncio.sleep(intervals * INTERVAL)
         finally:
             release.receiver.answer(path, 200)
+
+    return fault
+
+
+def restarted(component: str, *, down_for: float = INTERVAL) -> Fault:
+    """At the first weight step, stop ``etcd`` or ``kube-apiserver`` for ``down_for`` seconds
+    and start it again (the release's cluster must be one no other test uses)."""
+
+    async def fault(release: Release) -> None:
+        await release.wait_for(_after_push(release, KILL_MOMENTS["weight-step"]), within=150)
+        await asyncio.to_thread(release.scenario.cluster.restart, component, down_for=down_for)
+
+    return fault
+
+
+def kill_after_primary_write() -> Fault:
+    """SIGKILL the controller as soon as the audit log shows the promotion's write of the
+    primary Deployment: most often before the status says Promoting, the instant at which a
+    restarted controller could promote a second time."""
+
+    async def fault(release: Release) -> None:
+        await release.wait_for(lambda s: release.pushed.is_set(), within=120)
+        scenario = release.scenario
+        needle = (f'"resource":"deployments","namespace":"{scenario.namespace}",'
+                  f'"name":"{CANARY}-primary"').encode()
+        agent = f'"userAgent":"{default_user_agent()}'.encode()
+        with scenario.cluster.audit_log.open("rb") as log:
+            log.seek(0, 2)
+            deadline = time.monotonic() + 150
+            while time.monotonic() < deadline:
+                line = log.readline()
+                if not line:
+                    await asyncio.sleep(0.002)
+                    continue
+                if needle in line and agent in line and b"\"subresource\"" not in line and (
+                        b'"verb":"patch"' in line or b'"verb":"update"' in line):
+                    await release.kill()
+                    return
+        raise TimeoutError("the primary was never written")
 
     return fault

@@ -567,6 +567,30 @@ class LocalCluster:
         )
         return revision
 
+    # -- restart one component ---------------------------------------------------------------------
+    def restart(self, component: str, *, down_for: float = 0.0, timeout: float = 120.0) -> None:
+        """Stops ``etcd`` or ``kube-apiserver`` (SIGTERM, SIGKILL after 10 s) and starts it again
+        with the same flags, ports and data after ``down_for`` seconds; returns once it serves.
+
+        For the chaos suite: clients see the API server go away mid-run, or the API server lose
+        its store, as in a control-plane upgrade. Never on a cluster other tests are using.
+        """
+        state = self.state()
+        binaries = build.ensure_binaries()
+        args = {"etcd": self._etcd_args, "kube-apiserver": self._apiserver_args}[component]
+        pid = state.pids[component]
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self._owns(pid):
+            time.sleep(0.05)
+        if self._owns(pid):
+            _signal(pid, signal.SIGKILL)
+        _reap(pid)
+        time.sleep(down_for)
+        self._start(state, component, args(binaries, state))
+        ready = self._etcd_healthy if component == "etcd" else self._readyz
+        self._wait(lambda: ready(state), time.monotonic() + timeout, f"{component} serving")
+
     # -- down ------------------------------------------------------------------------------------
     def down(self, *, quiet: bool = False) -> None:
         """Stops exactly the processes ``up`` started (by pid) and removes the state folder."""
