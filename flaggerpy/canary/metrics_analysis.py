@@ -329,7 +329,8 @@ class MetricsAnalyzer:
             hold_on_no_values: bool | None = None,  # None: the analyzer's setting
             route: str | None = None,  # {{ route }}: a Knative target's latest revision
     ) -> AnalysisOutcome:
-        """Checks ``canary.spec.analysis.metrics`` in Flagger's order, up to the first failure."""
+        """Checks ``canary.spec.analysis.metrics`` in Flagger's order, up to the first check
+        that fails or holds (a dry-run or skipped check does not stop the tick)."""
         await self._close_retired()
         hold = self._hold_on_no_values if hold_on_no_values is None else hold_on_no_values
         plan = _plan(canary)
