@@ -75,6 +75,9 @@ def normalize(obj: Mapping[str, Any]) -> Json:
     if out.get("kind") == "Canary":
         status = out.get("status")
         if isinstance(status, dict):
+            # flaggerpy's explanation of each metric check (docs/analysis.md); Flagger has no
+            # such field, and its entries carry the time of each check.
+            status.pop("analysisHistory", None)
             if "lastTransitionTime" in status:
                 status["lastTransitionTime"] = TIME
             for condition in status.get("conditions") or ():
