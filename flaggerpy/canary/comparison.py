@@ -24,13 +24,19 @@ The verdict becomes the metric's check (in :mod:`flaggerpy.canary.metrics_analys
 - ``NoData``: a "no values found" result (``no_values``), handled like any other: a failed
   check, a hold with ``-hold-on-no-values``, or what the metric's ``onNoData`` says.
 
-Only ``compare.test: mann-whitney`` is read here; a ``proportion`` comparison is a failed
-check that says it is not supported yet (docs/analysis.md).
+``compare.test: proportion`` compares two ratios of counts (errors out of requests). Its query
+is the error ratio people already write, ``<events> / <total>``: it is split at its one
+top-level ``/`` (:func:`split_ratio`) and each half is asked as an instant query
+(``run_query``, which every provider has) for each workload, so a side is
+:class:`~flaggerpy.judging.Proportion` ``(events, total)``. The halves must be counts over the
+interval (``increase(...[{{ interval }}])``, not ``rate``), rounded to whole numbers; events
+with no values (no series: not a single error) are 0, a total with no values is no data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Final
@@ -39,7 +45,16 @@ import structlog
 
 from flaggerpy import templating
 from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, SampleProvider
-from flaggerpy.judging import Comparison, Judgement, StatTest, Verdict, judge_samples
+from flaggerpy.errors import MetricsError, NoValuesFoundError
+from flaggerpy.judging import (
+    Comparison,
+    Judgement,
+    Proportion,
+    StatTest,
+    Verdict,
+    judge_proportions,
+    judge_samples,
+)
 from flaggerpy.models import durations
 
 __all__ = [
@@ -48,6 +63,7 @@ __all__ = [
     "ComparisonUnsupported",
     "compare_with_primary",
     "primary_model",
+    "split_ratio",
 ]
 
 log = structlog.get_logger(__name__)
@@ -89,23 +105,19 @@ async def compare_with_primary(
 ) -> Compared:
     """Renders the query for both workloads, fetches both samples and judges them.
 
-    Raises :class:`ComparisonUnsupported` when the provider cannot return samples or the test
-    is not supported, ``templating.TemplatingError`` when the query does not render, and the
-    provider's ``MetricsError`` when a query fails.
+    Raises :class:`ComparisonUnsupported` when the provider cannot return samples
+    (mann-whitney) or the query is not ``<events> / <total>`` (proportion),
+    ``templating.TemplatingError`` when the query does not render, and the provider's
+    ``MetricsError`` when a query fails.
     """
-    if comparison.test is not StatTest.MANN_WHITNEY:
-        raise ComparisonUnsupported(
-            f"compare.test {comparison.test} is not supported yet (only mann-whitney)")
+    if comparison.test is StatTest.PROPORTION:
+        return await _compare_proportions(provider, query=query, model=model,
+                                          comparison=comparison)
     if not isinstance(provider, SampleProvider):
         raise ComparisonUnsupported(
             f"provider {provider_type} cannot return samples over an interval, which compare"
             " needs (a range query); use a provider that can, such as prometheus")
-    try:
-        window = timedelta(seconds=durations.parse_duration(model.interval))
-    except ValueError as exc:
-        raise ComparisonUnsupported(f"interval {model.interval!r} is not a duration") from exc
-    if window <= timedelta(0):
-        raise ComparisonUnsupported(f"interval {model.interval!r} must be positive")
+    window = _window(model.interval)
     canary_query = templating.render(query, model)
     primary_query = templating.render(query, primary_model(model))
     canary, primary = await asyncio.gather(
@@ -117,3 +129,123 @@ async def compare_with_primary(
               canary_query=canary_query, primary_query=primary_query)
     return Compared(judgement=judgement, canary_query=canary_query,
                     primary_query=primary_query, window=window)
+
+
+async def _compare_proportions(
+        provider: MetricsProvider,
+        *,
+        query: str,
+        model: MetricTemplateModel,
+        comparison: Comparison,
+) -> Compared:
+    """``events / total`` asked as two instant queries per workload, judged as proportions."""
+    window = _window(model.interval)
+    events_query, total_query = split_ratio(query)
+    canary_model, primary_model_ = model, primary_model(model)
+    canary, primary = await asyncio.gather(
+        _proportion(provider, events_query, total_query, canary_model),
+        _proportion(provider, events_query, total_query, primary_model_),
+    )
+    judgement = judge_proportions(canary, primary, comparison)
+    log.debug("metric_compared", verdict=str(judgement.verdict), reason=judgement.reason)
+    return Compared(judgement=judgement, canary_query=templating.render(query, canary_model),
+                    primary_query=templating.render(query, primary_model_), window=window)
+
+
+async def _proportion(
+        provider: MetricsProvider, events_query: str, total_query: str,
+        model: MetricTemplateModel,
+) -> Proportion:
+    events, total = await asyncio.gather(
+        _count(provider, templating.render(events_query, model)),
+        _count(provider, templating.render(total_query, model)),
+    )
+    if total is None:
+        return Proportion(0, 0)  # no requests at all: the judge says NoData
+    events = min(events or 0, total)  # increase() extrapolates each side separately
+    return Proportion(events, total)
+
+
+async def _count(provider: MetricsProvider, query: str) -> int | None:
+    """A count the query answers, rounded; None when it has no values."""
+    try:
+        value = await provider.run_query(query)
+    except NoValuesFoundError:
+        return None
+    if math.isnan(value):
+        return None
+    if math.isinf(value) or value < 0:
+        raise MetricsError(f"a proportion needs counts, got {value} for: {query.strip()}")
+    return round(value)
+
+
+def _window(interval: str) -> timedelta:
+    try:
+        window = timedelta(seconds=durations.parse_duration(interval))
+    except ValueError as exc:
+        raise ComparisonUnsupported(f"interval {interval!r} is not a duration") from exc
+    if window <= timedelta(0):
+        raise ComparisonUnsupported(f"interval {interval!r} must be positive")
+    return window
+
+
+_OPEN: Final = {"(": ")", "{": "}", "[": "]"}
+_QUOTES: Final = frozenset("\"'`")
+_OTHER_OPERATORS: Final = frozenset("*+-%^<>=!")
+_MODIFIERS: Final = ("on", "ignoring", "group_left", "group_right", "bool")
+
+
+def split_ratio(query: str) -> tuple[str, str]:
+    """``(events, total)`` of a ``<events> / <total>`` query: split at its top-level ``/``.
+
+    The query (a template, not rendered: ``{{ ... }}`` is skipped like a bracket) must have
+    exactly one operator outside brackets, braces, parentheses and quotes, and it must be
+    ``/`` without a matching modifier (``on``, ``ignoring``...). Raises
+    :class:`ComparisonUnsupported` saying what to write otherwise.
+    """
+    depth: list[str] = []
+    quote = ""
+    slash = -1
+    i = 0
+    while i < len(query):
+        char = query[i]
+        if quote:
+            if char == "\\" and quote != "`":
+                i += 2
+                continue
+            if char == quote:
+                quote = ""
+        elif query.startswith("{{", i):
+            end = query.find("}}", i + 2)
+            if end < 0:
+                break
+            i = end + 2
+            continue
+        elif char in _QUOTES:
+            quote = char
+        elif char in _OPEN:
+            depth.append(_OPEN[char])
+        elif depth and char == depth[-1]:
+            depth.pop()
+        elif not depth and char == "/":
+            if slash >= 0:
+                slash = -2
+                break
+            slash = i
+        elif not depth and char in _OTHER_OPERATORS and not _in_number(query, i):
+            slash = -2
+            break
+        i += 1
+    events, total = query[:max(slash, 0)].strip(), query[slash + 1:].strip()
+    if slash < 0 or not events or not total or total.split("(")[0].strip() in _MODIFIERS:
+        raise ComparisonUnsupported(
+            "a proportion query must be <events> / <total>, one top-level division of two counts"
+            " (e.g. sum(increase(errors[{{ interval }}])) / sum(increase(requests[{{ interval"
+            " }}]))), without * 100 or a matching modifier")
+    return events, total
+
+
+def _in_number(query: str, i: int) -> bool:
+    """Whether the ``+``/``-`` at ``i`` is an exponent's sign (``1e-3``)."""
+    return (query[i] in "+-" and i > 1 and query[i - 1] in "eE"
+            and query[i - 2].isdigit())

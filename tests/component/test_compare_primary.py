@@ -37,6 +37,12 @@ from tests.metrics_exporter import MetricsExporter
 NAMESPACE = "test"
 T = TypeVar("T")
 LATENCY = 'max(compare_test_latency_ms{pod=~"{{ target }}-[0-9a-z]+-[0-9a-z]+"})'
+ERRORS = """
+sum(increase(compare_test_requests_total{pod=~"{{ target }}-[0-9a-z]+-[0-9a-z]+",
+                                         code="500"}[{{ interval }}]))
+/
+sum(increase(compare_test_requests_total{pod=~"{{ target }}-[0-9a-z]+-[0-9a-z]+"}[{{ interval }}]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +52,14 @@ def exporter() -> Iterator[MetricsExporter]:
                            ("same-abc12-xyz34", 100.0), ("same-primary-abc12-xyz34", 100.0),
                            ("lonely-abc12-xyz34", 100.0)):
             running.gauge("compare_test_latency_ms", {"pod": pod}, value)
+        # Requests per second, ok and failed: the slow canary fails 3 in 13, its primary none.
+        for pod, ok, failed in (("slow-abc12-xyz34", 10, 3), ("slow-primary-abc12-xyz34", 10, 0),
+                                ("same-abc12-xyz34", 10, 1), ("same-primary-abc12-xyz34", 10, 1)):
+            running.counter("compare_test_requests_total", {"pod": pod, "code": "200"},
+                            per_second=ok)
+            if failed:
+                running.counter("compare_test_requests_total", {"pod": pod, "code": "500"},
+                                per_second=failed)
         yield running
 
 
@@ -149,11 +163,12 @@ class ValueOnly:
 @pytest.fixture
 async def analyzer(prometheus: LocalPrometheus) -> AsyncIterator[MetricsAnalyzer]:
     templates = Store()
-    for name, kind in (("latency", "prometheus"), ("plain", "plain")):
+    for name, kind, query in (("latency", "prometheus", LATENCY), ("plain", "plain", LATENCY),
+                              ("errors", "prometheus", ERRORS)):
         templates.objects[ObjectKey(NAMESPACE, name)] = {
             "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
             "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"provider": {"type": kind, "address": prometheus.url}, "query": LATENCY}}
+            "spec": {"provider": {"type": kind, "address": prometheus.url}, "query": query}}
     registry: plugins.Registry[plugins.Factory] = plugins.Registry("flaggerpy.metrics")
     registry.register("prometheus", PrometheusProvider)
     registry.register("plain", ValueOnly)
@@ -265,3 +280,30 @@ async def test_compare_without_a_template_is_a_failed_check(analyzer: MetricsAna
     assert outcome.failure is not None
     assert outcome.failure.error
     assert "compare needs a templateRef" in outcome.failure.message
+
+
+def error_ratio(target: str) -> Canary:
+    return make_canary(target, name="errors", templateRef={"name": "errors"},
+                       compare={"with": "primary", "test": "proportion"})
+
+
+async def test_a_canary_failing_more_often_than_its_primary_halts(
+        analyzer: MetricsAnalyzer) -> None:
+    outcome = await measured(analyzer, error_ratio("slow"))
+    failure = outcome.failure
+    assert failure is not None
+    assert failure.judgement is not None
+    assert failure.judgement.verdict is Verdict.FAIL
+    assert failure.message.startswith(
+        "Halt slow.test advancement errors compared with the primary over 10s: Fail: ")
+    assert "vs primary 0/" in failure.message
+
+
+async def test_a_canary_failing_as_often_as_its_primary_passes(
+        analyzer: MetricsAnalyzer) -> None:
+    outcome = await measured(analyzer, error_ratio("same"))
+    assert outcome.passed, outcome.failure
+    (result,) = outcome.results
+    assert result.judgement is not None
+    assert result.judgement.verdict is Verdict.PASS
+    assert result.judgement.canary_count > 50  # ~110 requests in 10 s

@@ -20,7 +20,9 @@ from flaggerpy.canary.comparison import (
     ComparisonUnsupported,
     compare_with_primary,
     primary_model,
+    split_ratio,
 )
+from flaggerpy.errors import MetricsError, NoValuesFoundError
 from flaggerpy.judging import Comparison, StatTest, Verdict
 from flaggerpy.models import MetricTemplate
 from flaggerpy.templating import render
@@ -130,11 +132,96 @@ async def test_a_provider_without_samples_is_refused_by_its_type() -> None:
                                    model=model(), comparison=Comparison())
 
 
-async def test_a_proportion_test_is_refused_for_now() -> None:
-    with pytest.raises(ComparisonUnsupported, match="proportion is not supported"):
-        await compare_with_primary(
-            Recording({"canary": [], "primary": []}), provider_type="prometheus", query=P99,
-            model=model(), comparison=Comparison(test=StatTest.PROPORTION))
+ERROR_RATIO = """
+sum(increase(http_requests_total{pod=~"{{ target }}-[0-9a-z]+-[0-9a-z]+",
+                                 status=~"5.."}[{{ interval }}]))
+/
+sum(increase(http_requests_total{pod=~"{{ target }}-[0-9a-z]+-[0-9a-z]+"}[{{ interval }}]))
+"""
+
+
+def test_a_ratio_splits_at_its_top_level_division() -> None:
+    events, total = split_ratio(ERROR_RATIO)
+    assert events.startswith("sum(increase(")
+    assert 'status=~"5.."' in events
+    assert total.startswith("sum(increase(")
+    assert "status" not in total
+    assert split_ratio('sum(x{path="/a/b"}) / sum(y[5m:1m]) offset 1e-3') == (
+        'sum(x{path="/a/b"})', "sum(y[5m:1m]) offset 1e-3")
+    assert split_ratio('x{{ "/" }} / {{ variables.total }}') == (
+        'x{{ "/" }}', "{{ variables.total }}")
+
+
+@pytest.mark.parametrize("query", [
+    "sum(errors)",  # no division
+    "sum(errors) / sum(requests) * 100",  # a percentage, not two counts
+    "a / b / c",
+    "a / on(pod) b",
+    "/ b",
+    "errors - 1",
+])
+def test_a_query_that_is_not_events_over_total_is_refused(query: str) -> None:
+    with pytest.raises(ComparisonUnsupported, match="must be <events> / <total>"):
+        split_ratio(query)
+
+
+@dataclass
+class Counting:
+    """A provider of instant values: answers by workload and by which half is asked."""
+
+    counts: dict[tuple[str, str], float | None]
+    asked: list[str] = field(default_factory=list)
+
+    async def run_query(self, query: str) -> float:
+        self.asked.append(query)
+        side = "primary" if "-primary" in query else "canary"
+        half = "events" if "5.." in query else "total"
+        value = self.counts[side, half]
+        if value is None:
+            raise NoValuesFoundError("no values found")
+        return value
+
+    async def is_online(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+PROPORTION = Comparison(test=StatTest.PROPORTION)
+
+
+async def test_proportions_are_four_instant_queries_judged() -> None:
+    provider = Counting({("canary", "events"): 60.4, ("canary", "total"): 1000.0,
+                         ("primary", "events"): 10.0, ("primary", "total"): 1000.2})
+    compared = await compare_with_primary(provider, provider_type="datadog", query=ERROR_RATIO,
+                                          model=model(), comparison=PROPORTION)
+    assert len(provider.asked) == 4
+    assert compared.verdict is Verdict.FAIL
+    assert compared.judgement.canary_count == 1000
+    assert "ratio 60/1000" in compared.judgement.reason
+    assert "primary 10/1000" in compared.judgement.reason
+
+
+async def test_no_errors_is_zero_events_and_no_requests_is_no_data() -> None:
+    provider = Counting({("canary", "events"): None, ("canary", "total"): 500.0,
+                         ("primary", "events"): None, ("primary", "total"): 500.0})
+    compared = await compare_with_primary(provider, provider_type="prometheus",
+                                          query=ERROR_RATIO, model=model(), comparison=PROPORTION)
+    assert compared.verdict is Verdict.PASS
+    assert "ratio 0/500" in compared.judgement.reason
+    provider.counts["canary", "total"] = None
+    compared = await compare_with_primary(provider, provider_type="prometheus",
+                                          query=ERROR_RATIO, model=model(), comparison=PROPORTION)
+    assert compared.verdict is Verdict.NO_DATA
+
+
+async def test_a_negative_count_is_an_error() -> None:
+    provider = Counting({("canary", "events"): -1.0, ("canary", "total"): 500.0,
+                         ("primary", "events"): 0.0, ("primary", "total"): 500.0})
+    with pytest.raises(MetricsError, match=r"a proportion needs counts, got -1\.0"):
+        await compare_with_primary(provider, provider_type="prometheus", query=ERROR_RATIO,
+                                   model=model(), comparison=PROPORTION)
 
 
 @pytest.mark.parametrize("interval", ["", "soon", "0s"])
@@ -145,11 +232,23 @@ async def test_an_interval_that_is_no_window_is_refused(interval: str) -> None:
             model=model(interval=interval), comparison=Comparison())
 
 
-def test_the_documented_template_renders_for_each_workload() -> None:
+def documented_templates() -> dict[str, MetricTemplate]:
     doc = (Path(__file__).parents[2] / "docs" / "analysis.md").read_text()
-    (template,) = [MetricTemplate.model_validate(found)
-                   for found in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", doc, re.S))
-                   if found["kind"] == "MetricTemplate"]
+    found = map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", doc, re.S))
+    return {d["metadata"]["name"]: MetricTemplate.model_validate(d) for d in found
+            if d["kind"] == "MetricTemplate"}
+
+
+def test_the_documented_error_ratio_is_two_counts() -> None:
+    template = documented_templates()["error-ratio"]
+    events, total = split_ratio(template.spec.query)
+    assert render(events, model(interval="30s")).count('status=~"5.."') == 1
+    assert "status" not in render(total, primary_model(model(interval="30s")))
+    assert 'pod=~"podinfo-primary-' in render(total, primary_model(model()))
+
+
+def test_the_documented_template_renders_for_each_workload() -> None:
+    template = documented_templates()["latency-samples"]
     canary = render(template.spec.query, model(target="podinfo", namespace="test"))
     primary = render(template.spec.query, primary_model(model(target="podinfo",
                                                               namespace="test")))
