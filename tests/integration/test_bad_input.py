@@ -269,14 +269,17 @@ def renamed(generated: Generated, name: str) -> Generated:
 
 def with_target(generated: Generated) -> Generated | None:
     """A Canary meant to be valid that targets a Deployment, retargeted at one named like the
-    Canary (which the test creates); None for anything else."""
+    Canary (which the test creates) and given a Service port if it has none; None for
+    anything else."""
     spec = generated.manifest["spec"]
     target = spec.get("targetRef") or {}
     if generated.kind != "Canary" or generated.breakage is not None or \
             target.get("kind") != "Deployment":
         return None
     target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": generated.name}
-    return Generated({**generated.manifest, "spec": {**spec, "targetRef": target}}, None)
+    service = spec.get("service") or {"port": 9898}  # optional in the CRD, needed to go on
+    return Generated({**generated.manifest, "spec": {**spec, "targetRef": target,
+                                                     "service": service}}, None)
 
 
 async def test_generated_manifests_are_rejected_naming_the_field_or_reported(
