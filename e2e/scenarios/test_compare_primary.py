@@ -2,14 +2,18 @@
 
 The simulator (``--mesh gatewayapi``) routes requests by the HTTPRoute the controller writes and
 exports what the pods would: ``http_request_duration_seconds`` per pod, which a real Prometheus
-scrapes. Each version's latency comes from its pod template (``LATENCY_JITTER_MS``: a uniform
-0..jitter ms per request). The metric is the p99 of each workload's histogram, from one
-MetricTemplate rendered for the canary and for the primary (``{{ target }}`` and
+scrapes. Each version's latency comes from its pod template (``LATENCY_MS`` plus a uniform
+0..``LATENCY_JITTER_MS`` ms per request). The metric is the p99 of each workload's histogram,
+from one MetricTemplate rendered for the canary and for the primary (``{{ target }}`` and
 ``<target>-primary``), judged by Mann-Whitney over the samples of a range query.
 
-- A canary 30 % slower (requests up to 520 ms instead of 400 ms) stays under every absolute
-  threshold (request-duration 1500 ms) and is rolled back by the comparison alone.
+- A canary 30 % slower (requests of 390..520 ms instead of 300..400 ms) stays under every
+  absolute threshold (request-duration 1500 ms) and is rolled back by the comparison alone.
+  ``minSamples`` and ``-hold-on-no-values`` hold the weight until each side has 8 points, so
+  a verdict never rests on the first few requests.
 - A canary with the primary's latency is promoted.
+- A canary failing 8 % of its requests where the primary fails none, above the success-rate
+  threshold (85 %), is rolled back by the comparison of the two error ratios (``proportion``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 MESH = "gatewayapi"
 PROVIDER = "gatewayapi:v1"
 SERVICE = {"port": 9898, "hosts": ["www.example.com"], "gatewayRefs": [{"name": "gateway"}]}
-PRIMARY_JITTER_MS = 400
-SLOWER_JITTER_MS = 520  # 30 % slower at every quantile
+PRIMARY_LATENCY = (300, 100)  # LATENCY_MS, LATENCY_JITTER_MS: 300..400 ms
+SLOWER_LATENCY = (390, 130)  # 390..520 ms: 30 % slower at every quantile
 
 P99_MS = """
 histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{
@@ -37,50 +41,77 @@ histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{
 """
 
 
-def template(prometheus_url: str) -> dict[str, Any]:
+ERROR_RATIO = """
+sum(increase(http_request_duration_seconds_count{
+  kubernetes_namespace="{{ namespace }}",
+  kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",
+  status=~"5.."
+}[{{ interval }}]))
+/
+sum(increase(http_request_duration_seconds_count{
+  kubernetes_namespace="{{ namespace }}",
+  kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+}[{{ interval }}]))
+"""
+
+
+def template(prometheus_url: str, name: str = "p99-ms", query: str = P99_MS) -> dict[str, Any]:
     return {"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": "p99-ms"},
+            "metadata": {"name": name},
             "spec": {"provider": {"type": "prometheus", "address": prometheus_url},
-                     "query": P99_MS}}
+                     "query": query}}
 
 
-def backend(jitter_ms: int) -> dict[str, Any]:
+def latency_env(latency: tuple[int, int]) -> list[dict[str, str]]:
+    return [{"name": "LATENCY_MS", "value": str(latency[0])},
+            {"name": "LATENCY_JITTER_MS", "value": str(latency[1])}]
+
+
+def backend() -> dict[str, Any]:
     manifest = deployment("backend", image="podinfo:6.0.0")
     container = manifest["spec"]["template"]["spec"]["containers"][0]
-    container["env"] = [{"name": "LATENCY_JITTER_MS", "value": str(jitter_ms)}]
+    container["env"] = latency_env(PRIMARY_LATENCY)
     return manifest
 
 
-def analysis_metrics() -> list[dict[str, Any]]:
-    return [
-        {"name": "request-duration", "thresholdRange": {"max": 1500}, "interval": "15s"},
-        {"name": "p99-vs-primary", "templateRef": {"name": "p99-ms"}, "interval": "20s",
-         "compare": {"with": "primary", "direction": "increase", "tolerance": 0.1}},
-    ]
+LATENCY_METRICS: list[dict[str, Any]] = [
+    {"name": "request-duration", "thresholdRange": {"max": 1500}, "interval": "15s"},
+    {"name": "p99-vs-primary", "templateRef": {"name": "p99-ms"}, "interval": "20s",
+     "compare": {"with": "primary", "direction": "increase", "tolerance": 0.1},
+     "minSamples": 8},
+]
+ERROR_METRICS: list[dict[str, Any]] = [
+    {"name": "request-success-rate", "thresholdRange": {"min": 85}, "interval": "15s"},
+    {"name": "errors-vs-primary", "templateRef": {"name": "error-ratio"}, "interval": "20s",
+     "compare": {"with": "primary", "test": "proportion", "tolerance": 0.5}},
+]
 
 
-async def start(start_mesh: MeshStarter) -> Scenario:
+async def start(start_mesh: MeshStarter,
+                metrics: list[dict[str, Any]] = LATENCY_METRICS) -> Scenario:
     mesh = await start_mesh(f"--mesh={MESH}")
     # A canary that has just got its first requests has too few samples for a verdict: hold.
     await mesh.start_controller(f"-mesh-provider={PROVIDER}", "-hold-on-no-values")
-    await mesh.apply(template(mesh.prometheus_url), backend(PRIMARY_JITTER_MS),
+    await mesh.apply(template(mesh.prometheus_url),
+                     template(mesh.prometheus_url, "error-ratio", ERROR_RATIO),
+                     backend(),
                      mesh_canary("backend", provider=PROVIDER, service=SERVICE, maxWeight=50,
-                                 stepWeight=25, threshold=2, metrics=analysis_metrics()))
+                                 stepWeight=25, threshold=2, metrics=metrics))
     await mesh.wait_phase("backend", "Initialized", within=60)
     return mesh
 
 
-async def release(mesh: Scenario, jitter_ms: int) -> None:
-    """A new version with the given latency: image and env in one revision."""
+async def release(mesh: Scenario, latency: tuple[int, int], fault_rate: float = 0.0) -> None:
+    """A new version with the given latency and errors: image and env in one revision."""
+    env = [*latency_env(latency), {"name": "FAULT_RATE", "value": str(fault_rate)}]
     await patch_workload(mesh, "backend", {"spec": {"template": {"spec": {"containers": [
-        {"name": "backend", "image": "podinfo:6.0.1",
-         "env": [{"name": "LATENCY_JITTER_MS", "value": str(jitter_ms)}]}]}}}})
+        {"name": "backend", "image": "podinfo:6.0.1", "env": env}]}}}})
 
 
 async def test_a_slower_canary_is_rolled_back_by_the_comparison(
         start_mesh: MeshStarter) -> None:
     mesh = await start(start_mesh)
-    await release(mesh, SLOWER_JITTER_MS)
+    await release(mesh, SLOWER_LATENCY)
     status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
     assert status["phase"] == "Failed"
     assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"
@@ -95,7 +126,24 @@ async def test_a_slower_canary_is_rolled_back_by_the_comparison(
 
 async def test_a_canary_as_good_as_the_primary_is_promoted(start_mesh: MeshStarter) -> None:
     mesh = await start(start_mesh)
-    await release(mesh, PRIMARY_JITTER_MS)
+    await release(mesh, PRIMARY_LATENCY)
     status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
     assert status["phase"] == "Succeeded", [e["message"] for e in await mesh.events("backend")]
     assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.1"
+
+
+async def test_a_canary_failing_more_often_is_rolled_back_by_the_proportions(
+        start_mesh: MeshStarter) -> None:
+    mesh = await start(start_mesh, ERROR_METRICS)
+    await release(mesh, PRIMARY_LATENCY, fault_rate=0.08)
+    status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
+    assert status["phase"] == "Failed"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"
+    halts = [e["message"] for e in await mesh.events("backend")
+             if e["message"].startswith("Halt backend.")]
+    print("\n".join(halts))
+    compared = [m for m in halts
+                if "errors-vs-primary compared with the primary over 20s: Fail" in m]
+    assert compared, halts
+    assert " z=" in compared[0]
+    assert not [m for m in halts if "success rate" in m], halts  # above the threshold
