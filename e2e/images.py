@@ -75,6 +75,8 @@ GO_TOOLS = (
            built_as="grpc-health-probe"),
 )
 GO_FLAGS = ("-trimpath", "-ldflags=-s -w")
+# The Dockerfile's title label: what marks an image as one of flaggerpy's own.
+IMAGE_LABEL = "org.opencontainers.image.title=flaggerpy"
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,10 @@ def build_images(*, tag: str | None = None) -> Images:
         "--build-arg", f"BASE_IMAGE={images.controller}",
         "-t", images.loadtester, "-f", str(ROOT / "Dockerfile.loadtester"), str(context),
     ])
+    # Each rebuild leaves the previous images untagged (half a gigabyte each); the label is the
+    # Dockerfile's, so nothing but flaggerpy's own images is pruned.
+    _run([*PODMAN, "image", "prune", "--force", "--filter", f"label={IMAGE_LABEL}"],
+         stdout=subprocess.DEVNULL)
     return images
 
 
