@@ -170,11 +170,15 @@ def test_the_controller_image_is_non_root_and_carries_no_build_tools(built: imag
 def test_the_loadtester_image_carries_flaggers_tools(built: images.Images) -> None:
     result = _run_in(built.loadtester, "hey 2>&1 | head -n 1; ghz --help >/dev/null && echo ghz ok;"
                      " wrk -v 2>&1 | head -n 1; grpc_health_probe -version;"
-                     " helm version --short; kubectl version --client")
+                     " helm version --short; helmv3 version --short; kubectl version --client;"
+                     " curl --version | head -n 1; echo '{\"a\": 1}' | jq .a")
     assert result.returncode == 0, (result.stdout, result.stderr)
     tools = images.GO_TOOLS[2].version.removeprefix("v")  # grpc_health_probe prints its version
-    for expected in ("Usage: hey", "ghz ok", "wrk debian/", tools, "v4.", "Client Version: v1."):
+    for expected in ("Usage: hey", "ghz ok", "wrk debian/", tools, "v4.", "Client Version: v1.",
+                     "curl 7."):
         assert expected in result.stdout, (expected, result.stdout)
+    assert result.stdout.count("v4.") == 2, result.stdout  # helm and helmv3
+    assert result.stdout.rstrip().endswith("\n1"), result.stdout  # jq
 
 
 @pytest.fixture
