@@ -102,8 +102,8 @@ class Harness:
 
     async def reports(self) -> dict[tuple[str, str], str]:
         """What the controller has said so far about each object, by (kind, name): a Canary's
-        ``Failed`` status, else its ``Initialized`` phase, else its first Warning Event; a
-        template's or provider's ``Ready`` condition."""
+        ``Failed`` status, else its first Warning Event, else its ``Initialized`` phase (or any
+        phase when it is suspended); a template's or provider's ``Ready`` condition."""
         said: dict[tuple[str, str], str] = {}
         for event in (await self.client.list(kube.EVENTS, namespace=self.namespace)).items:
             involved = event.get("involvedObject") or {}
@@ -122,6 +122,9 @@ class Harness:
                 elif kind == "Canary" and status.get("phase") == "Initialized":
                     # A valid spec with a target that exists: reconciled, nothing to report.
                     said.setdefault((kind, name), "Initialized")
+                elif kind == "Canary" and status.get("phase") and obj["spec"].get("suspend"):
+                    # Suspended: seen, and left alone as asked (Flagger skips it too).
+                    said.setdefault((kind, name), f"suspended, {status['phase']}")
                 elif kind != "Canary":
                     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
                     if ready is not None:
