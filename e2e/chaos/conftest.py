@@ -98,6 +98,10 @@ def chaos(cluster: LocalCluster, namespace: str, receiver: WebhookReceiver) -> C
             record({"fault": name, "outcome": None, "differences": [str(stuck)[:300]],
                     "stuck": True, "expected": expected.as_json()})
             raise
+        except Exception as error:  # recorded, so that the report never drops a run
+            record({"fault": name, "outcome": None, "differences": [repr(error)[:300]],
+                    "stuck": False, "expected": expected.as_json()})
+            raise
         record({"fault": name, "outcome": got.as_json(), "differences": got.differences(expected),
                 "stuck": False, "expected": expected.as_json()})
         return expected, got
