@@ -23,7 +23,7 @@ from flaggerpy.kube import JsonObject
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.controller import Controller
 from flaggerpy.runtime.events import EventRecorder
-from flaggerpy.runtime.informer import Informer, SharedInformerFactory, index_by
+from flaggerpy.runtime.informer import SharedInformerFactory, index_by
 from flaggerpy.runtime.leader import LeaderElector
 from flaggerpy.runtime.manager import Manager
 from flaggerpy.runtime.workqueue import WorkQueue
@@ -34,9 +34,21 @@ from flaggerpy.telemetry_server import TelemetryServer
 log = structlog.get_logger(__name__)
 
 CONTROLLER_NAME = "canary"
-# Flagger's informers resync every 30 s; ours only refresh the namespace totals, since each canary
-# schedules its own next analysis through the work queue.
+# Flagger's informers resync every 30 s. Ours re-deliver every cached object as an update of itself
+# just as often; the canary handlers ignore those (each canary schedules its own next analysis
+# through the work queue), so only the status controllers of templates and providers re-check.
 RESYNC_SECONDS = 30.0
+
+
+def is_resync(old: JsonObject, new: JsonObject) -> bool:
+    """Whether an update is an informer resync: the same object delivered again, nothing new.
+
+    Acting on those would reconcile every canary every 30 s while nothing changes: idle work
+    that grows with the number of canaries.
+    """
+    old_version = (old.get("metadata") or {}).get("resourceVersion")
+    return old is new or (old_version is not None
+                          and old_version == (new.get("metadata") or {}).get("resourceVersion"))
 
 
 def spec_changed(old: JsonObject, new: JsonObject) -> bool:
@@ -79,11 +91,26 @@ def targets_a_service(canary: JsonObject) -> bool:
     return ref.get("kind") == "Service" and "/" not in str(ref.get("apiVersion") or "")
 
 
-def count_by_namespace(canaries: Informer, telemetry: Recorder) -> None:
-    """Sets ``flagger_canary_total{namespace}`` from the cache."""
-    totals = Counter(kube.key_of(obj).namespace for obj in canaries.list())
-    for namespace, total in totals.items():
-        telemetry.set_total(namespace=namespace, total=total)
+class CanaryTotals:
+    """``flagger_canary_total{namespace}``, kept by counting adds and deletes.
+
+    Recounting the whole cache on every event costs O(N) per event, O(N^2) for N canaries
+    created at once; a namespace whose last canary is gone reads 0, not its last count.
+    """
+
+    def __init__(self, telemetry: Recorder) -> None:
+        self._telemetry = telemetry
+        self._totals: Counter[str] = Counter()
+
+    def added(self, obj: JsonObject) -> None:
+        self._set(kube.key_of(obj).namespace, +1)
+
+    def deleted(self, obj: JsonObject) -> None:
+        self._set(kube.key_of(obj).namespace, -1)
+
+    def _set(self, namespace: str, change: int) -> None:
+        self._totals[namespace] = max(0, self._totals[namespace] + change)
+        self._telemetry.set_total(namespace=namespace, total=self._totals[namespace])
 
 
 def rate_limit(settings: Settings) -> kube.TokenBucket:
@@ -183,19 +210,17 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         def enqueue(obj: JsonObject) -> None:
             queue.add(kube.key_of(obj))
 
+        totals = CanaryTotals(telemetry)
+
         def on_update(old: JsonObject, new: JsonObject) -> None:
             if spec_changed(old, new):
                 enqueue(new)
-            count_by_namespace(canaries, telemetry)
-
-        def on_delete(obj: JsonObject) -> None:
-            count_by_namespace(canaries, telemetry)
 
         def on_add(obj: JsonObject) -> None:
             enqueue(obj)
-            count_by_namespace(canaries, telemetry)
+            totals.added(obj)
 
-        canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=on_delete)
+        canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=totals.deleted)
 
         def enqueue_for_workload(obj: JsonObject) -> None:
             for canary in canaries.by_index(TARGET_INDEX, workload_index_value(obj)):
@@ -207,7 +232,8 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
                 enqueue(canary)
 
         def workload_changed(old: JsonObject, new: JsonObject) -> None:
-            enqueue_for_workload(new)
+            if not is_resync(old, new):
+                enqueue_for_workload(new)
 
         def config_changed(old: JsonObject, new: JsonObject) -> None:
             if old.get("data") != new.get("data") or old.get("binaryData") != new.get(

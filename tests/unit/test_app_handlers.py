@@ -1,0 +1,43 @@
+"""The controller's watch handlers: what an informer event costs while nothing changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flaggerpy.app import CanaryTotals, is_resync
+from flaggerpy.telemetry import Recorder
+
+
+def canary(namespace: str, name: str, version: str = "1") -> dict[str, Any]:
+    return {"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"namespace": namespace, "name": name, "resourceVersion": version}}
+
+
+def total(recorder: Recorder, namespace: str) -> float | None:
+    return recorder.registry.get_sample_value("flagger_canary_total", {"namespace": namespace})
+
+
+def test_a_resync_is_the_same_object_delivered_again() -> None:
+    obj = canary("test", "podinfo", "7")
+    assert is_resync(obj, obj)
+    assert is_resync(obj, canary("test", "podinfo", "7"))  # a relist's copy of the same version
+
+
+def test_a_new_resource_version_is_not_a_resync() -> None:
+    assert not is_resync(canary("test", "podinfo", "7"), canary("test", "podinfo", "8"))
+    unversioned = {"metadata": {"name": "podinfo"}}
+    assert not is_resync(unversioned, {"metadata": {"name": "podinfo"}})
+
+
+def test_totals_follow_adds_and_deletes_per_namespace() -> None:
+    recorder = Recorder(process_collectors=False)
+    totals = CanaryTotals(recorder)
+    for name in ("a", "b", "c"):
+        totals.added(canary("test", name))
+    totals.added(canary("other", "a"))
+    assert total(recorder, "test") == 3
+    assert total(recorder, "other") == 1
+    totals.deleted(canary("test", "b"))
+    totals.deleted(canary("other", "a"))
+    assert total(recorder, "test") == 2
+    assert total(recorder, "other") == 0  # its last canary gone: 0, not a stale 1
