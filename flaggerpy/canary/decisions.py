@@ -42,7 +42,7 @@ from flaggerpy.models.status import ANALYSIS_HISTORY_LIMIT
 from flaggerpy.notifying import Field, Severity
 
 if TYPE_CHECKING:
-    from flaggerpy.canary.metrics_analysis import MetricResult
+    from flaggerpy.canary.metric_results import MetricResult
 
 __all__ = [
     "HOLD_PREFIX",
