@@ -211,9 +211,23 @@ class Lifecycle:
                                              namespace=canary.namespace,
                                              seconds=time.monotonic() - tick.started)
         except Exception as error:
-            # Shown on the Canary, then retried with backoff by the work queue.
-            await self._warn(obj, f"{type(error).__name__}: {error}")
-            raise
+            refusal = permanent_refusal(error)
+            if refusal is None:
+                # Shown on the Canary (the error's text, as Flagger's Events; the class goes
+                # to the log with the traceback), then retried with backoff by the work queue.
+                await self._warn(obj, str(error) or type(error).__name__)
+                raise
+            # The API server refuses this write for what it is (an invalid label, a name
+            # that is not DNS, an object too large): the same write is refused on every
+            # retry, so it is said once, without a traceback, and tried again at the
+            # interval, as Flagger's next tick would, until the spec changes.
+            message = str(error)
+            if _news(state, "refused", message, within=float("inf")):
+                log.warning("reconcile_refused", error=type(error).__name__,
+                            status=refusal.status, reason=refusal.reason)
+                await self._warn(obj, message)
+            return Result(requeue_after=interval)
+        state.said.pop("refused", None)
         return Result(requeue_after=interval)
 
     async def finalize(
@@ -1056,6 +1070,27 @@ def _news(state: TickState, topic: str, message: str, *, within: float) -> bool:
         return False
     state.said[topic] = (message, time.monotonic())
     return True
+
+
+def permanent_refusal(error: BaseException) -> kube.KubeError | None:
+    """The API server's permanent refusal behind ``error`` (its ``__cause__`` chain), if any.
+
+    422 Invalid always is (the object fails validation; writing it again changes nothing), and
+    so is a 400 whose reason says the request itself is bad. Anything else (a conflict, a
+    timeout, a 5xx, a fenced write) may pass on a retry and is not one.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, kube.WriteFencedError):
+            return None
+        if isinstance(current, kube.KubeError) and (
+                current.status == 422
+                or (current.status == 400 and current.reason in ("BadRequest", "Invalid"))):
+            return current
+        current = current.__cause__
+    return None
 
 
 def _has_event_hooks(obj: Mapping[str, Any]) -> bool:

@@ -57,11 +57,14 @@ class CanaryReconciler:
         self._events = events
         self._settings = settings
         self._telemetry = telemetry
+        self._warned: dict[ObjectKey, tuple[object, str]] = {}
+        """Per canary, the spec generation and the spec warnings last said for it."""
 
     async def reconcile(self, key: ObjectKey) -> Result:
         stored = await self._store.get(kube.CANARIES, namespace=key.namespace, name=key.name)
         if stored is None:
             log.debug("canary_gone")
+            self._warned.pop(key, None)
             if self._lifecycle is not None:
                 self._lifecycle.forget(key)
             return Result()
@@ -104,6 +107,7 @@ class CanaryReconciler:
         deleting = await self._finalizer(obj, canary, provider=provider)
         if deleting is not None:
             return deleting
+        await self._warn_spec(obj, canary, verify.unreadable_durations(canary))
         obj = await self._initialize(obj, canary)
         if self._lifecycle is None:
             return Result(requeue_after=canary.get_analysis_interval(
@@ -192,6 +196,27 @@ class CanaryReconciler:
             kube.CANARIES, namespace=canary.namespace, name=canary.name, patch=patch,
             subresource="status",
         )
+
+    async def _warn_spec(self, obj: dict[str, Any], canary: Canary, warnings: list[str]) -> None:
+        """Spec warnings (a field read as its default): a Warning Event once per spec change.
+
+        Every reconcile finds them again; only a new generation (the user edited the spec) or
+        a different text is worth another Event.
+        """
+        key = ObjectKey(canary.namespace, canary.name)
+        if not warnings:
+            self._warned.pop(key, None)
+            return
+        message = "; ".join(warnings)
+        said = ((obj.get("metadata") or {}).get("generation"), message)
+        if self._warned.get(key) == said:
+            return
+        self._warned[key] = said
+        if self._lifecycle is not None:
+            await self._lifecycle.warn(obj, message)  # logged there, as every Event
+        else:
+            log.warning("canary_spec_warning", reason=message)
+            await self._events.warning(obj, message)
 
     async def _fail(self, obj: dict[str, Any], message: str) -> None:
         """Makes a spec problem visible: status, Event and log; the key is not retried."""

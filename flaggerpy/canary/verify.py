@@ -6,7 +6,7 @@ at once in the status message and the Event.
 
 from __future__ import annotations
 
-from flaggerpy.models import Canary
+from flaggerpy.models import ANALYSIS_INTERVAL_SECONDS, Canary, format_duration, parse_duration
 from flaggerpy.routing import Capabilities
 
 
@@ -68,6 +68,26 @@ def session_affinity(canary: Canary) -> list[str]:
     affinity = canary.spec.analysis.session_affinity
     if affinity is not None and affinity.primary_cookie_name == affinity.cookie_name:
         return ["spec.analysis.sessionAffinity.primaryCookieName must differ from cookieName"]
+    return []
+
+
+def unreadable_durations(canary: Canary) -> list[str]:
+    """Durations that pass the CRD's pattern but Go cannot parse (``1s-5x``, thirty 9s and ``s``).
+
+    Flagger reads such an analysis interval as its 60 s default without a word; the canary
+    keeps working that way here too, so manifests that run under Flagger run the same, but
+    the user is told which field was not read and what is used instead. Not a problem that
+    fails the canary: a warning.
+    """
+    interval = canary.spec.analysis.interval
+    if not interval:
+        return []
+    try:
+        parse_duration(interval)
+    except ValueError as error:
+        default = format_duration(ANALYSIS_INTERVAL_SECONDS)
+        return [f"spec.analysis.interval {interval!r} cannot be read as a duration ({error}); "
+                f"the analysis runs every {default}, Flagger's default"]
     return []
 
 
