@@ -80,7 +80,11 @@ chaos: venv debian-deps cluster-bin ## the whole chaos suite (e2e/chaos), each f
 	  $(BIN)/python -m e2e.cluster.shared -- $(BIN)/pytest -ra -n $(TEST_JOBS) --dist loadfile e2e/chaos; \
 	  status=$$?; $(BIN)/python -m e2e.chaos.report $(CHAOS_REPORT); exit $$status
 
+# Canary counts for the scale benchmark; it stops at the largest the machine holds.
+SCALE_N ?= 100 1000 10000
+
 bench: venv debian-deps cluster-bin ## benchmarks under e2e/bench (numbers, not pass/fail)
 	$(BIN)/python -m e2e.bench.detection --samples 30
 	$(BIN)/python -m e2e.bench.failover --samples 3
 	$(BIN)/python -m e2e.bench.judge --runs 200
+	$(BIN)/python -m e2e.bench.scale --n $(SCALE_N) --json build/bench/scale.json

@@ -1,0 +1,299 @@
+"""Benchmark: what N canaries cost one controller, for N at several levels.
+
+For each N (a fresh namespace and a fresh ``flaggerpy controller`` per level, in a local control
+plane of its own), N blue/green canaries on the ``kubernetes`` provider (``skipAnalysis``, so a
+revision is promoted within a tick or two), their Deployments scheduled on kwok nodes, are created
+in bulk; the report gives, per N:
+
+* initialisation: seconds until all N are ``Initialized``, and the controller's CPU for it (from
+  ``/proc/<pid>/stat``), in total and per canary;
+* the controller's RSS once initialised and idle (and, across levels, per canary as the slope);
+* an idle window: API requests of the controller by verb per canary-hour (audit log), and its CPU
+  as a share of one core, which should not grow with N when nothing changes;
+* detection latency p50/p99 with N canaries idle (image change to ``Progressing`` as a watch
+  delivers it, one canary at a time, as ``detection.py`` measures it);
+* a wave: 10 % of the canaries get a new revision at once; seconds until all of them are
+  Progressing (or past it) and until all are ``Succeeded``;
+* the API server's and etcd's RSS.
+
+Tick lateness (the time between analysis ticks minus the interval) is not reported: the controller
+exposes each tick's duration (``flagger_canary_duration_seconds``) but not when a tick was due.
+
+It stops at the first level the machine does not hold (initialisation not done within
+``--init-timeout``) and says so. Usage: ``python -m e2e.bench.scale [--n 100 1000 10000]
+[--interval 1m] [--idle 60] [--json build/bench/scale.json]``. It always starts its own cluster:
+N canaries are no load for a cluster others share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from e2e.bench.harness import percentile, run_in_cluster, wait_for_phase
+from e2e.cluster import audit
+from e2e.cluster.localcluster import LocalCluster
+from e2e.cluster.pytest_plugin import CLUSTER_ENV
+from e2e.processes import ControllerProcess
+from e2e.scenario import deployment
+from flaggerpy import kube
+
+PODS_PER_NODE = 250
+"""What each kwok node admits; the cluster's own two nodes are no room for N primaries."""
+CREATE_CONCURRENCY = 20
+PAST_PROGRESSING = {"Progressing", "Promoting", "Finalising", "Succeeded"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of process ``pid``, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def bench_canary(name: str, *, interval: str) -> dict[str, Any]:
+    """A blue/green Canary that skips analysis: each revision costs a tick or two."""
+    return {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": name},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "progressDeadlineSeconds": 600,
+            "service": {"port": 9898},
+            "skipAnalysis": True,
+            "analysis": {"interval": interval, "threshold": 2, "iterations": 1},
+        },
+    }
+
+
+async def add_nodes(cluster: LocalCluster, pods: int) -> None:
+    """kwok nodes enough for ``pods`` more pods (kwok manages nodes with its annotation)."""
+    count = pods // PODS_PER_NODE + 1
+    nodes = [{
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": f"kwok-scale-{index}",
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": f"kwok-scale-{index}", "type": "kwok",
+                       "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+        },
+        "status": {"allocatable": {"cpu": "256", "memory": "1Ti", "pods": str(PODS_PER_NODE)},
+                   "capacity": {"cpu": "256", "memory": "1Ti", "pods": str(PODS_PER_NODE)}},
+    } for index in range(count)]
+    await cluster.akubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": nodes}))
+
+
+async def create_all(client: kube.KubeClient, namespace: str, n: int, *, interval: str) -> None:
+    """Creates N Deployments and their Canaries, ``CREATE_CONCURRENCY`` requests at a time."""
+    gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+    async def one(index: int) -> None:
+        name = f"app-{index:05d}"
+        async with gate:
+            await client.create(kube.DEPLOYMENTS, deployment(name, image="podinfo:0", replicas=1),
+                                namespace=namespace)
+            await client.create(kube.CANARIES, bench_canary(name, interval=interval),
+                                namespace=namespace)
+
+    await asyncio.gather(*(one(index) for index in range(n)))
+
+
+async def phases(client: kube.KubeClient, namespace: str) -> dict[str, str]:
+    listed = await client.list(kube.CANARIES, namespace=namespace)
+    return {item["metadata"]["name"]: str((item.get("status") or {}).get("phase") or "")
+            for item in listed.items}
+
+
+async def wait_until(
+    client: kube.KubeClient, namespace: str, names: set[str], done: set[str], *, within: float
+) -> float | None:
+    """Monotonic time at which every canary of ``names`` has a phase in ``done``; None if late."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        current = await phases(client, namespace)
+        if all(current.get(name) in done for name in names):
+            return time.monotonic()
+        await asyncio.sleep(0.5)
+    return None
+
+
+async def revise(client: kube.KubeClient, namespace: str, name: str, index: int) -> float:
+    """Sets ``name``'s image to ``podinfo:<index>``; returns when the request was sent."""
+    patch = {"spec": {"template": {"spec": {"containers": [
+        {"name": name, "image": f"podinfo:{index}"}]}}}}
+    sent_at = time.monotonic()
+    await client.patch(kube.DEPLOYMENTS, name, patch, namespace=namespace)
+    return sent_at
+
+
+async def detection(
+    client: kube.KubeClient, namespace: str, names: list[str]
+) -> list[float]:
+    """Seconds from an image change to a watch delivering ``Progressing``, one canary at a time."""
+    latencies = []
+    for name in names:
+        current = await client.get(kube.CANARIES, name, namespace=namespace)
+        watcher = asyncio.create_task(wait_for_phase(
+            client, namespace, name, "Progressing", since_version=kube.resource_version(current)))
+        await asyncio.sleep(0.05)  # the watch is open before the change
+        changed_at = await revise(client, namespace, name, 1)
+        latencies.append(await watcher - changed_at)
+    return latencies
+
+
+async def level(
+    cluster: LocalCluster, client: kube.KubeClient, n: int, *,
+    interval: str, idle: float, samples: int, init_timeout: float,
+) -> dict[str, Any]:
+    namespace = f"scale-{n}-{secrets.token_hex(2)}"
+    await cluster.akubectl("create", "namespace", namespace)
+    await add_nodes(cluster, 2 * n)
+    controller = ControllerProcess(kubeconfig=cluster.kubeconfig, name=f"scale-{n}", args=[
+        f"-namespace={namespace}", "-min-analysis-interval=1s", "-log-level=info"])
+    controller.start()
+    try:
+        await asyncio.to_thread(controller.wait_ready)
+        assert controller.process is not None
+        pid = controller.process.pid
+        report: dict[str, Any] = {"n": n, "rss_mib_before": rss_mib(pid)}
+
+        cpu_before, started = cpu_seconds(pid), time.monotonic()
+        await create_all(client, namespace, n, interval=interval)
+        report["create_seconds"] = round(time.monotonic() - started, 1)
+        names = {f"app-{index:05d}" for index in range(n)}
+        ready = await wait_until(client, namespace, names, {"Initialized"}, within=init_timeout)
+        if ready is None:
+            seen = Counter((await phases(client, namespace)).values())
+            report["stopped"] = (f"not all {n} Initialized within {init_timeout:g}s: "
+                                 f"{dict(seen)}")
+            return report
+        init_cpu = cpu_seconds(pid) - cpu_before
+        report["initialise_seconds"] = round(ready - started, 1)
+        report["initialise_cpu_seconds"] = round(init_cpu, 2)
+        report["cpu_ms_per_initialisation"] = round(1000 * init_cpu / n, 1)
+
+        await asyncio.sleep(5)  # the last Events and status writes settle
+        since, cpu_before = datetime.now(UTC), cpu_seconds(pid)
+        await asyncio.sleep(idle)
+        until, idle_cpu = datetime.now(UTC), cpu_seconds(pid) - cpu_before
+        await asyncio.sleep(1)  # the audit log is written
+        counts = audit.count_requests(cluster.audit_log, user_agent="flaggerpy/",
+                                      since=since, until=until, namespace=namespace)
+        canary_hours = n * idle / 3600
+        report["rss_mib"] = rss_mib(pid)
+        report["idle"] = {
+            "window_seconds": idle,
+            "cpu_percent_of_a_core": round(100 * idle_cpu / idle, 2),
+            "requests_per_canary_hour": {verb: round(count / canary_hours, 2)
+                                         for verb, count in sorted(counts.by_verb.items())},
+            "reads": counts.reads,
+        }
+
+        ordered = sorted(names)
+        probes, wave = ordered[:samples], ordered[samples:samples + max(1, n // 10)]
+        latencies = await detection(client, namespace, probes)
+        report["detection_seconds"] = {
+            "samples": len(latencies),
+            "p50": round(statistics.median(latencies), 4),
+            "p99": round(percentile(latencies, 0.99), 4),
+            "max": round(max(latencies), 4),
+        }
+
+        started = time.monotonic()
+        await asyncio.gather(*(revise(client, namespace, name, 2) for name in wave))
+        progressing = await wait_until(client, namespace, set(wave), PAST_PROGRESSING,
+                                       within=init_timeout)
+        succeeded = await wait_until(client, namespace, set(wave), {"Succeeded"},
+                                     within=init_timeout)
+        report["wave"] = {
+            "canaries": len(wave),
+            "all_progressing_seconds": None if progressing is None
+            else round(progressing - started, 1),
+            "all_succeeded_seconds": None if succeeded is None
+            else round(succeeded - started, 1),
+        }
+        pids = cluster.state().pids
+        report["apiserver_rss_mib"] = rss_mib(pids["kube-apiserver"])
+        report["etcd_rss_mib"] = rss_mib(pids["etcd"])
+        return report
+    finally:
+        await asyncio.to_thread(controller.stop)
+        await cluster.akubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+async def run(
+    cluster: LocalCluster, *, levels: list[int], interval: str, idle: float, samples: int,
+    init_timeout: float,
+) -> dict[str, Any]:
+    client = await kube.KubeClient.connect(kubeconfig=cluster.kubeconfig,
+                                           user_agent="flaggerpy-bench")
+    results: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "interval": interval, "load_average": os.getloadavg(), "cpus": os.cpu_count(),
+        "levels": results,
+    }
+    try:
+        for n in levels:
+            print(f"scale: N = {n}", file=sys.stderr)
+            result = await level(cluster, client, n, interval=interval, idle=idle,
+                                 samples=samples, init_timeout=init_timeout)
+            print(f"scale: {result}", file=sys.stderr)
+            results.append(result)
+            if "stopped" in result:
+                report["stopped_at"] = {"n": n, "why": result["stopped"]}
+                break
+    finally:
+        await client.aclose()
+    held = [r for r in results if "rss_mib" in r]
+    if len(held) >= 2:
+        first, last = held[0], held[-1]
+        report["rss_kib_per_canary"] = round(
+            1024 * (last["rss_mib"] - first["rss_mib"]) / (last["n"] - first["n"]), 1)
+    report["load_average_after"] = os.getloadavg()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 10000],
+                        help="levels, smallest first")
+    parser.add_argument("--interval", default="1m", help="each canary's analysis interval")
+    parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
+    parser.add_argument("--samples", type=int, default=10, help="detection samples per level")
+    parser.add_argument("--init-timeout", type=float, default=900.0,
+                        help="seconds a level may take to initialise before the run stops")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    os.environ.pop(CLUSTER_ENV, None)  # a cluster of its own, never a shared one
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+    return run_in_cluster(
+        lambda cluster: run(cluster, levels=sorted(args.n), interval=args.interval,
+                            idle=args.idle, samples=args.samples,
+                            init_timeout=args.init_timeout),
+        json_path=args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
