@@ -63,6 +63,11 @@ class PrometheusObserver:
     """PromQL template answering the canary's latency (p99 for most meshes)."""
     duration_scale: ClassVar[float] = 1.0
     """What a duration answer is multiplied by to be milliseconds (1000 for seconds)."""
+    compares_with_primary: ClassVar[bool] = False
+    """Whether both queries select the canary by workload (``{{ target }}`` alone), so that
+    rendered with ``target`` = ``<target>-primary`` they select the primary: what ``compare`` on
+    a builtin metric needs. False for observers that select the canary Service, ingress or
+    route (``<target>-canary``...), which cannot be pointed at the primary."""
 
     def __init__(
             self,
@@ -151,3 +156,4 @@ class HttpObserver(PrometheusObserver):
                                'status!~"5.*"')
     duration_query = p99("http_request_duration_seconds_bucket", _POD_OF_TARGET)
     duration_scale = 1000.0
+    compares_with_primary = True  # the primary's pods are <target>-primary-<hash>-<id>

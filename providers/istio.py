@@ -761,3 +761,4 @@ class IstioObserver(PrometheusObserver):
                  'destination_workload=~"{{ target }}"')
     success_rate_query = ratio("istio_requests_total", _selector, 'response_code!~"5.*"')
     duration_query = p99("istio_request_duration_milliseconds_bucket", _selector)
+    compares_with_primary = True  # destination_workload is the Deployment's name

@@ -426,6 +426,7 @@ class LinkerdObserver(PrometheusObserver):
         "response_latency_ms_bucket",
         'namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"',
     )
+    compares_with_primary = True  # deployment is the Deployment's name
 
 
 class OsmObserver(PrometheusObserver):
@@ -437,6 +438,7 @@ class OsmObserver(PrometheusObserver):
                  'destination_name="{{ target }}"')
     success_rate_query = ratio("osm_request_total", _selector, 'response_code!~"5.*"')
     duration_query = p99("osm_request_duration_ms_bucket", _selector)
+    compares_with_primary = True  # destination_name is the Deployment's name
 
 
 def _flagger_name(canary: Canary) -> str:

@@ -31,6 +31,13 @@ top-level ``/`` (:func:`split_ratio`) and each half is asked as an instant query
 :class:`~flaggerpy.judging.Proportion` ``(events, total)``. The halves must be counts over the
 interval (``increase(...[{{ interval }}])``, not ``rate``), rounded to whole numbers; events
 with no values (no series: not a single error) are 0, a total with no values is no data.
+
+The builtin metrics (:func:`compare_builtin`) are the mesh observer's own queries rendered for
+both workloads, for an observer that selects the canary by workload
+(:attr:`~flaggerpy.observing.PrometheusObserver.compares_with_primary`): request-duration is
+asked as samples (Mann-Whitney, in milliseconds), request-success-rate is split into its ok
+and all-requests halves with ``increase`` for ``rate`` and judged as errors (all - ok) out of
+all requests, a proportion.
 """
 
 from __future__ import annotations
@@ -44,7 +51,14 @@ from typing import Final
 import structlog
 
 from flaggerpy import templating
-from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, SampleProvider
+from flaggerpy.analysis import (
+    MetricKind,
+    MetricsProvider,
+    MetricTemplateModel,
+    Observer,
+    SampleProvider,
+)
+from flaggerpy.canary import decisions
 from flaggerpy.errors import MetricsError, NoValuesFoundError
 from flaggerpy.judging import (
     Comparison,
@@ -56,11 +70,13 @@ from flaggerpy.judging import (
     judge_samples,
 )
 from flaggerpy.models import durations
+from flaggerpy.observing import PrometheusObserver
 
 __all__ = [
     "PRIMARY_SUFFIX",
     "Compared",
     "ComparisonUnsupported",
+    "compare_builtin",
     "compare_with_primary",
     "primary_model",
     "split_ratio",
@@ -117,13 +133,81 @@ async def compare_with_primary(
         raise ComparisonUnsupported(
             f"provider {provider_type} cannot return samples over an interval, which compare"
             " needs (a range query); use a provider that can, such as prometheus")
+    return await _compare_samples(
+        provider, canary_query=templating.render(query, model),
+        primary_query=templating.render(query, primary_model(model)),
+        window=_window(model.interval), comparison=comparison)
+
+
+async def compare_builtin(
+        observer: Observer,
+        *,
+        kind: MetricKind,  # request-success-rate or request-duration
+        model: MetricTemplateModel,  # the canary's model
+        comparison: Comparison,
+) -> Compared:
+    """A builtin metric of the mesh's observer, judged against the primary.
+
+    Raises :class:`ComparisonUnsupported` when the observer's queries cannot be rendered for
+    the primary, its success-rate query is not Flagger's ratio shape, or its client cannot
+    return samples; the client's ``MetricsError`` when a query fails.
+    """
+    mesh = getattr(observer, "mesh", type(observer).__name__)
+    if not isinstance(observer, PrometheusObserver) or not observer.compares_with_primary:
+        raise ComparisonUnsupported(
+            f"compare is not available for the builtin {kind} metric of provider {mesh}: its"
+            " query selects the canary by Service, ingress or route, not by workload, so it"
+            " cannot be rendered for the primary; use a MetricTemplate whose query selects"
+            " {{ target }}")
+    primary = primary_model(model)
     window = _window(model.interval)
-    canary_query = templating.render(query, model)
-    primary_query = templating.render(query, primary_model(model))
+    if kind is MetricKind.REQUEST_DURATION:
+        if comparison.test is StatTest.PROPORTION:
+            raise ComparisonUnsupported(
+                "request-duration is compared with mann-whitney, not proportion")
+        if not isinstance(observer.client, SampleProvider):
+            raise ComparisonUnsupported(
+                f"the metrics server of provider {mesh} cannot return samples over an"
+                " interval, which compare needs (a range query)")
+        return await _compare_samples(
+            observer.client, canary_query=observer.render_duration(model),
+            primary_query=observer.render_duration(primary), window=window,
+            comparison=comparison, scale=observer.duration_scale)
+    canary_query = observer.render_success_rate(model)
+    primary_query = observer.render_success_rate(primary)
+    canary_halves = decisions.success_count_queries(canary_query)
+    primary_halves = decisions.success_count_queries(primary_query)
+    if canary_halves is None or primary_halves is None:
+        raise ComparisonUnsupported(
+            f"compare is not available for the builtin {kind} metric of provider {mesh}: its"
+            " query is not sum(rate(<ok>)) / sum(rate(<all>)) * 100")
+    canary, primary_counts = await asyncio.gather(
+        _errors(observer.client, *canary_halves),
+        _errors(observer.client, *primary_halves),
+    )
+    judgement = judge_proportions(canary, primary_counts, comparison)
+    log.debug("metric_compared", verdict=str(judgement.verdict), reason=judgement.reason)
+    return Compared(judgement=judgement, canary_query=canary_query,
+                    primary_query=primary_query, window=window)
+
+
+async def _compare_samples(
+        provider: SampleProvider,
+        *,
+        canary_query: str,
+        primary_query: str,
+        window: timedelta,
+        comparison: Comparison,
+        scale: float = 1.0,  # what a value is multiplied by (an observer's seconds to ms)
+) -> Compared:
+    """Both rendered queries asked as samples over ``window`` and judged (Mann-Whitney)."""
     canary, primary = await asyncio.gather(
         provider.run_samples(canary_query, window=window),
         provider.run_samples(primary_query, window=window),
     )
+    if scale != 1.0:
+        canary = [value * scale for value in canary]
+        primary = [value * scale for value in primary]
     judgement = judge_samples(canary, primary, comparison)
     log.debug("metric_compared", verdict=str(judgement.verdict), reason=judgement.reason,
               canary_query=canary_query, primary_query=primary_query)
@@ -164,6 +248,15 @@ async def _proportion(
         return Proportion(0, 0)  # no requests at all: the judge says NoData
     events = min(events or 0, total)  # increase() extrapolates each side separately
     return Proportion(events, total)
+
+
+async def _errors(provider: MetricsProvider, ok_query: str, total_query: str) -> Proportion:
+    """Errors (all requests - ok ones) out of all requests, from two rendered count queries."""
+    ok, total = await asyncio.gather(_count(provider, ok_query), _count(provider, total_query))
+    if total is None:
+        return Proportion(0, 0)  # no requests at all: the judge says NoData
+    ok = min(ok or 0, total)  # increase() extrapolates each side separately
+    return Proportion(total - ok, total)
 
 
 async def _count(provider: MetricsProvider, query: str) -> int | None:

@@ -243,6 +243,20 @@ def request_count_query(success_rate_query: str) -> str | None:
     return re.sub(r"\brate\s*\(", "increase(", match["total"], count=1)
 
 
+def success_count_queries(success_rate_query: str) -> tuple[str, str] | None:
+    """``(ok requests, all requests)`` over the interval, from a rendered success-rate query.
+
+    Both halves of Flagger's ``sum(rate(<ok>[i])) / sum(rate(<all>[i])) * 100`` with
+    ``increase`` for ``rate``: the counts ``compare`` on request-success-rate judges as
+    proportions. None when the query has another shape.
+    """
+    match = _RATIO.match(success_rate_query.strip())
+    if match is None or not re.match(r"sum\s*\(\s*rate\s*\(", match["numerator"].strip()):
+        return None
+    return (re.sub(r"\brate\s*\(", "increase(", match["numerator"].strip(), count=1),
+            re.sub(r"\brate\s*\(", "increase(", match["total"], count=1))
+
+
 # -- the history in the status -------------------------------------------------------------------
 
 

@@ -18,10 +18,10 @@ Order and meaning (spec §4.2), as in Flagger:
    ``flaggerpy.metrics`` registry, the query rendered by :mod:`flaggerpy.templating`;
    a metric with no ``templateRef``, no ``query`` and no builtin name is an error.
 
-A ``templateRef`` metric with ``compare`` (a flaggerpy addition) is also judged against the
-primary by :mod:`flaggerpy.canary.comparison`: after its threshold, if it has one; a Fail is a
-failed check, NoData a "no values found" result. ``compare`` on a metric without
-``templateRef`` is an error.
+A ``templateRef`` or builtin metric with ``compare`` (a flaggerpy addition) is also judged
+against the primary by :mod:`flaggerpy.canary.comparison`: after its threshold, if it has one;
+a Fail is a failed check, NoData a "no values found" result. ``compare`` on an inline
+``query`` is an error: Flagger does not render it, so nothing names the primary.
 
 The first metric that fails stops the tick. A value is judged by
 :func:`flaggerpy.analysis.evaluate` (``thresholdRange``, or the deprecated ``threshold``);
@@ -79,7 +79,12 @@ from flaggerpy.analysis import (
     evaluate,
 )
 from flaggerpy.canary import decisions
-from flaggerpy.canary.comparison import ComparisonUnsupported, compare_with_primary
+from flaggerpy.canary.comparison import (
+    Compared,
+    ComparisonUnsupported,
+    compare_builtin,
+    compare_with_primary,
+)
 from flaggerpy.canary.decisions import Decision
 from flaggerpy.canary.metric_results import MetricResult, TemplateCause
 from flaggerpy.errors import FlaggerError, MetricsError, NoValuesFoundError, PluginError
@@ -295,9 +300,11 @@ class MetricsAnalyzer:
             else:
                 result = _error(metric, "Metric query failed for no usable metrics template and "
                                         "query were configured")
-            if result.passed and metric.compare is not None and metric.template_ref is None:
+            if result.passed and metric.compare is not None and step is _Step.INLINE:
                 result = _error(metric, f"Metric compare failed for {metric.name}: compare "
-                                        "needs a templateRef (the query rendered per workload)")
+                                        "is not available for an inline query, which is not "
+                                        "rendered, so {{ target }} cannot name the primary; "
+                                        "use a templateRef")
             if (metric.min_samples and metric.compare is None and not result.error
                     and not result.no_values):
                 result = await self._with_samples(canary, metric, result, observer, counts,
@@ -515,20 +522,32 @@ class MetricsAnalyzer:
         target = canary.spec.target_ref.name
         query = _observer_query(observer, kind, model)
         try:
-            if kind is MetricKind.REQUEST_SUCCESS_RATE:
-                value: float | timedelta = await observer.get_request_success_rate(model)
-            else:
-                value = await observer.get_request_duration(model)
-            return replace(self._judge(canary, metric, kind, value), query=query)
-        except NoValuesFoundError:
-            return replace(_no_values(
-                metric, f"Halt advancement no values found for {provider} metric "
-                        f"{metric.name} probably {target}.{canary.namespace} is "
-                        "not receiving traffic"), query=query)
-        except Exception as exc:  # a plugin may raise anything; it is this metric's failure
-            _log_unexpected(exc, metric)
-            return replace(_error(metric, f"Prometheus query failed: {_describe(exc)}"),
+            comparison = Comparison.from_metric(metric)
+        except ValueError as exc:
+            return replace(_error(metric, f"Metric {metric.name} compare error: {exc}"),
                            query=query)
+        if comparison is None or _has_threshold(metric):  # both must pass when both are set
+            try:
+                if kind is MetricKind.REQUEST_SUCCESS_RATE:
+                    value: float | timedelta = await observer.get_request_success_rate(model)
+                else:
+                    value = await observer.get_request_duration(model)
+                result = replace(self._judge(canary, metric, kind, value), query=query)
+            except NoValuesFoundError:
+                return replace(_no_values(
+                    metric, f"Halt advancement no values found for {provider} metric "
+                            f"{metric.name} probably {target}.{canary.namespace} is "
+                            "not receiving traffic"), query=query)
+            except Exception as exc:  # a plugin may raise anything; it is this metric's failure
+                _log_unexpected(exc, metric)
+                return replace(_error(metric, f"Prometheus query failed: {_describe(exc)}"),
+                               query=query)
+            if comparison is None or not result.passed:
+                return result
+        compared = await self._compare_check(
+            canary, metric, compare_builtin(observer, kind=kind, model=model,
+                                            comparison=comparison))
+        return replace(compared, query=query, cause=None)
 
     async def _inline_check(self, canary: Canary, metric: CanaryMetric) -> MetricResult:
         try:
@@ -645,10 +664,11 @@ class MetricsAnalyzer:
                                template=key, cause=TemplateCause.QUERY_FAILED, query=shown)
             if comparison is None or not result.passed:
                 return replace(result, template=key, cause=TemplateCause.ANSWERED, query=shown)
-        return replace(
-            await self._compare_check(canary, metric, provider, template, model, comparison),
-            template=key, query=shown,
-        )
+        compare = compare_with_primary(
+            provider, provider_type=template.spec.provider.type, query=template.spec.query,
+            model=model, comparison=comparison)
+        return replace(await self._compare_check(canary, metric, compare),
+                       template=key, query=shown)
 
     async def _secret_values(self, template: MetricTemplate, key: ObjectKey) -> list[str]:
         """The template's Secret values as text, only to keep them out of what is shown."""
@@ -665,21 +685,15 @@ class MetricsAnalyzer:
             self,
             canary: Canary,
             metric: CanaryMetric,
-            provider: MetricsProvider,
-            template: MetricTemplate,
-            model: MetricTemplateModel,
-            comparison: Comparison,
+            compare: Awaitable[Compared],  # compare_with_primary or compare_builtin, not awaited
     ) -> MetricResult:
         """The metric judged against the primary (:mod:`flaggerpy.canary.comparison`).
 
         Fail is a failed check in Flagger's "Halt ... advancement" words with the statistic;
         Pass and Marginal pass; NoData is a "no values found" result, held or failed as any.
         """
-        provider_type = template.spec.provider.type
         try:
-            compared = await compare_with_primary(
-                provider, provider_type=provider_type, query=template.spec.query, model=model,
-                comparison=comparison)
+            compared = await compare
         except ComparisonUnsupported as exc:
             return _error(metric, f"Metric compare failed for {metric.name}: {exc}")
         except Exception as exc:

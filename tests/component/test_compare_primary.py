@@ -279,7 +279,7 @@ async def test_compare_without_a_template_is_a_failed_check(analyzer: MetricsAna
     outcome = await analyzer.run(canary)
     assert outcome.failure is not None
     assert outcome.failure.error
-    assert "compare needs a templateRef" in outcome.failure.message
+    assert "compare is not available for an inline query" in outcome.failure.message
 
 
 def error_ratio(target: str) -> Canary:
