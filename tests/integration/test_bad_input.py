@@ -4,11 +4,12 @@ Every input is created in a namespace watched by a running ``flaggerpy controlle
 either rejected by the API server with a message naming the field, or accepted and then
 reported: a Canary ends ``Failed`` with a condition message or gets a Warning Event (or is
 ``Initialized``, when its target exists and Flagger would read the spec as valid: an analysis
-interval Go cannot parse is 60 s there, silently), a MetricTemplate or AlertProvider gets a
-``Ready`` condition, each within a bound and in a readable message (no traceback, no Python
-repr, not the size of the input). Through all of it the controller stays up, ``/healthz``
-answers 200, no exception but flaggerpy's own errors reaches its log, and a healthy canary
-created alongside is initialised and then promoted after the bad input was sent.
+interval Go cannot parse is 60 s there, silently, and here too, with a Warning naming it), a
+MetricTemplate or AlertProvider gets a ``Ready`` condition, each within a bound and in a
+readable message (no traceback, no Python repr, not the size of the input). Through all of it
+the controller stays up, ``/healthz`` answers 200, no exception but flaggerpy's own errors
+reaches its log, and a healthy canary created alongside is initialised and then promoted
+after the bad input was sent.
 
 The inputs: manifests generated with hypothesis from the CRD schemas
 (:mod:`tests.fuzz_manifests`; ``FLAGGERPY_FUZZ_EXAMPLES`` per kind, 12 by default, drawn
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -64,6 +66,8 @@ RESOURCES: Final = {"Canary": kube.CANARIES, "MetricTemplate": kube.METRIC_TEMPL
                     "AlertProvider": kube.ALERT_PROVIDERS}
 UNREADABLE: Final = ("Traceback", "object at 0x", "<class ")
 TRANSIENT: Final = "not ready: waiting for rollout to finish"
+CLASS_NAMED: Final = re.compile(r"^[A-Z][A-Za-z]*(Error|Exception): ")
+"""An Event text that starts with a Python class name, which Flagger's never do."""
 """A Warning every new canary gets while its primary starts: not a report about the input."""
 
 
@@ -144,6 +148,20 @@ class Harness:
             if time.monotonic() > deadline:
                 pytest.fail(f"not reported within {within:g}s: {missing}\n"
                             f"{self.controller.output()[-6000:]}")
+            self.check_alive()
+            await asyncio.sleep(1.0)
+
+    async def wait_warning(self, name: str, says: str, *, within: float = BOUND) -> None:
+        """Polls until a Warning Event of ``name`` contains ``says``."""
+        deadline = time.monotonic() + within
+        while True:
+            events = (await self.client.list(kube.EVENTS, namespace=self.namespace)).items
+            warned = [str(e.get("message")) for e in events if e.get("type") == "Warning"
+                      and (e.get("involvedObject") or {}).get("name") == name]
+            if any(says in w for w in warned):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name}: no Warning saying {says!r} within {within:g}s: {warned}")
             self.check_alive()
             await asyncio.sleep(1.0)
 
@@ -362,6 +380,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 class Hostile:
     manifest: dict[str, Any]
     rejected_naming: str | None  # the API server must refuse it, naming this; None: accepted
+    says: str | None = None  # accepted: a Warning Event of it must contain this
 
     @property
     def target(self) -> str | None:
@@ -380,9 +399,11 @@ HOSTILE: Final = [
             "spec.analysis.interval"),
     Hostile(canary_with("interval-hours", _set("analysis.interval", "999999h")),
             "spec.analysis.interval"),
-    Hostile(canary_with("interval-junk", _set("analysis.interval", "1s-5x"), existing=True), None),
+    # Go cannot parse these: 60 s, as in Flagger, and a Warning naming the field.
+    Hostile(canary_with("interval-junk", _set("analysis.interval", "1s-5x"), existing=True), None,
+            says="spec.analysis.interval '1s-5x'"),
     Hostile(canary_with("interval-overflow", _set("analysis.interval", "9" * 30 + "s"),
-                        existing=True), None),
+                        existing=True), None, says="spec.analysis.interval"),
     Hostile(canary_with("interval-zero", _set("analysis.interval", "0s"), existing=True), None),
     Hostile(canary_with("webhook-timeout", _set("analysis.webhooks", [
         {"name": "t", "url": "http://127.0.0.1:1/", "timeout": "1sx"}]), existing=True), None),
@@ -406,11 +427,13 @@ HOSTILE: Final = [
     Hostile(canary_with("deep-unknown", _set("service.unknown", deep(200)), existing=True), None),
     Hostile(canary_with("metadata-server", _set(
         "metricsServer", "http://169.254.169.254/latest/meta-data/"), existing=True), None),
+    # Refused by the API server for good (422): said once, no traceback, retried at the interval.
     Hostile(canary_with("service-name", _set("service.name", "Not_A_DNS_Name!"),
-                        existing=True), None),
+                        existing=True), None, says="Invalid"),
     Hostile(canary_with("apex-label", _set("service.apex", {"labels": {"bad key!": "x"}}),
-                        existing=True), None),
-    Hostile(canary_with("port-name", _set("service.portName", "x" * 100), existing=True), None),
+                        existing=True), None, says="Invalid"),
+    Hostile(canary_with("port-name", _set("service.portName", "x" * 100), existing=True), None,
+            says="Invalid"),
     Hostile(template("tmpl-metadata", "vector(1)", address="http://169.254.169.254/"), None),
     Hostile(template("tmpl-file", "vector(1)", address="file:///etc/passwd"), None),
     Hostile(template("tmpl-no-secret", "vector(1)", address="http://127.0.0.1:1",
@@ -440,6 +463,17 @@ async def test_hostile_manifests_are_rejected_or_reported(harness: Harness) -> N
     for key in accepted:
         assert readable(said[key]), (key, said[key][:5000])
         print(f"{key[0]}/{key[1]}: {said[key][:300]}")
+    for case in HOSTILE:
+        if case.says is not None:
+            await harness.wait_warning(case.manifest["metadata"]["name"], case.says)
+    events = (await harness.client.list(kube.EVENTS, namespace=harness.namespace)).items
+    class_named = [str(e.get("message")) for e in events
+                   if CLASS_NAMED.match(str(e.get("message")))]
+    assert not class_named, class_named  # Flagger's plain texts, the class name in the log
+    refused = {c.manifest["metadata"]["name"] for c in HOSTILE if c.says == "Invalid"}
+    tracebacks = [line for line in harness.controller.log_lines()
+                  if line.get("name") in refused and line.get("exception")]
+    assert not tracebacks, json.dumps(tracebacks[:2])[:3000]
     print(f"hostile: {len(HOSTILE)} manifests, {len(accepted)} accepted and reported")
 
 
