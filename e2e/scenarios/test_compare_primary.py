@@ -14,6 +14,9 @@ from one MetricTemplate rendered for the canary and for the primary (``{{ target
 - A canary with the primary's latency is promoted.
 - A canary failing 8 % of its requests where the primary fails none is rolled back by the
   comparison of the two error ratios (``proportion``, judged from 50 requests a side on).
+- The same 30 % slower canary is rolled back by the builtin ``request-duration`` with
+  ``compare``: the observer's own p99 query (Flagger's http observer for Gateway API) rendered
+  for each workload, with no MetricTemplate at all.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ LATENCY_METRICS: list[dict[str, Any]] = [
     {"name": "p99-vs-primary", "templateRef": {"name": "p99-ms"}, "interval": "20s",
      "compare": {"with": "primary", "direction": "increase", "tolerance": 0.1},
      "minSamples": 8},
+]
+BUILTIN_METRICS: list[dict[str, Any]] = [
+    {"name": "request-duration", "thresholdRange": {"max": 1500}, "interval": "20s",
+     "compare": {"with": "primary", "tolerance": 0.1}, "minSamples": 8},
 ]
 ERROR_METRICS: list[dict[str, Any]] = [
     {"name": "errors-vs-primary", "templateRef": {"name": "error-ratio"}, "interval": "20s",
@@ -146,3 +153,20 @@ async def test_a_canary_failing_more_often_is_rolled_back_by_the_proportions(
                 if "errors-vs-primary compared with the primary over 20s: Fail" in m]
     assert compared, halts
     assert " z=" in compared[0]
+
+
+async def test_a_slower_canary_is_rolled_back_by_the_builtin_request_duration(
+        start_mesh: MeshStarter) -> None:
+    mesh = await start(start_mesh, BUILTIN_METRICS)
+    await release(mesh, SLOWER_LATENCY)
+    status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
+    assert status["phase"] == "Failed"
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"
+    halts = [e["message"] for e in await mesh.events("backend")
+             if e["message"].startswith("Halt backend.")]
+    print("\n".join(halts))
+    compared = [m for m in halts
+                if "request-duration compared with the primary over 20s: Fail" in m]
+    assert compared, halts
+    assert "Mann-Whitney U=" in compared[0]
+    assert not [m for m in halts if "request duration" in m], halts  # under the threshold
