@@ -153,9 +153,12 @@ async def detection(
     """Seconds from an image change to a watch delivering ``Progressing``, one canary at a time."""
     latencies = []
     for name in names:
-        current = await client.get(kube.CANARIES, name, namespace=namespace)
+        # The collection's version, not the object's: an object untouched for a while has a
+        # version older than the watch cache keeps (410 Gone).
+        current = await client.list(kube.CANARIES, namespace=namespace,
+                                    field_selector=f"metadata.name={name}")
         watcher = asyncio.create_task(wait_for_phase(
-            client, namespace, name, "Progressing", since_version=kube.resource_version(current)))
+            client, namespace, name, "Progressing", since_version=current.resource_version))
         await asyncio.sleep(0.05)  # the watch is open before the change
         changed_at = await revise(client, namespace, name, 1)
         latencies.append(await watcher - changed_at)
@@ -256,8 +259,11 @@ async def run(
     try:
         for n in levels:
             print(f"scale: N = {n}", file=sys.stderr)
-            result = await level(cluster, client, n, interval=interval, idle=idle,
-                                 samples=samples, init_timeout=init_timeout)
+            try:
+                result = await level(cluster, client, n, interval=interval, idle=idle,
+                                     samples=samples, init_timeout=init_timeout)
+            except Exception as error:  # the levels measured so far still count
+                result = {"n": n, "stopped": f"{type(error).__name__}: {error}"}
             print(f"scale: {result}", file=sys.stderr)
             results.append(result)
             if "stopped" in result:
