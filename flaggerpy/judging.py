@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from flaggerpy.models.canary import CanaryMetric
+from flaggerpy.models.canary import CanaryMetric, ComparisonDirection, ComparisonTest
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
@@ -95,19 +95,12 @@ class Verdict(StrEnum):
     NO_DATA = "NoData"
 
 
-class Direction(StrEnum):
-    """Which change of the metric is bad: ``increase`` (latency, errors), ``decrease``, both."""
+Direction = ComparisonDirection
+"""Which change of the metric is bad: ``increase`` (latency, errors), ``decrease``, both (the
+Canary field's own values)."""
 
-    INCREASE = "increase"
-    DECREASE = "decrease"
-    EITHER = "either"
-
-
-class StatTest(StrEnum):
-    """How two samples are compared."""
-
-    MANN_WHITNEY = "mann-whitney"
-    PROPORTION = "proportion"
+StatTest = ComparisonTest
+"""How two samples are compared (the Canary field's own values)."""
 
 
 class NanStrategy(StrEnum):
@@ -148,8 +141,8 @@ class Comparison:
         if compare is None:
             return None
         return cls(
-            test=StatTest(compare.test) if compare.test else StatTest.MANN_WHITNEY,
-            direction=Direction(compare.direction) if compare.direction else Direction.INCREASE,
+            test=compare.test or StatTest.MANN_WHITNEY,
+            direction=compare.direction or Direction.INCREASE,
             tolerance=DEFAULT_TOLERANCE if compare.tolerance is None else compare.tolerance,
             confidence=DEFAULT_CONFIDENCE if compare.confidence is None else compare.confidence,
             critical=bool(compare.critical),
