@@ -137,7 +137,8 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
                 kubeconfig=settings.kube.service_mesh_kubeconfig,
                 rate_limiter=rate_limit(settings))
             await stack.enter_async_context(mesh_client)
-        namespace = settings.controller.namespace or None
+        namespace = settings.controller.cache_namespace
+        serves = settings.controller.serves
         caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS)
         canaries = caches.informer(kube.CANARIES)
         canaries.add_indexer(TARGET_INDEX, index_by(target_of))
@@ -208,7 +209,9 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         )
 
         def enqueue(obj: JsonObject) -> None:
-            queue.add(kube.key_of(obj))
+            key = kube.key_of(obj)
+            if serves(key.namespace):
+                queue.add(key)
 
         totals = CanaryTotals(telemetry)
 
@@ -218,9 +221,14 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
 
         def on_add(obj: JsonObject) -> None:
             enqueue(obj)
-            totals.added(obj)
+            if serves(kube.key_of(obj).namespace):
+                totals.added(obj)
 
-        canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=totals.deleted)
+        def on_delete(obj: JsonObject) -> None:
+            if serves(kube.key_of(obj).namespace):
+                totals.deleted(obj)
+
+        canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=on_delete)
 
         def enqueue_for_workload(obj: JsonObject) -> None:
             for canary in canaries.by_index(TARGET_INDEX, workload_index_value(obj)):
@@ -277,6 +285,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
                 queue_metrics=telemetry.queue_metrics(kind.controller),
                 reconcile_metrics=telemetry.controller_metrics(kind.controller, workers=1),
                 may_act=elector.is_leader if elector is not None else None,
+                serves=serves,
             )
             for kind in plugin_status.KINDS
         ]
@@ -286,7 +295,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             "controller_starting",
             version=__version__,
             mesh_provider=settings.mesh.provider,
-            namespace=namespace or "*",
+            namespace=settings.controller.namespace or "*",
             workers=workers,
             leader_election=elector is not None,
             server=client.server,

@@ -349,7 +349,10 @@ class ControllerSettings(_Group):
         description="Accepted for Flagger compatibility; no effect: a canary is scheduled on "
                     "every change at once, then every analysis interval, with no loop to pace.")
     namespace: Annotated[str, Flag("namespace")] = Field(
-        "", description="Watch canaries in this namespace only; empty means all namespaces.")
+        "", pattern=r"^[a-z0-9.,-]*$",
+        description="Watch canaries in this namespace only; empty means all namespaces. "
+                    "Several, comma-separated (flaggerpy only): canaries in those namespaces "
+                    "only, read through cluster-wide caches (cluster-wide read access needed).")
     selector_labels: Annotated[CommaList, Flag("selector-labels")] = Field(
         ("app", "name", "app.kubernetes.io/name"), min_length=1,
         description="Pod labels tried, in order, to build the primary's selector.")
@@ -397,9 +400,28 @@ class ControllerSettings(_Group):
         return self
 
     @property
+    def namespaces(self) -> frozenset[str]:
+        """The namespaces whose canaries this process serves; empty for all of them."""
+        return frozenset(name for name in self.namespace.split(",") if name)
+
+    @property
+    def cache_namespace(self) -> str | None:
+        """The one namespace the caches may be limited to; None to cache every namespace.
+
+        Several namespaces are cached cluster-wide and filtered by :meth:`serves`: one informer
+        per namespace and resource would multiply watches (and the store's write bookkeeping)
+        by the number of namespaces.
+        """
+        return next(iter(self.namespaces)) if len(self.namespaces) == 1 else None
+
+    def serves(self, namespace: str) -> bool:
+        """Whether this process reconciles what lives in ``namespace``."""
+        return not self.namespaces or namespace in self.namespaces
+
+    @property
     def election_namespace(self) -> str:
-        """Where the Lease lives: the watched namespace if any, as Flagger does."""
-        return self.namespace or self.leader_election_namespace
+        """Where the Lease lives: the watched namespace if only one, as Flagger does."""
+        return self.cache_namespace or self.leader_election_namespace
 
 
 class TelemetrySettings(_Group):

@@ -193,12 +193,16 @@ def status_controller(
         queue_metrics: QueueMetrics | None = None,
         reconcile_metrics: ReconcileMetrics | None = None,
         may_act: Callable[[], bool] | None = None,  # the leader elector's is_leader
+        serves: Callable[[str], bool] = lambda _namespace: True,
 ) -> Controller[ObjectKey]:
-    """A one-worker controller for ``kind``, fed by every add and update in ``cache``."""
+    """A one-worker controller for ``kind``, fed by every add and update in ``cache`` in a
+    namespace this process ``serves`` (``-namespace``)."""
     queue: WorkQueue[ObjectKey] = WorkQueue(kind.controller, metrics=queue_metrics)
 
     def enqueue(obj: JsonObject) -> None:
-        queue.add(kube.key_of(obj))
+        key = kube.key_of(obj)
+        if serves(key.namespace):
+            queue.add(key)
 
     cache.add_handler(on_add=enqueue, on_update=lambda _old, new: enqueue(new))
     return Controller(kind.controller, PluginStatusReconciler(kind, store=store), queue=queue,

@@ -254,3 +254,19 @@ def test_leader_election_namespace_follows_watched_namespace() -> None:
     assert Settings.load().controller.election_namespace == "kube-system"
     watched = Settings.load({"namespace": "apps", "leader-election-namespace": "flagger"})
     assert watched.controller.election_namespace == "apps"
+
+
+def test_several_watched_namespaces_share_cluster_wide_caches_and_the_election_namespace() -> None:
+    several = Settings.load({"namespace": "apps,web", "leader-election-namespace": "flagger"})
+    assert several.controller.namespaces == {"apps", "web"}
+    assert several.controller.cache_namespace is None
+    assert several.controller.election_namespace == "flagger"
+    assert several.controller.serves("web")
+    assert not several.controller.serves("other")
+    one = Settings.load({"namespace": "apps"}).controller
+    assert (one.cache_namespace, one.serves("apps"), one.serves("web")) == ("apps", True, False)
+    everything = Settings.load().controller
+    assert everything.cache_namespace is None
+    assert everything.serves("anything")
+    with pytest.raises(ConfigError, match="namespace"):
+        Settings.load({"namespace": "Apps;web"})
