@@ -17,6 +17,7 @@ other instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
@@ -50,6 +51,15 @@ passed unchanged: flaggerpy reads Flagger's flags."""
 
 INITIALIZED_WITHIN = 120.0
 FINAL_WITHIN = 300.0
+START_WITHIN = 120.0
+"""A controller process's start, until ready (its caches synced)."""
+CONCURRENT_STARTS = 3
+"""Controller processes starting at once: a start costs a few CPU-seconds (imports, lists), and
+twenty at once on two cores took longer than any single start may."""
+NOT_STARTED = "not replayed: the replay stopped before this case started"
+REPLAY_WITHIN = 1500.0
+"""The whole replay, every provider: longer than any case's own bounds add up to, shorter than
+the test's timeout, so a stuck replay still reports every case (and stops its processes)."""
 WORKLOAD_KINDS = ("Deployment", "DaemonSet")
 
 
@@ -75,6 +85,12 @@ class ProviderReplay:
     seconds: float
     groups: list[list[str]]
 
+    @classmethod
+    def planned(cls, provider: GoldenProvider, cases: Sequence[Case]) -> ProviderReplay:
+        """Every case waiting for its turn (:data:`NOT_STARTED`), in :func:`groups`."""
+        return cls(provider, {case.id: Replayed(case, error=NOT_STARTED) for case in cases},
+                   0.0, [[c.id for c in group] for group in groups(provider, cases)])
+
 
 def controller_args(case: Case) -> tuple[str, ...]:
     """``flagger-args.txt`` as ``flaggerpy controller`` flags, without :data:`HARNESS_FLAGS`."""
@@ -94,12 +110,30 @@ def groups(provider: GoldenProvider, cases: Sequence[Case]) -> list[list[Case]]:
 
 
 async def replay_providers(
-        cluster: LocalCluster, work: Sequence[tuple[GoldenProvider, Sequence[Case]]],
+        cluster: LocalCluster, work: Sequence[tuple[GoldenProvider, Sequence[Case]]], *,
+        within: float = REPLAY_WITHIN,
 ) -> dict[str, ProviderReplay]:
     """Several providers at once (one controller process each, or more for several flag sets):
-    the suite then costs about one case's duration, however many routers it covers."""
-    done = await asyncio.gather(*(replay_provider(cluster, p, cases) for p, cases in work))
-    return {result.provider.directory: result for result in done}
+    the suite then costs about one case's duration, however many routers it covers.
+
+    Every case gets a result, whatever happens: one still running after ``within`` seconds, or
+    whose group failed to start, says so in its error, with what it captured so far.
+    """
+    starting = asyncio.Semaphore(CONCURRENT_STARTS)
+    replays = {p.directory: ProviderReplay.planned(p, cases) for p, cases in work}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            async with asyncio.TaskGroup() as group:  # waits for every task, even cancelled
+                for p, cases in work:
+                    group.create_task(_replay_into(cluster, replays[p.directory], cases,
+                                                   starting=starting))
+    return replays
+
+
+async def replay_provider(cluster: LocalCluster, provider: GoldenProvider,
+                          cases: Sequence[Case]) -> ProviderReplay:
+    """Replays ``cases`` (concurrently where :func:`groups` allows) and returns every result."""
+    return (await replay_providers(cluster, [(provider, cases)]))[provider.directory]
 
 
 def _shares_cluster_objects(provider: GoldenProvider) -> bool:
@@ -107,33 +141,41 @@ def _shares_cluster_objects(provider: GoldenProvider) -> bool:
     return any(not r.namespaced for r in provider.routing)
 
 
-async def replay_provider(cluster: LocalCluster, provider: GoldenProvider,
-                          cases: Sequence[Case]) -> ProviderReplay:
-    """Replays ``cases`` (concurrently where :func:`groups` allows) and returns every result."""
+async def _replay_into(cluster: LocalCluster, replay: ProviderReplay, cases: Sequence[Case], *,
+                       starting: asyncio.Semaphore) -> None:
     started = time.monotonic()
     client = await kube.KubeClient.connect(kubeconfig=cluster.kubeconfig,
                                            user_agent="flaggerpy-golden-recorder")
-    planned = groups(provider, cases)
-    results: dict[str, Replayed] = {}
+
+    async def run(group: Sequence[Case], workdir: Path) -> None:
+        try:
+            await _replay_group(cluster, client, replay, group, workdir, starting=starting)
+        except Exception as exc:  # its cases say why; the other groups go on
+            for case in group:
+                result = replay.cases[case.id]
+                result.error = (f"{type(exc).__name__}: {exc}" if result.error == NOT_STARTED
+                                else result.error)
+            print(f"golden replay: group {[c.id for c in group]} failed: {exc!r}")
+
     try:
         with tempfile.TemporaryDirectory(prefix="flaggerpy-golden-") as workdir:
-            runs = [_replay_group(cluster, client, provider, group, Path(workdir))
-                    for group in planned]
-            if _shares_cluster_objects(provider):
-                for run in runs:
-                    results.update(await run)
+            if _shares_cluster_objects(replay.provider):
+                for group in groups(replay.provider, cases):
+                    await run(group, Path(workdir))
             else:
-                for done in await asyncio.gather(*runs):
-                    results.update(done)
+                async with asyncio.TaskGroup() as tasks:
+                    for group in groups(replay.provider, cases):
+                        tasks.create_task(run(group, Path(workdir)))
     finally:
+        replay.seconds = time.monotonic() - started
         await client.aclose()
-    return ProviderReplay(provider, results, time.monotonic() - started,
-                          [[c.id for c in group] for group in planned])
 
 
-async def _replay_group(cluster: LocalCluster, client: kube.KubeClient,
-                        provider: GoldenProvider, cases: Sequence[Case],
-                        workdir: Path) -> dict[str, Replayed]:
+async def _replay_group(cluster: LocalCluster, client: kube.KubeClient, replay: ProviderReplay,
+                        cases: Sequence[Case], workdir: Path, *,
+                        starting: asyncio.Semaphore) -> None:
+    provider = replay.provider
+    results = replay.cases
     namespaces = [case.namespace for case in cases]
     await asyncio.gather(*(_fresh_namespace(cluster, case) for case in cases))
     identity = ScopedIdentity(cluster, namespaces=namespaces,
@@ -146,24 +188,28 @@ async def _replay_group(cluster: LocalCluster, client: kube.KubeClient,
         recorder = await Recorder(client, [*CORE_KINDS, *provider.routing], namespaces).start()
         if provider.directory == "knative":  # the capture's stand-in for Knative Serving
             standin = await KnativeStandIn(client, namespaces=namespaces).start()
-        args = [*controller_args(cases[0]), f"-threadiness={len(cases)}"]
-        if _shares_cluster_objects(provider):
-            # One case per group: watch only its namespace, as Flagger's process did. Watching
-            # all of them, the controller would route other tests' Canaries too, and its
-            # cluster-scoped writes (allowed everywhere) would fight over the shared names.
-            args.append(f"-namespace={cases[0].namespace}")
+        # Only the group's namespaces, as Flagger's one process per case watched only its own:
+        # a process serving every namespace would also reconcile the other groups' Canaries
+        # (and be refused every write there), and for cluster-scoped routing kinds it would
+        # fight over the shared names.
+        args = [*controller_args(cases[0]), f"-threadiness={len(cases)}",
+                f"-namespace={','.join(namespaces)}"]
         controller = ControllerProcess(
             kubeconfig=kubeconfig, name=f"golden-{provider.directory}", args=args)
-        controller.start()
-        await asyncio.to_thread(controller.wait_ready)
-        replayed = await asyncio.gather(*(
-            _replay_case(cluster, client, recorder, provider, case) for case in cases))
-        for result in replayed:
-            if result.error:
-                result.log = _log_about(controller, result.case.namespace)
-        return {result.case.id: result for result in replayed}
+        async with starting:  # a process's start costs seconds of CPU: a few at a time
+            controller.start()
+            await asyncio.to_thread(controller.wait_ready, timeout=START_WITHIN)
+        for case in cases:
+            results[case.id].error = ""
+        async with asyncio.TaskGroup() as tasks:
+            for case in cases:
+                tasks.create_task(_replay_case(cluster, client, recorder, provider, case,
+                                               results[case.id]))
     finally:
         if controller is not None:
+            for case in cases:
+                if results[case.id].error:
+                    results[case.id].log = _log_about(controller, case.namespace)
             controller.stop()
         if standin is not None:
             await standin.aclose()
@@ -175,9 +221,9 @@ async def _replay_group(cluster: LocalCluster, client: kube.KubeClient,
 
 
 async def _replay_case(cluster: LocalCluster, client: kube.KubeClient, recorder: Recorder,
-                       provider: GoldenProvider, case: Case) -> Replayed:
+                       provider: GoldenProvider, case: Case, out: Replayed) -> None:
+    """Fills ``out`` as the case goes, so a replay stopped by its deadline keeps what it saw."""
     started = time.monotonic()
-    out = Replayed(case)
     namespace = case.namespace
     try:
         objects = [o for o in case.inputs if o.get("kind") not in ("Namespace", "Canary")]
@@ -200,7 +246,7 @@ async def _replay_case(cluster: LocalCluster, client: kube.KubeClient, recorder:
         if case.new_revision is None:  # Flagger crashed before Initialized: nothing follows,
             # so what we reach instead is the final state (skipper's crash case).
             out.snapshots[case.final_name] = out.snapshots["initialized"]
-            return out
+            return
         written = await cluster.akubectl(*case.new_revision, "-n", namespace, "-o", "json")
         start = int(json.loads(written.stdout)["metadata"]["resourceVersion"])
         try:
@@ -221,11 +267,15 @@ async def _replay_case(cluster: LocalCluster, client: kube.KubeClient, recorder:
             out.snapshots["deleted"], _ = await snapshot(client, provider, namespace)
     except Exception as exc:  # reported with the case; the other cases go on
         out.error = f"{type(exc).__name__}: {exc}"
+    except asyncio.CancelledError:  # the replay's deadline: the case says so, the cancel goes on
+        out.error = out.error or f"stopped by the replay's deadline after " \
+                                 f"{time.monotonic() - started:.0f}s"
+        raise
     finally:
-        out.events = await events(client, namespace)
+        with contextlib.suppress(Exception):
+            out.events = await events(client, namespace)
         _replace_cookies(out)
         out.seconds = time.monotonic() - started
-    return out
 
 
 def _is_knative_service(obj: Json) -> bool:

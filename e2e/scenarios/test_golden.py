@@ -72,7 +72,7 @@ async def replayed(cluster: LocalCluster, provider: providers.GoldenProvider,
 
 # -- the replay ----------------------------------------------------------------------------------
 @pytest.mark.e2e
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)  # the first test pays for the whole replay (replay.REPLAY_WITHIN)
 @pytest.mark.usefixtures("flagger_crds")
 @pytest.mark.parametrize(("provider", "case"), CASES)
 async def test_replay_matches_flagger(
@@ -85,7 +85,7 @@ async def test_replay_matches_flagger(
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)  # the first test pays for the whole replay (replay.REPLAY_WITHIN)
 @pytest.mark.usefixtures("flagger_crds")
 @pytest.mark.parametrize("provider", ENABLED, ids=[p.directory for p in ENABLED])
 async def test_every_listed_difference_still_exists(
