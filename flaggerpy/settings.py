@@ -44,6 +44,7 @@ Field paths and flags (``iter_flags()`` lists them; the variable is derived from
     notifications.msteams.url                  -msteams-url        (also $MSTEAMS_URL)
     notifications.msteams.proxy_url            -msteams-proxy-url  (also $MSTEAMS_PROXY_URL)
     notifications.event_webhook                -event-webhook      (also $EVENT_WEBHOOK_URL)
+    notifications.dashboard_url                -dashboard-url                   (flaggerpy only)
     controller.workers                         -threadiness
     controller.control_loop_interval           -control-loop-interval
     controller.namespace                       -namespace
@@ -337,6 +338,9 @@ class NotificationSettings(_Group):
     event_webhook: Annotated[
         SecretStr, Flag("event-webhook", legacy_env=("EVENT_WEBHOOK_URL",))] = Field(
         SecretStr(""), description="URL that receives every canary event as a webhook.")
+    dashboard_url: Annotated[str, Flag("dashboard-url", flagger=False)] = Field(
+        "", description="Link to a canary's page for alert templates (dashboard_url); "
+                        "{namespace} and {name} are replaced. Empty: no link.")
 
 
 class ControllerSettings(_Group):

@@ -79,6 +79,7 @@ def test_flaggerpy_extensions_are_marked() -> None:
         "leader-election-retry-period",
         "min-analysis-interval",
         "hold-on-no-values",
+        "dashboard-url",
     }
 
 
