@@ -45,6 +45,7 @@ from flaggerpy.kube.objects import (
 from flaggerpy.kube.resources import (
     ALERT_PROVIDERS,
     CANARIES,
+    CANARY_COMMANDS,
     CONFIGMAPS,
     CUSTOM_RESOURCE_DEFINITIONS,
     DAEMONSETS,
@@ -78,6 +79,7 @@ __all__ = [
     "ALERT_PROVIDERS",
     "CACHE_SYNC_TIMEOUT",
     "CANARIES",
+    "CANARY_COMMANDS",
     "CONFIGMAPS",
     "CUSTOM_RESOURCE_DEFINITIONS",
     "DAEMONSETS",

@@ -96,3 +96,6 @@ CUSTOM_RESOURCE_DEFINITIONS = Resource(
 CANARIES = Resource("flagger.app", "v1beta1", "canaries", "Canary")
 METRIC_TEMPLATES = Resource("flagger.app", "v1beta1", "metrictemplates", "MetricTemplate")
 ALERT_PROVIDERS = Resource("flagger.app", "v1beta1", "alertproviders", "AlertProvider")
+
+# flaggerpy's own additions (see docs/steering.md).
+CANARY_COMMANDS = Resource("flaggerpy.dev", "v1alpha1", "canarycommands", "CanaryCommand")

@@ -1,0 +1,156 @@
+"""``kubectl flaggerpy`` promote, abort, retry, pause, resume, approve and deny.
+
+Each one creates a ``CanaryCommand`` (``flaggerpy.dev/v1alpha1``) next to the Canary and waits for
+the controller's answer in the command's status. It never writes the Canary itself: the right to
+steer is the right to create CanaryCommands, not the right to edit the Canary (docs/steering.md).
+The command carries the revision it is meant for (the Canary's ``status.lastAppliedSpec`` as read
+here), so a command that arrives after a new revision started is rejected instead of acting on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Mapping
+from typing import Any, Final, TextIO
+
+from flaggerpy import kube
+from flaggerpy.models import canary_command
+
+__all__ = ["DEFAULT_TIMEOUT", "command_body", "outcome", "register"]
+
+DEFAULT_TIMEOUT: Final = 60.0
+"""How long a command waits for the controller's answer unless ``--timeout`` says otherwise."""
+
+_HELP: Final[Mapping[canary_command.Action, str]] = {
+    canary_command.Action.PROMOTE: "skip the rest of the analysis and promote the canary now",
+    canary_command.Action.ABORT: "roll the canary back now (phase Failed)",
+    canary_command.Action.RETRY: "run a Failed canary's last revision again",
+    canary_command.Action.PAUSE: "hold the current run where it is",
+    canary_command.Action.RESUME: "let a paused run continue",
+    canary_command.Action.APPROVE: "open the manual gates (confirm-*) of the current run",
+    canary_command.Action.DENY: "refuse the manual gates of the current run: roll it back",
+}
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds one subcommand per steering action."""
+    for action, text in _HELP.items():
+        sub = commands.add_parser(action.value, help=text,
+                                  description=text[:1].upper() + text[1:] + ".")
+        sub.add_argument("name", metavar="NAME", help="the Canary")
+        sub.add_argument("--reason", default="", help="why (recorded in the command and the Event)")
+        sub.add_argument("--no-wait", action="store_true",
+                         help="create the command and return without waiting for its outcome")
+        sub.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                         help=f"seconds to wait for the outcome (default {DEFAULT_TIMEOUT:g})")
+        sub.set_defaults(handler=_steer, action=action)
+
+
+def command_body(
+        *, canary: str, action: canary_command.Action, revision: str | None, reason: str,
+) -> kube.JsonObject:
+    """The CanaryCommand to create: named after the canary by the server (generateName)."""
+    spec: dict[str, Any] = {"canary": canary, "action": action.value}
+    if revision:
+        spec["revision"] = revision
+    if reason:
+        spec["reason"] = reason
+    return {
+        "apiVersion": kube.CANARY_COMMANDS.api_version,
+        "kind": kube.CANARY_COMMANDS.kind,
+        "metadata": {"generateName": f"{canary}-{action.value}-"},
+        "spec": spec,
+    }
+
+
+def outcome(command: Mapping[str, Any]) -> tuple[canary_command.Phase, str] | None:
+    """The command's answered phase and message; None while the controller has not answered."""
+    status = command.get("status") or {}
+    try:
+        phase = canary_command.Phase(status.get("phase") or canary_command.Phase.PENDING)
+    except ValueError:
+        return None
+    if phase is canary_command.Phase.PENDING:
+        return None
+    return phase, str(status.get("message") or "")
+
+
+async def _steer(args: argparse.Namespace, client: kube.KubeClient) -> int:
+    return await steer(
+        client, namespace=args.namespace or _default_namespace(), name=args.name,
+        action=args.action, reason=args.reason, wait=not args.no_wait, wait_seconds=args.timeout)
+
+
+async def steer(
+        client: kube.KubeClient,
+        *,
+        namespace: str,
+        name: str,
+        action: canary_command.Action,
+        reason: str = "",
+        wait: bool = True,
+        wait_seconds: float = DEFAULT_TIMEOUT,
+        out: TextIO | None = None,
+) -> int:
+    """Creates the command for ``name`` and (with ``wait``) prints its outcome; the exit status."""
+    out = out or sys.stdout
+    try:
+        canary = await client.get(kube.CANARIES, name, namespace=namespace)
+    except kube.NotFoundError:
+        print(f"canary {namespace}/{name} not found", file=sys.stderr)
+        return 1
+    revision = str((canary.get("status") or {}).get("lastAppliedSpec") or "") or None
+    created = await client.create(
+        kube.CANARY_COMMANDS,
+        command_body(canary=name, action=action, revision=revision, reason=reason),
+        namespace=namespace)
+    command_name = created["metadata"]["name"]
+    print(f"canarycommand {namespace}/{command_name} created ({action.value} {name})", file=out)
+    if not wait:
+        return 0
+    answer = outcome(created)
+    if answer is None:
+        try:
+            async with asyncio.timeout(wait_seconds):
+                answer = await _answer(client, namespace=namespace, name=command_name,
+                                       resource_version=kube.resource_version(created))
+        except TimeoutError:
+            print(f"no answer from the controller within {wait_seconds:g}s "
+                  f"(is flaggerpy running for namespace {namespace}?)", file=sys.stderr)
+            return 1
+    phase, message = answer
+    print(f"{phase.value}: {message}", file=out)
+    return 0 if phase is canary_command.Phase.APPLIED else 1
+
+
+async def _answer(
+        client: kube.KubeClient, *, namespace: str, name: str, resource_version: str,
+) -> tuple[canary_command.Phase, str]:
+    """Watches the command until the controller answers; the caller bounds the wait."""
+    since: str | None = resource_version
+    while True:
+        try:
+            async with contextlib.aclosing(client.watch(
+                    kube.CANARY_COMMANDS, namespace=namespace, resource_version=since,
+                    field_selector=f"metadata.name={name}", timeout_seconds=30)) as events:
+                async for event in events:
+                    if event.type in (kube.EventType.ADDED, kube.EventType.MODIFIED):
+                        since = kube.resource_version(event.object) or since
+                        answer = outcome(event.object)
+                        if answer is not None:
+                            return answer
+        except kube.GoneError:
+            since = None
+        # The watch ended (its server-side timeout) or expired: read once, then watch again.
+        current = await client.get(kube.CANARY_COMMANDS, name, namespace=namespace)
+        answer = outcome(current)
+        if answer is not None:
+            return answer
+        since = kube.resource_version(current) or since
+
+
+def _default_namespace() -> str:
+    return "default"
