@@ -21,6 +21,7 @@ from flaggerpy.models._base import (
 from flaggerpy.models.alert_provider import (
     DEFAULT_CHANNEL,
     DEFAULT_USERNAME,
+    AlertKind,
     AlertProvider,
     AlertProviderSpec,
     AlertProviderType,
@@ -120,6 +121,7 @@ __all__ = [
     "SESSION_AFFINITY_MAX_AGE",
     "VERSION",
     "WEBHOOK_TIMEOUT",
+    "AlertKind",
     "AlertProvider",
     "AlertProviderReference",
     "AlertProviderSpec",

@@ -30,6 +30,8 @@ __all__ = [
     "AlertProvider",
     "AlertProviderSpec",
     "AlertProviderType",
+    "AlertKind",
+    "TEMPLATES_DESCRIPTION",
 ]
 
 DEFAULT_CHANNEL = "general"
@@ -50,6 +52,36 @@ class AlertProviderType(StrEnum):
     DISCORD = "discord"
     ROCKET = "rocket"
     GCHAT = "gchat"
+
+
+class AlertKind(StrEnum):
+    """The events an alert template can be written for: the keys of ``templates``.
+
+    Flagger sends the first group (with its own texts) and flaggerpy keeps sending them with those
+    texts when no template is given. ``step``, ``failedCheck`` and ``webhookFailure`` happen on
+    many ticks of a run, so they are sent only to alerts that have a template for them.
+    """
+
+    INITIALIZED = "initialized"
+    NEW_REVISION = "newRevision"
+    WAITING = "waiting"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolledBack"
+    PROMOTION_FAILED = "promotionFailed"
+    READINESS_TIMEOUT = "readinessTimeout"
+    STEP = "step"
+    FAILED_CHECK = "failedCheck"
+    WEBHOOK_FAILURE = "webhookFailure"
+
+
+TEMPLATES_DESCRIPTION = (
+    "flaggerpy: Jinja2 templates of the alert text by event kind (" + ", ".join(AlertKind)
+    + "); a kind without one keeps the default text"
+)
+_TEMPLATES = Crd(
+    new=True,
+    reason="alert texts by event kind; optional, without it Flagger's texts are sent",
+)
 
 
 class AlertProviderSpec(FlaggerModel):
@@ -77,6 +109,9 @@ class AlertProviderSpec(FlaggerModel):
     secret_ref: SecretReference | None = Field(
         default=None,
         description="Kubernetes secret reference containing the provider address",
+    )
+    templates: Annotated[dict[str, str] | None, _TEMPLATES] = Field(
+        default=None, description=TEMPLATES_DESCRIPTION
     )
 
     def get_channel(self) -> str:

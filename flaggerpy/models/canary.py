@@ -27,6 +27,7 @@ from flaggerpy.models._base import (
     plugin_description,
     plugin_name,
 )
+from flaggerpy.models.alert_provider import TEMPLATES_DESCRIPTION
 from flaggerpy.models.durations import parse_duration
 from flaggerpy.models.istio import (
     CorsPolicy,
@@ -484,6 +485,10 @@ _ON_NO_DATA_REASON = "per-metric no-data policy; unset keeps Flagger's (a failed
 _MIN_SAMPLES_REASON = "per-metric minimum sample count for the no-data policy; optional"
 _DRY_RUN_REASON = "evaluate and report without acting; optional, unset acts as Flagger does"
 _ON_FAILURE_REASON = "what failed checks lead to; optional, unset rolls back as Flagger does"
+_ALERT_TEMPLATES_REASON = (
+    "this Canary's alert texts by event kind; optional, without it the AlertProvider's templates"
+    " or Flagger's texts are sent"
+)
 
 
 class ComparisonTarget(StrEnum):
@@ -630,6 +635,10 @@ class CanaryAlert(FlaggerModel):
         default=None, description="Severity level can be info, warn, error (default info)"
     )
     provider_ref: AlertProviderReference = Field(description="Alert provider reference")
+    templates: Annotated[dict[str, str] | None, _new(_ALERT_TEMPLATES_REASON)] = Field(
+        default=None,
+        description=TEMPLATES_DESCRIPTION + "; these win over the AlertProvider's",
+    )
 
 
 class HookType(StrEnum):
