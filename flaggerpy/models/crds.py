@@ -1,4 +1,4 @@
-"""The flagger.app/v1beta1 CustomResourceDefinitions, generated from the models.
+"""The CustomResourceDefinitions, generated from the models: Flagger's and flaggerpy's own.
 
 What ``flaggerpy crds`` prints and what ``charts/flaggerpy/crds/crds.yaml`` holds (a unit test
 keeps the two equal; regenerate the file with ``python -m flaggerpy.models.crds``). The schemas
@@ -9,6 +9,7 @@ each CRD are the table below, copied from Flagger 1.44's ``artifacts/flagger/crd
 The schemas are a superset of Flagger's: every property, enum, pattern, ``oneOf`` and
 required field of Flagger's CRD is here, plus a few validations that only reject manifests
 Flagger would fail on later. :func:`crd_additions` lists those, each with its reason.
+flaggerpy's own kinds (CanaryCommand, ``flaggerpy.dev``, docs/steering.md) follow Flagger's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from flaggerpy.models import canary_command
 from flaggerpy.models._base import API_VERSION, GROUP, VERSION, KubeObject
 from flaggerpy.models._schema import Addition, collect_additions, model_schema
 from flaggerpy.models.alert_provider import AlertProvider
@@ -41,6 +43,7 @@ _HEADER = """\
 # Generated from flaggerpy.models (`flaggerpy crds`, or python -m flaggerpy.models.crds).
 # Do not edit.
 # A superset of Flagger's CRDs: the additions are listed in docs/compatibility.md.
+# Then flaggerpy's own: flaggerpy.dev/v1alpha1 CanaryCommand (docs/steering.md).
 """
 
 
@@ -54,11 +57,19 @@ class CrdKind:
     singular: str
     description: str
     printer_columns: tuple[dict[str, Any], ...]
+    group: str = GROUP
+    version: str = VERSION
+    categories: tuple[str, ...] = ("all",)
 
     @property
     def name(self) -> str:
         """The CRD's object name, ``<plural>.<group>``."""
-        return f"{self.plural}.{GROUP}"
+        return f"{self.plural}.{self.group}"
+
+    @property
+    def flaggers(self) -> bool:
+        """Whether the kind is one of Flagger's (flagger.app), not one flaggerpy adds."""
+        return self.group == GROUP
 
 
 def _column(name: str, type_: str, json_path: str, *, wide: bool = False) -> dict[str, Any]:
@@ -104,11 +115,31 @@ _KINDS = (
         description="AlertProvider is the Schema for the AlertProvider API.",
         printer_columns=(_column("Type", "string", ".spec.type"),),
     ),
+    CrdKind(
+        model=canary_command.CanaryCommand,
+        kind="CanaryCommand",
+        plural="canarycommands",
+        singular="canarycommand",
+        description=(
+            "CanaryCommand asks flaggerpy to steer one Canary of its namespace (promote, abort,"
+            " retry, pause, resume, approve, deny); the controller answers in its status."
+        ),
+        printer_columns=(
+            _column("Canary", "string", ".spec.canary"),
+            _column("Action", "string", ".spec.action"),
+            _column("Phase", "string", ".status.phase"),
+            _column("Message", "string", ".status.message", wide=True),
+            _column("Age", "date", ".metadata.creationTimestamp"),
+        ),
+        group=canary_command.GROUP,
+        version=canary_command.VERSION,
+        categories=(),
+    ),
 )
 
 
 def crd_kinds() -> tuple[CrdKind, ...]:
-    """The three flagger.app kinds, in the order Flagger's CRD file has them."""
+    """The three flagger.app kinds, in the order Flagger's CRD file has them, then flaggerpy's."""
     return _KINDS
 
 
@@ -122,18 +153,18 @@ def _document(spec: CrdKind) -> dict[str, Any]:
             "annotations": {"helm.sh/resource-policy": "keep"},
         },
         "spec": {
-            "group": GROUP,
+            "group": spec.group,
             "names": {
                 "kind": spec.kind,
                 "listKind": f"{spec.kind}List",
                 "plural": spec.plural,
                 "singular": spec.singular,
-                "categories": ["all"],
+                **({"categories": list(spec.categories)} if spec.categories else {}),
             },
             "scope": "Namespaced",
             "versions": [
                 {
-                    "name": VERSION,
+                    "name": spec.version,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
@@ -146,7 +177,7 @@ def _document(spec: CrdKind) -> dict[str, Any]:
 
 
 def crd_documents() -> list[dict[str, Any]]:
-    """The CRDs for canaries, metrictemplates and alertproviders, as plain dicts."""
+    """The CRDs for canaries, metrictemplates, alertproviders and canarycommands, as dicts."""
     return [_document(spec) for spec in _KINDS]
 
 
@@ -165,7 +196,8 @@ def render_crds_yaml() -> str:
 
 def crd_additions() -> list[tuple[str, Addition]]:
     """Every place the generated schemas go beyond Flagger's, as ``(kind, addition)`` pairs."""
-    return [(spec.kind, addition) for spec in _KINDS for addition in collect_additions(spec.model)]
+    return [(spec.kind, addition) for spec in _KINDS if spec.flaggers
+            for addition in collect_additions(spec.model)]
 
 
 if __name__ == "__main__":  # pragma: no cover - regeneration entry point

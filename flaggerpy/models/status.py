@@ -18,6 +18,7 @@ from typing import Annotated, TypeVar
 from pydantic import Field
 
 from flaggerpy.models._base import Crd, FlaggerModel, Number
+from flaggerpy.models.canary_command import SteeringStatus
 
 __all__ = [
     "ANALYSIS_HISTORY_LIMIT",
@@ -138,6 +139,12 @@ class AnalysisDecision(FlaggerModel):
     message: str | None = Field(default=None, description="The reason, in words")
 
 
+_STEERING_REASON = (
+    "the steering state CanaryCommands leave (flaggerpy); optional, written by the controller in"
+    " status so a re-applied manifest cannot undo it, ignored by Flagger"
+)
+
+
 class CanaryStatus(FlaggerModel):
     """Observed state of a Canary: phase, counters, spec hashes and the ``Promoted`` condition."""
 
@@ -182,6 +189,14 @@ class CanaryStatus(FlaggerModel):
         description=(
             "flaggerpy: the latest metric decisions (at most 20, newest last): query, value,"
             " threshold, samples, verdict and what was done"
+        ),
+    )
+
+    steering: Annotated[SteeringStatus | None, Crd(new=True, reason=_STEERING_REASON)] = Field(
+        default=None,
+        description=(
+            "flaggerpy: what CanaryCommands set for the current revision (paused, approved, a"
+            " pending promote/abort/retry); see docs/steering.md"
         ),
     )
 

@@ -548,7 +548,8 @@ def test_crds_are_installed_from_crds_and_templated_only_with_crd_create() -> No
     assert "CustomResourceDefinition" not in kinds(render())
     crds = [o for o in render("crd.create=true") if o["kind"] == "CustomResourceDefinition"]
     assert sorted(c["metadata"]["name"] for c in crds) == [
-        "alertproviders.flagger.app", "canaries.flagger.app", "metrictemplates.flagger.app"]
+        "alertproviders.flagger.app", "canaries.flagger.app", "canarycommands.flaggerpy.dev",
+        "metrictemplates.flagger.app"]
     generated = {d["metadata"]["name"]: d for d in
                  yaml.safe_load_all((CHART / "crds" / "crds.yaml").read_text()) if d}
     for crd in crds:
@@ -556,7 +557,7 @@ def test_crds_are_installed_from_crds_and_templated_only_with_crd_create() -> No
         assert crd["spec"] == generated[crd["metadata"]["name"]]["spec"]
     # Without crd.create, Helm installs crds/ itself (and never deletes them).
     with_crds = helm("template", "flagger", str(CHART), "--include-crds").stdout
-    assert with_crds.count("kind: CustomResourceDefinition") == 3
+    assert with_crds.count("kind: CustomResourceDefinition") == 4
 
 
 def test_the_grafana_dashboard_plots_metrics_the_controller_exports() -> None:

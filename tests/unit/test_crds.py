@@ -178,6 +178,7 @@ def test_rendered_yaml_parses_back_to_the_documents() -> None:
         "canaries.flagger.app",
         "metrictemplates.flagger.app",
         "alertproviders.flagger.app",
+        "canarycommands.flaggerpy.dev",
     ]
     assert [spec.name for spec in crd_kinds()] == [d["metadata"]["name"] for d in documents]
 
