@@ -66,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import enum
 import functools
 import inspect
@@ -80,10 +81,12 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from flaggerpy import kube, plugins
+from flaggerpy.canary import alert_templates
+from flaggerpy.canary.alert_templates import CheckInfo, WebhookInfo
 from flaggerpy.errors import FlaggerError, NotifierError, PluginError
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.logs import canary_id, safe_url
-from flaggerpy.models import AlertProvider, AlertProviderType, Canary
+from flaggerpy.models import AlertKind, AlertProvider, AlertProviderType, Canary
 from flaggerpy.models.canary import CanaryAlert
 from flaggerpy.notifying import Field, Message, Notifier, NotifierFactory, Severity
 from flaggerpy.settings import NotificationSettings, Settings
@@ -101,6 +104,7 @@ __all__ = [
     "NotificationMetrics",
     "alert_metadata",
     "analysis_skipped",
+    "failed_check",
     "failed_checks_threshold_reached",
     "initialization_completed",
     "manual_rollback",
@@ -111,8 +115,10 @@ __all__ = [
     "promotion_completed",
     "promotion_failed",
     "promotion_waiting_for_approval",
+    "step_advanced",
     "traffic_increase_waiting_for_approval",
     "waiting_for_approval",
+    "webhook_failed",
 ]
 
 log = structlog.get_logger(__name__)
@@ -146,38 +152,55 @@ class AlertMessage:
     """Add the canary's Target, Failed checks threshold, Progress deadline and Traffic routing."""
     fields: tuple[Field, ...] = ()
     """Extra fields after the metadata (e.g. the last failed check)."""
+    kind: AlertKind | None = None
+    """The event, for templates (:mod:`flaggerpy.canary.alert_templates`); None: never
+    templated."""
+    check: CheckInfo | None = None
+    """The failing check, for templates (a rollback's is read from the status when unset)."""
+    webhook: WebhookInfo | None = None
+    """The failing webhook, for templates."""
+    error: str | None = None
+    """What went wrong, for templates (a readiness or promotion failure)."""
+    revision: str | None = None
+    """The revision the event is about, when it is not yet ``status.lastAppliedSpec``."""
 
 
 def initialization_completed(kind: str) -> AlertMessage:
     """A new canary's primary is ready: ``New Deployment detected, initialization completed.``"""
-    return AlertMessage(text=f"New {kind} detected, initialization completed.", metadata=True)
+    return AlertMessage(text=f"New {kind} detected, initialization completed.", metadata=True,
+                        kind=AlertKind.INITIALIZED)
 
 
-def new_revision() -> AlertMessage:
-    """A changed target or tracked config starts an analysis run."""
-    return AlertMessage(text="New revision detected, progressing canary analysis.", metadata=True)
+def new_revision(revision: str | None = None) -> AlertMessage:
+    """A changed target or tracked config starts an analysis run (``revision``: its hash)."""
+    return AlertMessage(text="New revision detected, progressing canary analysis.", metadata=True,
+                        kind=AlertKind.NEW_REVISION, revision=revision)
 
 
 def waiting_for_approval() -> AlertMessage:
     """A confirm-rollout gate said no: sent once, on entering ``Waiting``."""
-    return AlertMessage(text="Canary is waiting for approval.", severity=Severity.WARN)
+    return AlertMessage(text="Canary is waiting for approval.", severity=Severity.WARN,
+                        kind=AlertKind.WAITING)
 
 
 def traffic_increase_waiting_for_approval() -> AlertMessage:
     """A confirm-traffic-increase gate said no; Flagger sends it on every such tick."""
     return AlertMessage(
-        text="Canary traffic increase is waiting for approval.", severity=Severity.WARN
+        text="Canary traffic increase is waiting for approval.", severity=Severity.WARN,
+        kind=AlertKind.WAITING,
     )
 
 
 def promotion_waiting_for_approval() -> AlertMessage:
     """A confirm-promotion gate said no: sent once, on entering ``WaitingPromotion``."""
-    return AlertMessage(text="Canary promotion is waiting for approval.", severity=Severity.WARN)
+    return AlertMessage(text="Canary promotion is waiting for approval.", severity=Severity.WARN,
+                        kind=AlertKind.WAITING)
 
 
 def manual_rollback() -> AlertMessage:
     """A rollback webhook asked for a rollback."""
-    return AlertMessage(text="Rolling back manual webhook invoked", severity=Severity.WARN)
+    return AlertMessage(text="Rolling back manual webhook invoked", severity=Severity.WARN,
+                        kind=AlertKind.ROLLED_BACK)
 
 
 def failed_checks_threshold_reached(
@@ -198,6 +221,7 @@ def failed_checks_threshold_reached(
         text=f"Failed checks threshold reached {failed_checks}",
         severity=Severity.ERROR,
         fields=fields,
+        kind=AlertKind.ROLLED_BACK,
     )
 
 
@@ -209,29 +233,61 @@ def metrics_providers_unusable(reason: str) -> AlertMessage:
         text="Canary analysis failed before any traffic shift: metrics provider not usable",
         severity=Severity.ERROR,
         fields=(Field("Last failed check", reason),),
+        kind=AlertKind.ROLLED_BACK,
+        error=reason,
     )
 
 
 def progress_deadline_exceeded(error: str) -> AlertMessage:
-    """The canary or primary did not become ready within ``progressDeadlineSeconds``."""
-    return AlertMessage(text=f"Progress deadline exceeded {error}", severity=Severity.ERROR)
+    """The canary or primary did not become ready within ``progressDeadlineSeconds``.
+
+    Flagger has the text but never sends it outside ``skipAnalysis`` (spec §2.4): its
+    readiness rollback is silent (fluxcd/flagger#1663, #1816); flaggerpy sends it there.
+    """
+    return AlertMessage(text=f"Progress deadline exceeded {error}", severity=Severity.ERROR,
+                        kind=AlertKind.READINESS_TIMEOUT, error=error)
 
 
 def promotion_failed(error: str) -> AlertMessage:
     """The primary did not become ready after the promotion."""
     return AlertMessage(
-        text=f"Promotion failed, primary not ready: {error}", severity=Severity.ERROR
+        text=f"Promotion failed, primary not ready: {error}", severity=Severity.ERROR,
+        kind=AlertKind.PROMOTION_FAILED, error=error,
     )
 
 
 def promotion_completed() -> AlertMessage:
     """The analysis passed and the primary runs the new revision."""
-    return AlertMessage(text="Canary analysis completed successfully, promotion finished.")
+    return AlertMessage(text="Canary analysis completed successfully, promotion finished.",
+                        kind=AlertKind.PROMOTED)
 
 
 def analysis_skipped() -> AlertMessage:
     """``skipAnalysis: true``: promoted without analysis."""
-    return AlertMessage(text="Canary analysis was skipped, promotion finished.")
+    return AlertMessage(text="Canary analysis was skipped, promotion finished.",
+                        kind=AlertKind.PROMOTED)
+
+
+# --- flaggerpy's own events, sent only to alerts with a template for them ------------------------
+
+
+def step_advanced(weight: int) -> AlertMessage:
+    """The canary's traffic weight moved up one step (``step``)."""
+    return AlertMessage(text=f"Advance canary weight {weight}", kind=AlertKind.STEP)
+
+
+def failed_check(check: CheckInfo) -> AlertMessage:
+    """One metric check failed (``failedCheck``); the run goes on until the threshold."""
+    return AlertMessage(text=check.message or f"Metric check {check.name} failed",
+                        severity=Severity.WARN, kind=AlertKind.FAILED_CHECK, check=check)
+
+
+def webhook_failed(*, name: str, hook_type: str, error: str) -> AlertMessage:
+    """A pre-rollout or rollout webhook failed, which counts as a failed check
+    (``webhookFailure``); Flagger only records an Event (fluxcd/flagger#1663)."""
+    return AlertMessage(text=f"{hook_type} check {name} failed {error}", severity=Severity.WARN,
+                        kind=AlertKind.WEBHOOK_FAILURE,
+                        webhook=WebhookInfo(name=name, error=error))
 
 
 def alert_metadata(canary: Canary) -> tuple[Field, ...]:
@@ -418,6 +474,9 @@ class Delivery:
     secret: bool | None = None
     """Whether the provider's Secret was found and usable; None: no ``secretRef``, or the
     alert ended before the Secret was read."""
+    templates: str | None = None
+    """What is wrong with the provider's ``spec.templates`` (``""``: nothing); None: it has
+    none, or the alert ended before they were looked at."""
 
 
 DeliverySink: TypeAlias = "Callable[[Delivery], Awaitable[None]]"
@@ -438,6 +497,21 @@ class _Destination:
     notifier: Notifier
     secret: bool | None = None
     """True when the provider has a ``secretRef`` and its Secret was usable."""
+    templates: Mapping[str, str] | None = None
+    """The AlertProvider's ``spec.templates``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Templating:
+    """What an alert's templates need: its kind and the values they see."""
+
+    kind: AlertKind
+    values: Mapping[str, Any]
+
+    @property
+    def opt_in(self) -> bool:
+        """Sent only where a template exists for it."""
+        return self.kind in alert_templates.OPT_IN_KINDS
 
 
 class _Skip(Exception):
@@ -507,6 +581,7 @@ class Alerter:
         self._post_timeout = post_timeout
         self._deadline = deadline
         self._cluster_name = settings.controller.cluster_name
+        self._dashboard_url = settings.notifications.dashboard_url
         self._no_cross_namespace_refs = settings.controller.no_cross_namespace_refs
         self._dispatcher = Dispatcher(limit=max_pending, name="alerts")
         self._session: aiohttp.ClientSession | None = None
@@ -547,6 +622,7 @@ class Alerter:
         background; this never raises because of a notifier and never
         waits for one (see :meth:`flush`).
         """
+        templating: _Templating | None = None
         if isinstance(message, AlertMessage):
             text = message.text
             severity = message.severity if severity is None else severity
@@ -556,6 +632,9 @@ class Alerter:
             text, extra = message, tuple(fields)
             severity = Severity.INFO if severity is None else severity
         try:
+            if isinstance(message, AlertMessage) and message.kind is not None:
+                templating = self._templating(canary, message, severity=severity,
+                                              fields=(*message.fields, *fields))
             body = Message(
                 workload=canary.name,
                 namespace=canary.namespace,
@@ -576,10 +655,13 @@ class Alerter:
         jobs: list[tuple[str, Callable[[], Awaitable[None]], str]]
         if alerts:
             jobs = [
-                (f"{who}/{alert.name}", functools.partial(self._deliver_alerts, who, [alert], body),
+                (f"{who}/{alert.name}",
+                 functools.partial(self._deliver_alerts, who, [alert], body, templating),
                  UNKNOWN_PROVIDER)
                 for alert in alerts if _admits(alert, body.severity, who=who)
             ]
+        elif templating is not None and templating.opt_in:
+            return  # the global notifier has no templates, so it never gets these
         elif self._global_config is not None:
             jobs = [(who, functools.partial(self._deliver_global, who, body),
                      self._global_config.provider)]
@@ -628,7 +710,11 @@ class Alerter:
         await self._post(who, destination, message, when=when)
 
     async def _deliver_alerts(
-            self, who: str, alerts: Sequence[CanaryAlert], message: Message
+            self,
+            who: str,
+            alerts: Sequence[CanaryAlert],
+            message: Message,
+            templating: _Templating | None = None,
     ) -> None:
         """Resolves and posts every alert concurrently, each within one deadline."""
 
@@ -655,15 +741,76 @@ class Alerter:
                 self._failed(who, "alert_provider_unreadable", f"{type(exc).__name__}: {exc}",
                              provider=UNKNOWN_PROVIDER, **where)
                 return
-            error = await self._post(who, destination, message, when=when)
+            problems = (alert_templates.template_problems(destination.templates)
+                        if destination.templates else None)
+            if templating is not None:
+                text = self._text(who, alert, destination, templating, problems)
+                if text is None:
+                    return  # an opt-in kind nobody wrote a template for
+                message_ = dataclasses.replace(message, text=text)
+            else:
+                message_ = message
+            error = await self._post(who, destination, message_, when=when)
             await self._report(Delivery(
                 provider=key,
                 cause=DeliveryCause.DELIVERED if error is None else DeliveryCause.POST_FAILED,
                 message=error or f"delivered to {destination.endpoint}",
                 secret=destination.secret,
+                templates="; ".join(problems) if problems is not None else None,
             ))
 
         await asyncio.gather(*(one(alert) for alert in alerts))
+
+    def _templating(
+            self, canary: Canary, message: AlertMessage, *, severity: Severity,
+            fields: Sequence[Field],
+    ) -> _Templating:
+        """The kind and template values of ``message`` about ``canary``."""
+        assert message.kind is not None
+        check = message.check
+        if check is None and message.kind is AlertKind.ROLLED_BACK:
+            last = next((f.value for f in fields if f.name == "Last failed check"), None)
+            check = alert_templates.failed_check_from_history(
+                canary.status.analysis_history if canary.status else None, last_failure=last)
+        values = alert_templates.variables(
+            canary, kind=message.kind, text=message.text, severity=severity.value,
+            cluster=self._cluster_name, dashboard_url=self._dashboard_url,
+            revision=message.revision, check=check, webhook=message.webhook,
+            error=message.error,
+        )
+        return _Templating(kind=message.kind, values=values)
+
+    def _text(
+            self,
+            who: str,
+            alert: CanaryAlert,
+            destination: _Destination,
+            templating: _Templating,
+            problems: list[str] | None,  # the provider's templates that do not parse
+    ) -> str | None:
+        """The alert's text for ``destination``: its template's, else the default text.
+
+        None for an opt-in kind without a template (nothing is sent). A template that fails
+        is logged (and, when it is the provider's, added to ``problems`` for its status);
+        the default text goes instead, so no alert is lost to a typo.
+        """
+        chosen = alert_templates.choose(templating.kind, alert=alert.templates,
+                                        provider=destination.templates)
+        default = str(templating.values["text"])
+        if chosen is None:
+            return None if templating.opt_in else default
+        source, origin = chosen
+        try:
+            return alert_templates.render(source, templating.values)
+        except alert_templates.TemplateError as exc:
+            log.error("alert_template_failed", canary=who, alert=alert.name,
+                      provider_ref=destination.ref, kind=templating.kind.value,
+                      template=origin, error=str(exc))
+            if origin == "provider" and problems is not None:
+                problem = f"{templating.kind.value}: {exc}"
+                if problem not in problems:
+                    problems.append(problem)
+            return default
 
     async def _report(self, delivery: Delivery) -> None:
         """Hands ``delivery`` to ``on_delivery``; a failure there is logged, never raised."""
@@ -740,7 +887,8 @@ class Alerter:
             skip.secret = secret
             raise
         return _Destination(alert=alert.name, provider=kind, ref=f"{namespace}/{name}",
-                            endpoint=safe_url(address), notifier=notifier, secret=secret)
+                            endpoint=safe_url(address), notifier=notifier, secret=secret,
+                            templates=spec.templates)
 
     async def _provider(self, key: ObjectKey) -> AlertProvider:
         try:

@@ -20,6 +20,11 @@ AlertProvider ``Delivered``
     ``True``, reason ``NotificationDelivered``; ``False`` with reason ``PostFailed``,
     ``SecretNotFound``, ``SecretInvalid``, ``AddressMissing``, ``ProviderNotInstalled`` or
     ``ProviderInvalid``.
+AlertProvider ``TemplatesValid`` (only with ``spec.templates``)
+    ``True``, reason ``TemplatesParsed``: every template parsed and the one an alert used
+    rendered; ``False``, reason ``TemplateInvalid``, naming each kind and why (an unknown
+    kind, a syntax error, an undefined variable). Set with each delivery through the
+    provider; the alert itself went out with the default text.
 
 The outcomes come from what :class:`~flaggerpy.canary.metrics_analysis.MetricsAnalyzer` and
 :class:`~flaggerpy.canary.alerting.Alerter` return or report (neither writes to the cluster);
@@ -67,6 +72,7 @@ __all__ = [
     "ANSWERED",
     "DELIVERED",
     "SECRET_VALID",
+    "TEMPLATES_VALID",
     "ConditionWriter",
     "ReportingAnalyzer",
     "Seen",
@@ -83,6 +89,7 @@ log = structlog.get_logger(__name__)
 ANSWERED: Final = "Answered"
 SECRET_VALID: Final = "SecretValid"
 DELIVERED: Final = "Delivered"
+TEMPLATES_VALID: Final = "TemplatesValid"
 
 WRITE_ATTEMPTS: Final = 2
 """The write, and once more after a conflict with a freshly read object."""
@@ -185,7 +192,8 @@ _DELIVERED: Final[Mapping[DeliveryCause, tuple[str, str]]] = {
 
 
 def delivery_conditions(delivery: Delivery) -> list[Wanted]:
-    """The AlertProvider's ``SecretValid`` (when its Secret was looked at) and ``Delivered``."""
+    """The AlertProvider's ``SecretValid`` (when its Secret was looked at), ``Delivered`` and
+    ``TemplatesValid`` (when it has templates)."""
     status, reason = _DELIVERED[delivery.cause]
     wanted: list[Wanted] = []
     if delivery.secret is True:
@@ -193,6 +201,12 @@ def delivery_conditions(delivery: Delivery) -> list[Wanted]:
     elif delivery.secret is False:
         wanted.append(Wanted(SECRET_VALID, "False", reason, delivery.message))
     wanted.append(Wanted(DELIVERED, status, reason, delivery.message))
+    if delivery.templates == "":
+        wanted.append(Wanted(TEMPLATES_VALID, "True", "TemplatesParsed",
+                             "every alert template parsed"))
+    elif delivery.templates is not None:
+        wanted.append(Wanted(TEMPLATES_VALID, "False", "TemplateInvalid",
+                             f"{delivery.templates}; the default text is sent instead"))
     return wanted
 
 
