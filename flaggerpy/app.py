@@ -14,7 +14,7 @@ from collections import Counter
 import structlog
 
 from flaggerpy import __version__, kube
-from flaggerpy.canary import plugin_status, template_status
+from flaggerpy.canary import plugin_status, steering, template_status
 from flaggerpy.canary.alerting import Alerter
 from flaggerpy.canary.lifecycle import Lifecycle
 from flaggerpy.canary.reconciler import CanaryReconciler
@@ -145,6 +145,9 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         templates = caches.informer(kube.METRIC_TEMPLATES)
         alert_providers = caches.informer(kube.ALERT_PROVIDERS)
         secrets = caches.informer(kube.SECRETS)
+        # CanaryCommands (docs/steering.md): each new one is answered by its Canary's reconcile.
+        commands = caches.informer(kube.CANARY_COMMANDS)
+        commands.add_indexer(steering.CANARY_INDEX, index_by(steering.canary_of))
 
         elector: LeaderElector | None = None
         writer = client
@@ -188,9 +191,13 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             settings=settings, client=client, providers=alert_providers.get,
             secrets=secrets.get, registry=telemetry.registry, on_delivery=conditions.delivery,
         )
+        steerer = steering.Steering(
+            store=store,
+            commands=lambda canary: commands.by_index(steering.CANARY_INDEX, canary))
         lifecycle = Lifecycle(
             store=store, mesh_store=mesh_store, settings=settings, telemetry=telemetry,
             events=events, webhooks=webhooks, analyzer=analyzer, alerter=alerter,
+            steerer=steerer,
         )
         reconciler = CanaryReconciler(
             store=store,
@@ -229,6 +236,18 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
                 totals.deleted(obj)
 
         canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=on_delete)
+
+        def on_command(obj: JsonObject) -> None:
+            """A new CanaryCommand: its Canary's reconcile answers it (a key, even if no Canary
+            has that name: the reconcile of a missing Canary rejects it)."""
+            target = steering.canary_of(obj)
+            if target is None:
+                return
+            namespace, _, name = target.partition("/")
+            if serves(namespace):
+                queue.add(ObjectKey(namespace, name))
+
+        commands.add_handler(on_add=on_command)
 
         def enqueue_for_workload(obj: JsonObject) -> None:
             for canary in canaries.by_index(TARGET_INDEX, workload_index_value(obj)):

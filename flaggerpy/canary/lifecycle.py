@@ -24,7 +24,8 @@ from typing import Any
 import structlog
 
 from flaggerpy import kube, plugins
-from flaggerpy.canary import alerting, decisions, status as canary_status, strategies
+from flaggerpy.canary import alerting, decisions, status as canary_status, steering, strategies
+from flaggerpy.canary.alert_templates import CheckInfo
 from flaggerpy.canary.alerting import Alerter, AlertMessage, Dispatcher
 from flaggerpy.canary.autoscalers import PrimaryAutoscaler
 from flaggerpy.canary.knative_services import KnativeServiceController
@@ -44,6 +45,7 @@ from flaggerpy.canary.workloads import (
 from flaggerpy.errors import PluginError
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary, CanaryPhase, DeploymentStrategy, HookType
+from flaggerpy.models.canary_command import Action as SteerAction, SteeringStatus
 from flaggerpy.models.status import ANALYSIS_HISTORY_LIMIT, PROMOTED_CONDITION
 from flaggerpy.routing import (
     Capabilities,
@@ -160,8 +162,10 @@ class Lifecycle:
         webhooks: WebhookCaller,
         analyzer: MetricsAnalyzer,
         alerter: Alerter,
+        steerer: steering.Steering | None = None,  # None: CanaryCommands are not served
     ) -> None:
         self._store = store
+        self._steerer = steerer
         self._mesh_store = mesh_store
         self._settings = settings
         self._telemetry = telemetry
@@ -190,12 +194,21 @@ class Lifecycle:
         key = ObjectKey(canary.namespace, canary.name)
         interval = self._interval(canary)
         state = self._ticks.setdefault(key, TickState())
+        if self._steerer is not None and self._steerer.has_pending(key):
+            obj = await self._steerer.answer(obj, say=self._say)
+            canary = Canary.model_validate(obj)
         if canary.spec.suspend:
             await self._normal(obj, "skipping canary run as object is suspended")
             return Result(requeue_after=interval)
         try:
             tick = await self._prepare(obj, canary, provider=provider, state=state)
             if tick is None:
+                return Result(requeue_after=interval)
+            steer = steering.state_of(tick.status)
+            if steer.request is not None:
+                # A person's promote, abort, deny or retry: carried out now, not at the tick.
+                await self._carry_out(tick, steer)
+                state.next_tick = time.monotonic() + interval
                 return Result(requeue_after=interval)
             now = time.monotonic()
             if tick.phase in PACED_PHASES and now < state.next_tick:
@@ -229,6 +242,12 @@ class Lifecycle:
             return Result(requeue_after=interval)
         state.said.pop("refused", None)
         return Result(requeue_after=interval)
+
+    async def orphaned(self, key: ObjectKey) -> None:
+        """The Canary is gone (or never was): its pending CanaryCommands are rejected."""
+        if self._steerer is not None:
+            await self._steerer.reject_all(
+                key, f"no canary named {key.name} in namespace {key.namespace}")
 
     async def finalize(
         self, obj: dict[str, Any], canary: Canary, *, provider: str
@@ -484,7 +503,7 @@ class Lifecycle:
                     if phase in (CanaryPhase.PROMOTING, CanaryPhase.FINALISING):
                         await self._failed_promotion(tick, error.message)
                     else:
-                        await self._rollback(tick)
+                        await self._readiness_rollback(tick, error.message)
                 return
         current = await tick.router.get_routes(canary)
         self._telemetry.set_weight(name=canary.spec.target_ref.name, namespace=canary.namespace,
@@ -495,12 +514,19 @@ class Lifecycle:
         if phase in REVISION_PHASES and await self._revision_changed(tick):
             await self._restart(tick)
             return
+        steer = steering.state_of(tick.status)
+        if steer.paused and phase in steering.HOLDABLE:
+            # Held by a person: no step, no check counted, until a resume.
+            await self._explain_run(tick, f"{steering.PAUSED_PREFIX} {steer.command} at canary "
+                                          f"weight {current.canary}")
+            return
+        await self._explain_unless(tick, steering.PAUSED_PREFIX)  # resumed
         try:
             await tick.workload.is_canary_ready(canary)
         except NotReadyError as error:
             await self._warn(tick.obj, error.message)
             if not error.retriable:
-                await self._rollback(tick)
+                await self._readiness_rollback(tick, error.message)
             return
         if canary.should_skip_analysis():
             await self._skip_analysis(tick)
@@ -536,7 +562,9 @@ class Lifecycle:
     async def _start_run(self, tick: Tick) -> None:
         """Step 21: a new revision; ask confirm-rollout, then scale up the canary."""
         canary = tick.canary
-        refused = await self._webhooks.run(canary, HookType.CONFIRM_ROLLOUT, phase=tick.phase)
+        steer = steering.state_of(tick.status)
+        refused = None if steer.approved else await self._webhooks.run(
+            canary, HookType.CONFIRM_ROLLOUT, phase=tick.phase)
         if refused is not None:
             if tick.phase != CanaryPhase.WAITING:
                 await self._write(tick, canary_status.set_phase_patch(
@@ -549,15 +577,19 @@ class Lifecycle:
                                        f"{refused.webhook.name}")
             return
         await self._normal(tick.obj, f"New revision detected! Scaling up {tick.name}")
-        await self._alert(tick, alerting.new_revision())
+        await self._alert(tick, alerting.new_revision(await tick.workload.target_hash(canary)))
         if tick.autoscaler is not None:
             await tick.autoscaler.resume(canary)
         await tick.workload.scale_from_zero(canary)
-        await self._write(tick, canary_status.sync_status_patch(
+        revision = await tick.workload.target_hash(canary)
+        patch = canary_status.sync_status_patch(
             current=tick.status, phase=CanaryPhase.PROGRESSING, kind=tick.kind,
-            last_applied_spec=await tick.workload.target_hash(canary),
+            last_applied_spec=revision,
             tracked_configs=await tick.workload.tracked_configs(canary),
-        ))
+        )
+        if steer.approved:  # approved at confirm-rollout: the gates of this run stay open
+            patch = steering.with_revision(patch, state=steer, revision=revision)
+        await self._write(tick, patch)
         self._set_status_metric(tick)
 
     async def _restart(self, tick: Tick) -> None:
@@ -593,6 +625,8 @@ class Lifecycle:
                 check = f"pre-rollout check {failed.webhook.name} failed {failed.message}"
                 tick.state.last_failure = check
                 await self._warn(tick.obj, f"Halt {tick.name} advancement {check}")
+                await self._alert(tick, alerting.webhook_failed(
+                    name=failed.webhook.name, hook_type="pre-rollout", error=failed.message))
                 await self._fail_check(tick)
                 return False
             return True
@@ -601,6 +635,8 @@ class Lifecycle:
             check = f"external check {failed.webhook.name} failed {failed.message}"
             tick.state.last_failure = check
             await self._warn(tick.obj, f"Halt {tick.name} advancement {check}")
+            await self._alert(tick, alerting.webhook_failed(
+                name=failed.webhook.name, hook_type="rollout", error=failed.message))
             await self._fail_check(tick)
             return False
         route = (await tick.workload.latest_revision(canary)
@@ -616,6 +652,9 @@ class Lifecycle:
             await self._warn(tick.obj, failure.message)
         if not outcome.hold:
             await self._fail_check(tick)
+            if failure is not None:
+                await self._alert(tick, alerting.failed_check(CheckInfo(
+                    name=failure.name, value=failure.value, message=failure.message)))
         elif failure is not None:
             await self._explain_run(
                 tick, f"{decisions.HOLD_PREFIX} at canary weight {current.canary}: "
@@ -738,7 +777,7 @@ class Lifecycle:
             step = strategies.canary_step(canary, current, capabilities=capabilities)
             if step.action is Action.SET_ROUTES and not current.mirrored and tick.phase not in (
                 CanaryPhase.PROMOTING, CanaryPhase.WAITING_PROMOTION, CanaryPhase.FINALISING
-            ):
+            ) and not steering.state_of(tick.status).approved:
                 refused = await self._webhooks.run(
                     canary, HookType.CONFIRM_TRAFFIC_INCREASE, phase=tick.phase
                 )
@@ -805,10 +844,14 @@ class Lifecycle:
                                    primary=step.weights.primary, canary=step.weights.canary)
         if step.event:
             await self._normal(tick.obj, step.event)
+        if step.iterations is None:
+            await self._alert(tick, alerting.step_advanced(step.weights.canary))
 
     async def _promotion_confirmed(self, tick: Tick) -> bool:
         """Confirm-promotion gates; a refusal parks the canary in WaitingPromotion."""
         canary = tick.canary
+        if steering.state_of(tick.status).approved:
+            return True
         refused = await self._webhooks.run(canary, HookType.CONFIRM_PROMOTION,
                                            phase=CanaryPhase.PROGRESSING)
         if refused is None:
@@ -840,6 +883,30 @@ class Lifecycle:
             analysis_iterations=canary.spec.analysis.iterations or 0,
         ))
         self._set_status_metric(tick)
+
+    async def _carry_out(self, tick: Tick, steer: SteeringStatus) -> None:
+        """A steering request (docs/steering.md), by the path Flagger's own would take:
+        promote as a passed analysis promotes, abort and deny as a failed one rolls back,
+        retry as a new revision starts a run. Cleared once done; done again after a restart
+        at most, and each path is idempotent."""
+        who = f"CanaryCommand {steer.command}" + (f" ({steer.reason})" if steer.reason else "")
+        request, phase = steer.request, tick.phase
+        if request is SteerAction.PROMOTE and phase in steering.RUNNING:
+            await self._normal(tick.obj, f"Promotion of {tick.name} requested by {who}: "
+                                         f"canary analysis skipped")
+            await self._promote(tick)
+        elif request in (SteerAction.ABORT, SteerAction.DENY) and phase in steering.GATED:
+            verb = "aborted" if request is SteerAction.ABORT else "denied"
+            message = f"Rolling back {tick.name}: {verb} by {who}"
+            await self._warn(tick.obj, message)
+            await self._alert(tick, steering.rollback_alert(message))
+            await self._rollback(tick, reason=f"{verb} by {who}")
+        elif request is SteerAction.RETRY and phase == CanaryPhase.FAILED:
+            await self._normal(tick.obj, f"Retrying {tick.name} as requested by {who}")
+            await self._start_run(tick)
+        else:
+            log.info("steering_request_moot", request=str(request), phase=phase.value)
+        await self._write(tick, steering.clear_request_patch())
 
     async def _promotion_traffic_shift(self, tick: Tick, current: Weights) -> None:
         step = strategies.promotion_step(tick.canary, current, capabilities=tick.capabilities)
@@ -942,6 +1009,17 @@ class Lifecycle:
         )
         await self._post_rollout(tick, CanaryPhase.FAILED)
 
+    async def _readiness_rollback(self, tick: Tick, error: str) -> None:
+        """The canary or primary missed its progress deadline: alerted, then rolled back.
+
+        Flagger rolls back without a word here (fluxcd/flagger#1663, #1816); its own text
+        ``Progress deadline exceeded <error>`` is sent, unless the failed checks reached the
+        threshold too, whose alert already says the run failed.
+        """
+        if tick.counter("failedChecks") < tick.canary.get_analysis_threshold():
+            await self._alert(tick, alerting.progress_deadline_exceeded(error))
+        await self._rollback(tick)
+
     async def _failed_promotion(self, tick: Tick, error: str) -> None:
         """The primary did not roll out: all traffic to the canary, which still runs."""
         canary = tick.canary
@@ -991,6 +1069,10 @@ class Lifecycle:
         log.info("canary_event", message=message)
         await self._events.normal(obj, message)
         self._post_event(obj, message, event_type="Normal")
+
+    async def _say(self, obj: Mapping[str, Any], message: str, warning: bool) -> None:
+        """An Event about a CanaryCommand's answer (:data:`steering.Say`)."""
+        await (self._warn if warning else self._normal)(obj, message)
 
     async def warn(self, obj: Mapping[str, Any], message: str) -> None:
         """A Warning Event from outside the run (an invalid spec), reported like the run's own:

@@ -67,6 +67,7 @@ class CanaryReconciler:
             self._warned.pop(key, None)
             if self._lifecycle is not None:
                 self._lifecycle.forget(key)
+                await self._lifecycle.orphaned(key)  # CanaryCommands naming no canary
             return Result()
         with logs.bound_canary(key.name, key.namespace):
             return await self._reconcile(dict(stored))
