@@ -141,6 +141,37 @@ async def test_uninstalled_provider_fails_only_that_canary(
     assert good.get("phase")
 
 
+async def test_a_process_serving_several_namespaces_leaves_the_others_alone(
+    cluster: LocalCluster, namespace: str, processes: list[ControllerProcess]
+) -> None:
+    """``-namespace=a,b``: canaries in a and b are handled, one in c is never touched."""
+    served, other = f"{namespace}-b", f"{namespace}-c"
+    for extra in (served, other):
+        await cluster.akubectl("create", "namespace", extra)
+    try:
+        for where in (namespace, served, other):
+            await cluster.akubectl("apply", "-n", where, "-f", "-",
+                                   input=json.dumps(canary("unrouted", provider="acme-mesh")))
+        controller = ControllerProcess(kubeconfig=cluster.kubeconfig,
+                                       args=[f"-namespace={namespace},{served}"])
+        processes.append(controller.start())
+
+        async def served_failed() -> bool:
+            phases = [(await canary_status(cluster, ns, "unrouted")).get("phase")
+                      for ns in (namespace, served)]
+            return phases == ["Failed", "Failed"]
+
+        await eventually(served_failed, within=30, what="both served canaries to fail")
+        await asyncio.sleep(2)  # the third was listed with the others: nothing may follow
+        assert await canary_status(cluster, other, "unrouted") == {}
+        events = json.loads((await cluster.akubectl(
+            "get", "events", "-n", other, "-o", "json")).stdout)["items"]
+        assert events == []
+    finally:
+        for extra in (served, other):
+            await cluster.akubectl("delete", "namespace", extra, "--wait=false", check=False)
+
+
 async def test_standby_takes_over_when_the_leader_dies(
     cluster: LocalCluster, namespace: str, processes: list[ControllerProcess]
 ) -> None:
