@@ -20,9 +20,11 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from flaggerpy.canary import alerting
+from flaggerpy.canary.alert_templates import CheckInfo
 from flaggerpy.canary.alerting import Alerter, notification_metrics
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import Canary
+from flaggerpy.models.status import CanaryStatus
 from flaggerpy.notifying import Field, Severity
 from flaggerpy.plugins import Registry
 from flaggerpy.settings import Settings
@@ -530,3 +532,153 @@ async def test_extra_fields_follow_the_messages_own(
         {"name": "Last failed check", "value": "request duration 612ms > 500ms"},
         {"name": "Run", "value": "42"},
     ]
+
+
+# --- alert templates (flaggerpy.canary.alert_templates), payloads field by field ---------------
+
+
+ROLLBACK_TEMPLATE = (
+    "[{{ cluster }}] {{ name }}.{{ namespace }} rolled back at revision {{ revision }}"
+    "{% if check is defined %}: {{ check.name }} {{ check.value }} < {{ check.threshold }}"
+    "{% endif %} {{ dashboard_url }}"
+)
+LAST_FAILURE = "Halt podinfo.test advancement success rate 95.20% < 99%"
+TEMPLATED_TEXT = ("[prod-eu] podinfo.test rolled back at revision 5d8f7b9c6: request-success-rate"
+                  " 95.2 < 99.0 https://dash.example/test/podinfo")
+TEMPLATE_SETTINGS = {"cluster-name": "prod-eu",
+                     "dashboard-url": "https://dash.example/{namespace}/{name}"}
+HOOK_PATHS = {"slack": SECRET_PATH, "discord": "/api/webhooks/1/t", "rocket": "/hooks/abc/def",
+              "msteams": "/webhookb2/abc/IncomingWebhook/def", "gchat": "/v1/spaces/AAA/messages"}
+
+
+def failed_canary(alerts: list[dict[str, Any]]) -> Canary:
+    """A canary whose last counted failure (in its analysisHistory) is the success rate."""
+    canary = make_canary(alerts=alerts, metrics=[
+        {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"}])
+    return canary.model_copy(update={"status": CanaryStatus.model_validate({
+        "phase": "Progressing", "canaryWeight": 20, "failedChecks": 5,
+        "lastAppliedSpec": "5d8f7b9c6", "analysisHistory": [
+            {"time": "2026-12-01T10:01:00Z", "metric": "request-success-rate",
+             "verdict": "Fail", "action": "fail", "value": 95.2, "thresholdMin": 99,
+             "message": LAST_FAILURE}]})})
+
+
+@pytest.mark.parametrize("kind", ["slack", "discord", "rocket", "msteams", "gchat"])
+async def test_a_templated_rollback_reaches_each_service_with_the_failing_check(
+        serve: Serve, alerters: Callable[..., Alerter], kind: str,
+) -> None:
+    receiver = ChatReceiver(kind)
+    url = await serve(receiver) + HOOK_PATHS[kind]
+    providers = Objects(provider("chat", type=kind, address=url, channel="deploys",
+                                 templates={"rolledBack": ROLLBACK_TEMPLATE}))
+    alerter = alerters(Settings.load(TEMPLATE_SETTINGS), providers=providers.get)
+    await alerter.alert(failed_canary([alert("chat")]),
+                        alerting.failed_checks_threshold_reached(5, last_failure=LAST_FAILURE))
+    assert await alerter.flush(within=5)
+
+    [request] = receiver.requests
+    assert request.problem is None
+    body = request.body
+    facts = [("Cluster", "prod-eu"), ("Last failed check", LAST_FAILURE)]
+    if kind in ("slack", "discord", "rocket"):
+        assert body["channel"] == "deploys"
+        assert body["username"] == "flagger"
+        assert body["attachments"] == [{
+            "color": "#FF0000" if kind == "rocket" else "danger",
+            "author_name": "podinfo.test",
+            "text": TEMPLATED_TEXT,
+            "mrkdwn_in": ["text"],
+            "fields": [{"title": n, "value": v, "short": False} for n, v in facts],
+        }]
+    elif kind == "msteams":
+        assert body["themeColor"] == "FF0000"
+        assert body["summary"] == "podinfo.test"
+        assert body["sections"] == [{
+            "activityTitle": TEMPLATED_TEXT,
+            "activitySubtitle": "podinfo.test",
+            "facts": [{"name": n, "value": v} for n, v in facts],
+        }]
+    else:
+        grey = "<font color=#848484><strong>{}</strong></font>"
+        [card] = body["cards"]
+        assert card["header"]["subtitle"] == "podinfo.test"
+        assert card["sections"] == [
+            {"widgets": [{"textParagraph": {"text": grey.format(TEMPLATED_TEXT)}}]},
+            *({"widgets": [{"textParagraph": {"text": f"{n}<br>" + grey.format(v)}}]}
+              for n, v in facts),
+        ]
+
+
+async def test_the_canary_alerts_template_wins_and_other_kinds_keep_flaggers_text(
+        serve: Serve, alerters: Callable[..., Alerter],
+) -> None:
+    slack = ChatReceiver("slack")
+    url = await serve(slack)
+    providers = Objects(provider("chat", address=url, templates={
+        "promoted": "provider: {{ name }} promoted", "newRevision": "provider: {{ revision }}"}))
+    mine = {**alert("chat"), "templates": {"promoted": "{{ name }} is live in {{ cluster }}"}}
+    alerter = alerters(Settings.load(TEMPLATE_SETTINGS), providers=providers.get)
+    subject = make_canary(alerts=[mine])
+    await alerter.alert(subject, alerting.promotion_completed())
+    await alerter.alert(subject, alerting.new_revision("7f6e5d4c3"))
+    await alerter.alert(subject, alerting.waiting_for_approval())
+    assert await alerter.flush(within=5)
+    assert texts(slack) == ["podinfo is live in prod-eu", "provider: 7f6e5d4c3",
+                            "Canary is waiting for approval."]
+
+
+async def test_a_broken_template_sends_the_default_text_and_says_so_on_the_provider(
+        serve: Serve, alerters: Callable[..., Alerter],
+) -> None:
+    slack = ChatReceiver("slack")
+    url = await serve(slack)
+    providers = Objects(provider("chat", address=url, templates={
+        "promoted": "{{ nmae }} promoted", "newRevision": "{% if %}", "rolledback": "x"}))
+    reported: list[alerting.Delivery] = []
+
+    async def on_delivery(delivery: alerting.Delivery) -> None:
+        reported.append(delivery)
+
+    alerter = alerters(Settings.load(), providers=providers.get, on_delivery=on_delivery)
+    with capture_logs() as logs:
+        await alerter.alert(make_canary(alerts=[alert("chat")]), alerting.promotion_completed())
+        assert await alerter.flush(within=5)
+
+    assert texts(slack) == ["Canary analysis completed successfully, promotion finished."]
+    [delivery] = reported
+    assert delivery.cause is alerting.DeliveryCause.DELIVERED
+    assert delivery.templates is not None
+    assert delivery.templates.split("; ") == [
+        "newRevision: line 1: Expected an expression, got 'end of statement block'",
+        "rolledback: not an event kind (one of initialized, newRevision, waiting, promoted, "
+        "rolledBack, promotionFailed, readinessTimeout, step, failedCheck, webhookFailure)",
+        "promoted: UndefinedError: 'nmae' is undefined",
+    ]
+    [failed] = [entry for entry in logs if entry["event"] == "alert_template_failed"]
+    assert failed["canary"] == "podinfo.test"
+    assert (failed["kind"], failed["template"]) == ("promoted", "provider")
+
+
+async def test_recurring_kinds_go_only_where_a_template_asks_for_them(
+        serve: Serve, alerters: Callable[..., Alerter],
+) -> None:
+    wants, silent, global_slack = (ChatReceiver("slack") for _ in range(3))
+    providers = Objects(
+        provider("wants", address=await serve(wants), templates={
+            "step": "{{ name }} at {{ weight }}%",
+            "webhookFailure": "{{ webhook.name }}: {{ webhook.error }}"}),
+        provider("silent", address=await serve(silent)))
+    alerter = alerters(Settings.load({"slack-url": await serve(global_slack),
+                                      "slack-channel": "general"}), providers=providers.get)
+    subject = make_canary(alerts=[alert("wants"), alert("silent")])
+    subject = subject.model_copy(update={"status": failed_canary([]).status})
+    await alerter.alert(subject, alerting.step_advanced(20))
+    await alerter.alert(subject, alerting.webhook_failed(name="smoke", hook_type="pre-rollout",
+                                                        error="exit status 1"))
+    await alerter.alert(subject, alerting.failed_check(CheckInfo(name="m")))
+    await alerter.alert(make_canary(), alerting.step_advanced(20))  # the global notifier's
+    assert await alerter.flush(within=5)
+
+    assert texts(wants) == ["podinfo at 20%", "smoke: exit status 1"]
+    assert silent.requests == []
+    assert global_slack.requests == []
