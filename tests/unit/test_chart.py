@@ -63,6 +63,13 @@ def kinds(objects: Objects) -> list[str]:
     return sorted(o["kind"] for o in objects)
 
 
+def controller_role(objects: Objects) -> dict[str, Any]:
+    """The controller's ClusterRole (the steering ClusterRole is the other one)."""
+    [found] = [o for o in objects if o["kind"] == "ClusterRole"
+               and not o["metadata"]["name"].endswith(("-steering", "-cluster-scoped"))]
+    return found
+
+
 def controller(objects: Objects) -> dict[str, Any]:
     """The controller's Deployment (prometheus.install adds a second one)."""
     [found] = [o for o in objects if o["kind"] == "Deployment"
@@ -146,7 +153,7 @@ def test_a_third_party_provider_gets_only_the_extra_rules_it_is_given() -> None:
     granted = {(g, r) for g, r, _ in cluster_role_grants(objects)}
     assert ("acme.example.com", "splits") in granted
     assert not granted & ALL_MESH_RESOURCES
-    assert one(objects, "ClusterRole")["metadata"]["annotations"]["flaggerpy.dev/providers"] == ""
+    assert controller_role(objects)["metadata"]["annotations"]["flaggerpy.dev/providers"] == ""
     assert "-mesh-provider=acme" in args_of(objects)
 
 
@@ -181,7 +188,8 @@ def test_every_provider_renders_and_the_cli_accepts_its_args(
         provider: str, monkeypatch: pytest.MonkeyPatch) -> None:
     objects = render(f"meshProvider={provider}")
     assert kinds(objects) == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+        "ServiceAccount"]
     settings = settings_from(container(objects), monkeypatch)
     assert settings.mesh.provider == (provider or "istio")
     assert ("-mesh-provider=" + provider in args_of(objects)) == bool(provider)
@@ -232,6 +240,10 @@ CORE_GRANTS = {
       for v in ("get", "list", "watch")),
     ("flagger.app", "metrictemplates/status", "patch"),
     ("flagger.app", "alertproviders/status", "patch"),
+    ("flaggerpy.dev", "canarycommands", "get"),
+    ("flaggerpy.dev", "canarycommands", "list"),
+    ("flaggerpy.dev", "canarycommands", "watch"),
+    ("flaggerpy.dev", "canarycommands/status", "patch"),
     *(("apps", r, v) for r in ("deployments", "daemonsets")
       for v in ("get", "list", "watch", "create", "update", "patch")),
     *(("autoscaling", "horizontalpodautoscalers", v)
@@ -254,7 +266,7 @@ CORE_GRANTS = {
 
 def test_the_kubernetes_provider_gets_exactly_the_core_rules() -> None:
     objects = render("meshProvider=kubernetes")
-    role = one(objects, "ClusterRole")
+    role = controller_role(objects)
     assert cluster_role_grants(objects) == CORE_GRANTS
     assert not any("nonResourceURLs" in rule for rule in role["rules"])
     # A star only where the names are not known: the external metrics API's metric names.
@@ -292,7 +304,7 @@ def test_additional_providers_add_their_rules_and_star_grants_all() -> None:
     granted = {(g, r) for g, r, _ in cluster_role_grants(objects)}
     assert MESH_RESOURCES["istio"] | MESH_RESOURCES["gatewayapi"] | MESH_RESOURCES["smi"] <= granted
     assert not granted & MESH_RESOURCES["contour"]
-    role = one(objects, "ClusterRole")
+    role = controller_role(objects)
     assert role["metadata"]["annotations"]["flaggerpy.dev/providers"] == "gatewayapi,istio,smi"
 
     everything = {(g, r) for g, r, _ in cluster_role_grants(
@@ -306,7 +318,7 @@ def test_extra_rules_are_appended() -> None:
                      "rbac.extraRules[0].apiGroups={example.com}",
                      "rbac.extraRules[0].resources={widgets}",
                      "rbac.extraRules[0].verbs={get}")
-    assert one(objects, "ClusterRole")["rules"][-1] == rule
+    assert controller_role(objects)["rules"][-1] == rule
 
 
 def test_one_namespace_is_granted_through_a_role_binding_there_only() -> None:
@@ -354,6 +366,25 @@ def test_leader_election_gets_a_role_for_its_lease(
     assert settings.controller.election_namespace == lease_namespace
 
 
+def test_the_steering_role_creates_canary_commands_and_only_reads_canaries() -> None:
+    """docs/steering.md: steering is not editing; aggregated to edit unless turned off."""
+    role = one(render(), "ClusterRole", "flagger-steering")
+    assert set(grants(role["rules"])) == {
+        ("flaggerpy.dev", "canarycommands", "create"),
+        ("flaggerpy.dev", "canarycommands", "get"),
+        ("flaggerpy.dev", "canarycommands", "list"),
+        ("flaggerpy.dev", "canarycommands", "watch"),
+        ("flagger.app", "canaries", "get"),
+        ("flagger.app", "canaries", "list"),
+        ("flagger.app", "canaries", "watch"),
+    }
+    assert role["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    alone = one(render("rbac.steering.aggregateToEdit=false"), "ClusterRole", "flagger-steering")
+    assert "rbac.authorization.k8s.io/aggregate-to-edit" not in alone["metadata"]["labels"]
+    assert not [o for o in render("rbac.steering.create=false")
+                if o["metadata"]["name"] == "flagger-steering"]
+
+
 def test_no_rbac_and_an_existing_service_account() -> None:
     objects = render("rbac.create=false", "serviceAccount.create=false",
                      "serviceAccount.name=mine")
@@ -362,8 +393,8 @@ def test_no_rbac_and_an_existing_service_account() -> None:
 
 
 def test_release_names_keep_cluster_scoped_names_apart() -> None:
-    first = one(render(release="team-a"), "ClusterRole")["metadata"]["name"]
-    second = one(render(release="team-b"), "ClusterRole")["metadata"]["name"]
+    first = controller_role(render(release="team-a"))["metadata"]["name"]
+    second = controller_role(render(release="team-b"))["metadata"]["name"]
     assert (first, second) == ("team-a-flagger", "team-b-flagger")
 
 
