@@ -1,0 +1,100 @@
+"""Templated alerts from a real rollback: the controller process, the real cluster, Prometheus.
+
+The AlertProvider and the Canary carry templates as a user writes them (so the CRD must keep the
+fields, not prune them); the bad version's success rate comes from Prometheus, and the rollback
+alert that reaches the receiver must name the failing check with that value and its threshold,
+the cluster, the revision and the dashboard link, while Flagger's fields stay beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from e2e.cluster.localcluster import LocalCluster
+from e2e.cluster.pytest_plugin import eventually
+from e2e.receiver import WebhookReceiver
+from e2e.scenario import Scenario, canary, deployment
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
+
+ROLLBACK = (
+    "[{{ cluster }}] {{ name }} rolled back (revision {{ revision }}): "
+    "{{ check.name }} was {{ check.value }}, needs {{ check.threshold }} - {{ dashboard_url }}"
+)
+
+
+@pytest.fixture
+async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
+    running = await Scenario(cluster, namespace).start()
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+def analysis(**extra: Any) -> dict[str, Any]:
+    return {
+        "interval": "2s",
+        "threshold": 2,
+        "iterations": 3,
+        "metrics": [{"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
+                     "thresholdRange": {"min": 90}}],
+        **extra,
+    }
+
+
+async def test_a_real_rollback_reaches_a_templated_provider_with_the_failing_value(
+        scenario: Scenario, receiver: WebhookReceiver,
+) -> None:
+    await scenario.start_controller("-cluster-name=prod-eu",
+                                    "-dashboard-url=https://dash.example/{namespace}/{name}")
+    await scenario.apply({
+        "apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "chat"},
+        "spec": {"type": "slack", "channel": "deploys", "address": receiver.url("/slack"),
+                 "templates": {"rolledBack": ROLLBACK,
+                               "failedCheck": "{{ check.name }} {{ check.value }}"}},
+    })
+    alerts = [{"name": "chat", "severity": "info", "providerRef": {"name": "chat"},
+               "templates": {"newRevision": "{{ name }}: new revision {{ revision }}"}}]
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", analysis=analysis(alerts=alerts)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.set_success_rate("podinfo", 42)  # the new version is bad
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    status = await scenario.wait_phase("podinfo", "Failed", within=90)
+    revision = status["lastAppliedSpec"]
+
+    def attachments() -> list[dict[str, Any]]:
+        return [body["attachments"][0] for body in receiver.bodies("/slack")]
+
+    async def rollback_alerted() -> bool:
+        return any(a["color"] == "danger" for a in attachments())
+
+    await eventually(rollback_alerted, within=15,
+                     what=f"the rollback alert in {json.dumps(attachments())}")
+    texts = [a["text"] for a in attachments()]
+    [rollback] = [a for a in attachments() if a["color"] == "danger"]
+    value = rollback["text"].split(" was ")[1].split(",")[0]
+    assert 41 <= float(value) <= 43, rollback["text"]  # what Prometheus answered
+    assert rollback["text"] == (
+        f"[prod-eu] podinfo rolled back (revision {revision}): app-success-rate was {value}, "
+        f"needs 90.0 - https://dash.example/{scenario.namespace}/podinfo")
+    assert rollback["author_name"] == f"podinfo.{scenario.namespace}"
+    assert [f["title"] for f in rollback["fields"]] == ["Cluster", "Last failed check"]
+    assert "app-success-rate" in rollback["fields"][1]["value"]
+    # The canary alert's own template for the run's start, and each failed check (opt-in).
+    assert f"podinfo: new revision {revision}" in texts
+    assert any(t.startswith("app-success-rate 4") for t in texts), texts
+    # The provider says its templates are fine.
+    async def templates_valid() -> bool:
+        provider = await scenario.get("alertprovider", "chat")
+        conditions = (provider or {}).get("status", {}).get("conditions") or []
+        return any(c["type"] == "TemplatesValid" and c["status"] == "True" for c in conditions)
+
+    await eventually(templates_valid, within=15, what="TemplatesValid=True on the provider")
