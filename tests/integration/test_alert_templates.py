@@ -98,3 +98,43 @@ async def test_a_real_rollback_reaches_a_templated_provider_with_the_failing_val
         return any(c["type"] == "TemplatesValid" and c["status"] == "True" for c in conditions)
 
     await eventually(templates_valid, within=15, what="TemplatesValid=True on the provider")
+
+
+async def test_a_canary_that_never_gets_ready_is_alerted_not_rolled_back_in_silence(
+        scenario: Scenario, receiver: WebhookReceiver,
+) -> None:
+    """Flagger rolls such a canary back without an alert (fluxcd/flagger#1663, #1816)."""
+    await scenario.start_controller()
+    await scenario.apply(*(
+        {"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider", "metadata": {"name": name},
+         "spec": {"type": "slack", "channel": "deploys", "address": receiver.url(f"/{name}"),
+                  **spec}}
+        for name, spec in [
+            ("plain", {}),
+            ("templated", {"templates": {"readinessTimeout": "{{ name }} not ready: {{ error }}"}}),
+        ]
+    ))
+    alerts = [{"name": name, "severity": "error", "providerRef": {"name": name}}
+              for name in ("plain", "templated")]
+    target = deployment("podinfo", image="podinfo:6.0.0")
+    target["spec"]["progressDeadlineSeconds"] = 3
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(target, canary("podinfo", analysis=analysis(alerts=alerts)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    # A new version that no node can run: the Deployment exceeds its progress deadline.
+    await scenario.kubectl("patch", "deployment", "podinfo", "--type=merge", "-p", json.dumps(
+        {"spec": {"template": {"spec": {
+            "nodeSelector": {"flaggerpy.dev/no-such-node": "true"}}}}}))
+    await scenario.wait_phase("podinfo", "Failed", within=120)
+
+    error = (f'canary deployment podinfo.{scenario.namespace} not ready: deployment "podinfo" '
+             "exceeded its progress deadline")
+
+    async def both_alerted() -> bool:
+        return bool(receiver.bodies("/plain")) and bool(receiver.bodies("/templated"))
+
+    await eventually(both_alerted, within=15, what="the readiness alerts")
+    [plain] = [body["attachments"][0] for body in receiver.bodies("/plain")]
+    assert (plain["color"], plain["text"]) == ("danger", f"Progress deadline exceeded {error}")
+    [templated] = [body["attachments"][0] for body in receiver.bodies("/templated")]
+    assert templated["text"] == f"podinfo not ready: {error}"
