@@ -19,7 +19,7 @@ import yaml
 
 from flaggerpy import kube, logs
 from flaggerpy.errors import ConfigError
-from flaggerpy.kubectl import steer, view
+from flaggerpy.kubectl import dashboard, steer, view
 
 __all__ = ["Handler", "main"]
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     view.register(commands)
     steer.register(commands)
+    dashboard.register(commands)
     # kubectl users put -n after the command as often as before it: each subcommand takes the
     # same options, and leaves the value given before it alone when they are absent.
     for subparser in commands.choices.values():

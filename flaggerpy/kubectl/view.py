@@ -30,11 +30,13 @@ __all__ = [
     "TimelineEntry",
     "checks",
     "current_run",
+    "events_selector",
     "register",
     "render_list",
     "render_status",
     "steering_state",
     "step",
+    "threshold_text",
     "weight_bar",
 ]
 
@@ -227,7 +229,8 @@ def current_run(events: Iterable[Mapping[str, Any]]) -> tuple[list[TimelineEntry
     return run, started
 
 
-def _threshold(entry: Mapping[str, Any]) -> str:
+def threshold_text(entry: Mapping[str, Any]) -> str:
+    """An ``analysisHistory`` entry's accepted range: ``>= 99``, ``<= 500``, ``1..5`` or ``-``."""
     low, high = _number(entry.get("thresholdMin")), _number(entry.get("thresholdMax"))
     if low is not None and high is not None:
         return f"{low:g}..{high:g}"
@@ -286,7 +289,7 @@ def render_status(canary: Mapping[str, Any], events: Iterable[Mapping[str, Any]]
         lines += _table(
             ["TIME", "METRIC", "VALUE", "THRESHOLD", "VERDICT", "ACTION", "MESSAGE"],
             ([_text(c.get("time")), _text(c.get("metric")), _text(c.get("value")) or "-",
-              _threshold(c), _text(c.get("verdict")), _text(c.get("action")),
+              threshold_text(c), _text(c.get("verdict")), _text(c.get("action")),
               _text(c.get("message"))] for c in run_checks),
             indent="  ")
     else:
@@ -345,7 +348,8 @@ async def list_canaries(args: argparse.Namespace, client: kube.KubeClient) -> in
     return 0
 
 
-def _events_selector(name: str) -> str:
+def events_selector(name: str) -> str:
+    """The field selector of a Canary's Events (not those of a Deployment of the same name)."""
     return f"involvedObject.kind=Canary,involvedObject.name={name}"
 
 
@@ -360,7 +364,7 @@ async def show_status(args: argparse.Namespace, client: kube.KubeClient) -> int:
         print(f"Canary {args.name} not found in namespace {args.namespace}.", file=sys.stderr)
         return 1
     events = await client.list(kube.EVENTS, namespace=args.namespace,
-                               field_selector=_events_selector(args.name))
+                               field_selector=events_selector(args.name))
     sys.stdout.write(render_status(canary, events.items))
     return 0
 
@@ -389,7 +393,7 @@ async def watch_status(
     canaries = Informer(client, kube.CANARIES, namespace=namespace,
                         field_selector=f"metadata.name={name}")
     events = Informer(client, kube.EVENTS, namespace=namespace,
-                      field_selector=_events_selector(name))
+                      field_selector=events_selector(name))
     for informer in (canaries, events):
         informer.add_handler(on_add=touch, on_update=lambda _old, _new: changed.set(),
                              on_delete=touch)
