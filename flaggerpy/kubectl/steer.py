@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import Mapping
 from typing import Any, Final, TextIO
@@ -23,6 +22,7 @@ __all__ = ["DEFAULT_TIMEOUT", "command_body", "outcome", "register"]
 
 DEFAULT_TIMEOUT: Final = 60.0
 """How long a command waits for the controller's answer unless ``--timeout`` says otherwise."""
+POLL_SECONDS: Final = 0.5
 
 _HELP: Final[Mapping[canary_command.Action, str]] = {
     canary_command.Action.PROMOTE: "skip the rest of the analysis and promote the canary now",
@@ -80,8 +80,9 @@ def outcome(command: Mapping[str, Any]) -> tuple[canary_command.Phase, str] | No
 
 async def _steer(args: argparse.Namespace, client: kube.KubeClient) -> int:
     return await steer(
-        client, namespace=args.namespace or _default_namespace(), name=args.name,
-        action=args.action, reason=args.reason, wait=not args.no_wait, wait_seconds=args.timeout)
+        client, namespace=args.namespace or "default", name=args.name,
+        action=args.action, reason=args.reason, wait=not args.no_wait,
+        wait_seconds=args.timeout)
 
 
 async def steer(
@@ -115,8 +116,7 @@ async def steer(
     if answer is None:
         try:
             async with asyncio.timeout(wait_seconds):
-                answer = await _answer(client, namespace=namespace, name=command_name,
-                                       resource_version=kube.resource_version(created))
+                answer = await _answer(client, namespace=namespace, name=command_name)
         except TimeoutError:
             print(f"no answer from the controller within {wait_seconds:g}s "
                   f"(is flaggerpy running for namespace {namespace}?)", file=sys.stderr)
@@ -127,30 +127,16 @@ async def steer(
 
 
 async def _answer(
-        client: kube.KubeClient, *, namespace: str, name: str, resource_version: str,
+        client: kube.KubeClient, *, namespace: str, name: str,
 ) -> tuple[canary_command.Phase, str]:
-    """Watches the command until the controller answers; the caller bounds the wait."""
-    since: str | None = resource_version
+    """Reads the command until the controller answers; the caller bounds the wait.
+
+    A GET every half second rather than a watch: one object for a minute at most, and a watch
+    left early would leave its connection half-closed when the command's loop ends.
+    """
     while True:
-        try:
-            async with contextlib.aclosing(client.watch(
-                    kube.CANARY_COMMANDS, namespace=namespace, resource_version=since,
-                    field_selector=f"metadata.name={name}", timeout_seconds=30)) as events:
-                async for event in events:
-                    if event.type in (kube.EventType.ADDED, kube.EventType.MODIFIED):
-                        since = kube.resource_version(event.object) or since
-                        answer = outcome(event.object)
-                        if answer is not None:
-                            return answer
-        except kube.GoneError:
-            since = None
-        # The watch ended (its server-side timeout) or expired: read once, then watch again.
         current = await client.get(kube.CANARY_COMMANDS, name, namespace=namespace)
         answer = outcome(current)
         if answer is not None:
             return answer
-        since = kube.resource_version(current) or since
-
-
-def _default_namespace() -> str:
-    return "default"
+        await asyncio.sleep(POLL_SECONDS)
