@@ -459,6 +459,7 @@ def test_every_value_reaches_its_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         "slack.channel=general", "slack.user=deployer", "slack.proxyUrl=http://proxy:3128",
         "msteams.url=https://teams.example/hook", "msteams.proxy=http://proxy:3129",
         "eventWebhook=https://events.example/hook", "clusterName=prod",
+        "dashboardUrl=https://dash.example/{namespace}/{name}",
         "ingressAnnotationsPrefix=custom.ingress.kubernetes.io", "ingressClass=contour",
         "kubeconfigQPS=50", "kubeconfigBurst=120", "threadiness=8",
         "noCrossNamespaceRefs=true", "logLevel=warning",
@@ -479,6 +480,7 @@ def test_every_value_reaches_its_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     assert msteams.proxy_url == "http://proxy:3129"
     assert settings.notifications.event_webhook.get_secret_value() == "https://events.example/hook"
     assert settings.controller.cluster_name == "prod"
+    assert settings.notifications.dashboard_url == "https://dash.example/{namespace}/{name}"
     assert settings.mesh.ingress_annotations_prefix == "custom.ingress.kubernetes.io"
     assert settings.mesh.ingress_class == "contour"
     assert (settings.kube.qps, settings.kube.burst) == (50, 120)
