@@ -43,6 +43,7 @@ __all__ = [
     "decide",
     "pending",
     "rollback_alert",
+    "served",
     "state_of",
     "with_revision",
 ]
@@ -158,6 +159,23 @@ def pending(commands: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
                if ((c.get("status") or {}).get("phase") or Phase.PENDING) == Phase.PENDING]
     return sorted(waiting, key=lambda c: (str((c.get("metadata") or {}).get(
         "creationTimestamp") or ""), str((c.get("metadata") or {}).get("name") or "")))
+
+
+async def served(client: kube.KubeClient, *, namespace: str | None) -> bool:
+    """Whether CanaryCommands can be read here: their CRD installed and our RBAC granting it.
+
+    Asked once at start-up (one list of one item, as Flagger checks its own CRDs), so that a
+    cluster upgraded without the new CRD (Helm leaves ``crds/`` alone on upgrade) or with an
+    older ClusterRole still runs its canaries, without steering, instead of waiting for a cache
+    that can never sync.
+    """
+    try:
+        await client.list(kube.CANARY_COMMANDS, namespace=namespace, limit=1)
+    except (kube.NotFoundError, kube.ForbiddenError) as error:
+        log.warning("canary_commands_unavailable", reason=str(error),
+                    remedy="apply the chart's CRDs and ClusterRole, then restart")
+        return False
+    return True
 
 
 class Steering:
