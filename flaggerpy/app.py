@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import Counter
 
 import structlog
@@ -146,8 +147,10 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         alert_providers = caches.informer(kube.ALERT_PROVIDERS)
         secrets = caches.informer(kube.SECRETS)
         # CanaryCommands (docs/steering.md): each new one is answered by its Canary's reconcile.
-        commands = caches.informer(kube.CANARY_COMMANDS)
-        commands.add_indexer(steering.CANARY_INDEX, index_by(steering.canary_of))
+        commands = None
+        if await steering.served(client, namespace=namespace):
+            commands = caches.informer(kube.CANARY_COMMANDS)
+            commands.add_indexer(steering.CANARY_INDEX, index_by(steering.canary_of))
 
         elector: LeaderElector | None = None
         writer = client
@@ -191,9 +194,10 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             settings=settings, client=client, providers=alert_providers.get,
             secrets=secrets.get, registry=telemetry.registry, on_delivery=conditions.delivery,
         )
-        steerer = steering.Steering(
-            store=store,
-            commands=lambda canary: commands.by_index(steering.CANARY_INDEX, canary))
+        steerer = None
+        if commands is not None:
+            steerer = steering.Steering(store=store, commands=functools.partial(
+                commands.by_index, steering.CANARY_INDEX))
         lifecycle = Lifecycle(
             store=store, mesh_store=mesh_store, settings=settings, telemetry=telemetry,
             events=events, webhooks=webhooks, analyzer=analyzer, alerter=alerter,
@@ -247,7 +251,8 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             if serves(namespace):
                 queue.add(ObjectKey(namespace, name))
 
-        commands.add_handler(on_add=on_command)
+        if commands is not None:
+            commands.add_handler(on_add=on_command)
 
         def enqueue_for_workload(obj: JsonObject) -> None:
             for canary in canaries.by_index(TARGET_INDEX, workload_index_value(obj)):
