@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 import structlog
 
 from flaggerpy import kube, plugins
+from flaggerpy.canary import template_status
 from flaggerpy.canary.status import now_rfc3339
+from flaggerpy.canary.template_status import Wanted
 from flaggerpy.errors import PluginError, UnknownProviderError
 from flaggerpy.kube import JsonObject, ObjectKey
 from flaggerpy.runtime.controller import Controller, ReconcileMetrics, Result
@@ -69,6 +71,8 @@ class TypedKind:
     noun: str
     """What the name is, for messages (``metrics provider type``)."""
     registry: plugins.Registry[Any]
+    conditions: Callable[[Mapping[str, Any]], Wanted | None] | None = None
+    """Another condition of the object's spec to keep beside ``Ready`` (written with it)."""
 
 
 METRIC_TEMPLATES = TypedKind(
@@ -79,6 +83,7 @@ METRIC_TEMPLATES = TypedKind(
 ALERT_PROVIDERS = TypedKind(
     controller="alertprovider-status", resource=kube.ALERT_PROVIDERS,
     type_path=("spec", "type"), noun="alert provider type", registry=plugins.notifiers,
+    conditions=template_status.templates_condition,  # are its alert templates usable
 )
 KINDS = (METRIC_TEMPLATES, ALERT_PROVIDERS)
 
@@ -170,6 +175,10 @@ class PluginStatusReconciler:
             return Result()
         wanted = readiness(name, kind=self._kind)
         patch = ready_patch(obj, wanted)
+        other = self._kind.conditions(obj) if self._kind.conditions is not None else None
+        if other is not None:
+            written = {**obj, "status": (patch or {}).get("status") or obj.get("status") or {}}
+            patch = template_status.conditions_patch(written, [other])
         if patch is None:
             return Result()
         try:
@@ -193,15 +202,15 @@ def status_controller(
         queue_metrics: QueueMetrics | None = None,
         reconcile_metrics: ReconcileMetrics | None = None,
         may_act: Callable[[], bool] | None = None,  # the leader elector's is_leader
-        serves: Callable[[str], bool] = lambda _namespace: True,
+        serves: Callable[[ObjectKey], bool] = lambda _key: True,
 ) -> Controller[ObjectKey]:
-    """A one-worker controller for ``kind``, fed by every add and update in ``cache`` in a
-    namespace this process ``serves`` (``-namespace``)."""
+    """A one-worker controller for ``kind``, fed by every add and update in ``cache`` of an
+    object this process ``serves`` (``-namespace``, ``-shard``)."""
     queue: WorkQueue[ObjectKey] = WorkQueue(kind.controller, metrics=queue_metrics)
 
     def enqueue(obj: JsonObject) -> None:
         key = kube.key_of(obj)
-        if serves(key.namespace):
+        if serves(key):
             queue.add(key)
 
     cache.add_handler(on_add=enqueue, on_update=lambda _old, new: enqueue(new))

@@ -23,8 +23,10 @@ AlertProvider ``Delivered``
 AlertProvider ``TemplatesValid`` (only with ``spec.templates``)
     ``True``, reason ``TemplatesParsed``: every template parsed and the one an alert used
     rendered; ``False``, reason ``TemplateInvalid``, naming each kind and why (an unknown
-    kind, a syntax error, an undefined variable). Set with each delivery through the
-    provider; the alert itself went out with the default text.
+    kind, a syntax error, an undefined variable). Checked (parsing only) as soon as the
+    spec is created or edited (:func:`templates_condition`, written with ``Ready`` by
+    :mod:`flaggerpy.canary.plugin_status`), then set with each delivery through the
+    provider; an alert whose template failed went out with the default text.
 
 The outcomes come from what :class:`~flaggerpy.canary.metrics_analysis.MetricsAnalyzer` and
 :class:`~flaggerpy.canary.alerting.Alerter` return or report (neither writes to the cluster);
@@ -56,6 +58,7 @@ from typing import Any, Final, NamedTuple, TypeAlias
 import structlog
 
 from flaggerpy import kube
+from flaggerpy.canary import alert_templates
 from flaggerpy.canary.alerting import Delivery, DeliveryCause
 from flaggerpy.canary.metrics_analysis import (
     AnalysisOutcome,
@@ -82,6 +85,7 @@ __all__ = [
     "delivery_conditions",
     "template_condition",
     "template_outcomes",
+    "templates_condition",
 ]
 
 log = structlog.get_logger(__name__)
@@ -208,6 +212,28 @@ def delivery_conditions(delivery: Delivery) -> list[Wanted]:
         wanted.append(Wanted(TEMPLATES_VALID, "False", "TemplateInvalid",
                              f"{delivery.templates}; the default text is sent instead"))
     return wanted
+
+
+def templates_condition(obj: Mapping[str, Any]) -> Wanted | None:
+    """An AlertProvider's ``TemplatesValid`` for a spec not yet judged; None: nothing to say.
+
+    Only parsing is checked (rendering needs an alert). Said once per generation: a
+    condition already set for this generation, by this check or by a delivery (which also
+    knows whether the template rendered), is left as it is.
+    """
+    templates = (obj.get("spec") or {}).get("templates")
+    if not isinstance(templates, Mapping) or not templates:
+        return None
+    generation = _generation((obj.get("metadata") or {}).get("generation"))
+    current = _state((obj.get("status") or {}).get("conditions") or []).get(TEMPLATES_VALID)
+    if current is not None and current[2] == generation:
+        return None
+    problems = alert_templates.template_problems(
+        {str(k): str(v) for k, v in templates.items()})
+    if problems:
+        return Wanted(TEMPLATES_VALID, "False", "TemplateInvalid",
+                      f"{'; '.join(problems)}; the default text is sent instead")
+    return Wanted(TEMPLATES_VALID, "True", "TemplatesParsed", "every alert template parsed")
 
 
 # --- the decision and the patch -----------------------------------------------------------------

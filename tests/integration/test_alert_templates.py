@@ -138,3 +138,27 @@ async def test_a_canary_that_never_gets_ready_is_alerted_not_rolled_back_in_sile
     assert (plain["color"], plain["text"]) == ("danger", f"Progress deadline exceeded {error}")
     [templated] = [body["attachments"][0] for body in receiver.bodies("/templated")]
     assert templated["text"] == f"podinfo not ready: {error}"
+
+
+async def test_a_template_that_does_not_parse_is_said_on_the_provider_before_any_alert(
+        scenario: Scenario,
+) -> None:
+    await scenario.start_controller()
+    await scenario.apply({
+        "apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "typo"},
+        "spec": {"type": "slack", "channel": "deploys", "address": "https://hooks.example/x",
+                 "templates": {"promoted": "{{ name }", "rolledback": "{{ name }}"}},
+    })
+
+    async def said() -> dict[str, Any] | None:
+        provider = await scenario.get("alertprovider", "typo")
+        conditions = (provider or {}).get("status", {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "TemplatesValid"), None)
+
+    await eventually(said, within=30, what="the TemplatesValid condition")
+    condition = await said()
+    assert condition is not None
+    assert (condition["status"], condition["reason"]) == ("False", "TemplateInvalid")
+    assert condition["message"].startswith("promoted: line 1: unexpected '}'")
+    assert "rolledback: not an event kind" in condition["message"]

@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
-from flaggerpy.canary import alert_templates, alerting
+from flaggerpy.canary import alert_templates, alerting, plugin_status
 from flaggerpy.canary.alert_templates import CheckInfo, TemplateError, WebhookInfo
 from flaggerpy.canary.alerting import Delivery, DeliveryCause
-from flaggerpy.canary.template_status import TEMPLATES_VALID, delivery_conditions
+from flaggerpy.canary.template_status import (
+    TEMPLATES_VALID,
+    delivery_conditions,
+    templates_condition,
+)
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.models import AlertKind, Canary
 from flaggerpy.models.status import AnalysisDecision
@@ -240,3 +244,68 @@ def test_templates_valid_is_said_only_for_a_provider_with_templates() -> None:
     assert (bad.type, bad.status, bad.reason) == (TEMPLATES_VALID, "False", "TemplateInvalid")
     assert bad.message == ("promoted: UndefinedError: 'nmae' is undefined; the default text is "
                            "sent instead")
+
+
+def provider_obj(templates: dict[str, str] | None, *, generation: int = 1,
+                 conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "slack", "address": "https://hooks.example/x"}
+    if templates is not None:
+        spec["templates"] = templates
+    return {"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+            "metadata": {"name": "chat", "namespace": "test", "generation": generation,
+                         "resourceVersion": "7"},
+            "spec": spec, "status": {"conditions": conditions or []}}
+
+
+def test_a_new_spec_gets_its_templates_judged_once_per_generation() -> None:
+    assert templates_condition(provider_obj(None)) is None
+    assert templates_condition(provider_obj({})) is None
+    ok = templates_condition(provider_obj({"promoted": "{{ name }}"}))
+    assert ok is not None
+    assert (ok.type, ok.status, ok.reason) == (TEMPLATES_VALID, "True", "TemplatesParsed")
+    bad = templates_condition(provider_obj({"promoted": "{{ name", "step": "{{ weight }}"}))
+    assert bad is not None
+    assert (bad.status, bad.reason) == ("False", "TemplateInvalid")
+    assert bad.message == ("promoted: line 1: unexpected end of template, expected 'end of "
+                           "print statement'.; the default text is sent instead")
+    # Set for this generation (by this check or by a delivery): left alone until an edit.
+    said = [{"type": TEMPLATES_VALID, "status": "False", "reason": "TemplateInvalid",
+             "message": "promoted: UndefinedError", "observedGeneration": 3}]
+    assert templates_condition(provider_obj({"promoted": "{{ x }}"}, generation=3,
+                                            conditions=said)) is None
+    again = templates_condition(provider_obj({"promoted": "{{ x }}"}, generation=4,
+                                             conditions=said))
+    assert again is not None
+    assert again.status == "True"
+
+
+async def test_the_status_reconciler_writes_templates_valid_beside_ready() -> None:
+    class Store:
+        def __init__(self, obj: dict[str, Any]) -> None:
+            self.obj = obj
+            self.patches: list[dict[str, Any]] = []
+
+        async def get(self, resource: Any, *, namespace: str, name: str) -> dict[str, Any]:
+            return self.obj
+
+        async def patch(self, resource: Any, *, namespace: str, name: str,
+                        patch: dict[str, Any], subresource: str) -> dict[str, Any]:
+            self.patches.append(patch)
+            return self.obj
+
+    store = Store(provider_obj({"rolledBack": "{% if %}"}, generation=2))
+    reconciler = plugin_status.PluginStatusReconciler(plugin_status.ALERT_PROVIDERS,
+                                                      store=store)  # type: ignore[arg-type]
+    await reconciler.reconcile(ObjectKey("test", "chat"))
+    [patch] = store.patches
+    assert patch["metadata"] == {"resourceVersion": "7"}
+    ready, templates = patch["status"]["conditions"]
+    assert (ready["type"], ready["status"], ready["observedGeneration"]) == ("Ready", "True", 2)
+    assert (templates["type"], templates["status"], templates["reason"]) == (
+        TEMPLATES_VALID, "False", "TemplateInvalid")
+    assert templates["observedGeneration"] == 2
+    assert templates["message"].startswith("rolledBack: line 1: Expected an expression")
+
+    store.obj["status"] = patch["status"]  # as the API server now has it: nothing more to say
+    await reconciler.reconcile(ObjectKey("test", "chat"))
+    assert len(store.patches) == 1
