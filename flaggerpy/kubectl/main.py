@@ -26,6 +26,8 @@ __all__ = ["Handler", "main"]
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+TLS_CLOSE_GRACE: Final = 0.25
+"""Seconds for closed connections to finish their TLS shutdown before the loop ends."""
 
 Handler = Callable[[argparse.Namespace, kube.KubeClient], Awaitable[int]]
 """What a subcommand runs: its arguments and a client of the user's API server; the exit status."""
@@ -96,8 +98,14 @@ async def _run(args: argparse.Namespace) -> int:
         args.namespace = context_namespace(args.kubeconfig, args.context)
     client = await kube.KubeClient.connect(kubeconfig=args.kubeconfig, context=args.context,
                                            user_agent="kubectl-flaggerpy")
-    async with client:
-        return await handler(args, client)
+    try:
+        async with client:
+            return await handler(args, client)
+    finally:
+        # A watch stopped mid-stream closes its own TLS connection, outside the pool that the
+        # client's close waits for; the TLS goodbye takes a round trip. Let it finish before
+        # asyncio.run closes the loop, or the socket is left for the garbage collector.
+        await asyncio.sleep(TLS_CLOSE_GRACE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
