@@ -741,6 +741,9 @@ class Lifecycle:
         await self._explain_progressing(tick, reason)
         if not outcome.hold:
             await self._fail_check(tick)
+            failure = outcome.failure
+            await self._alert(tick, alerting.failed_check(CheckInfo(
+                name=failure.name, value=failure.value, message=failure.message)))
         return False
 
     async def _explain_progressing(self, tick: Tick, why: str | None) -> None:

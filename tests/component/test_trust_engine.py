@@ -21,7 +21,7 @@ from flaggerpy.canary import alert_templates, decisions, lifecycle as lifecycle_
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.errors import NoValuesFoundError
 from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.models import Canary
+from flaggerpy.models import AlertKind, Canary
 from flaggerpy.routing import Capabilities, Weights
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
@@ -77,8 +77,11 @@ class Alerts:
     template asks for them, see flaggerpy.canary.alert_templates)."""
 
     sent: list[str] = field(default_factory=list)
+    raised: list[Any] = field(default_factory=list)
+    """Every message the engine raised, opt-in kinds included."""
 
     async def alert(self, canary: Canary, message: Any) -> None:
+        self.raised.append(message)
         if getattr(message, "kind", None) not in alert_templates.OPT_IN_KINDS:
             self.sent.append(message.text)
 
@@ -261,3 +264,20 @@ async def test_a_paused_canary_rolls_back_once_on_failure_says_rollback(run: Any
     await canary.tick()
     assert canary.status["phase"] == "Failed"
     assert MemoryRouter.current == Weights(primary=100, canary=0)
+
+
+async def test_failed_checks_and_steps_are_raised_for_alerts_that_template_them(
+        run: Any) -> None:
+    canary = run({})
+    canary.answers.value = 0.5
+    await canary.tick()
+    [failed] = canary.alerts.raised
+    assert failed.kind == AlertKind.FAILED_CHECK
+    assert failed.check == alert_templates.CheckInfo(
+        name="requests", value=0.5, message="Halt podinfo.test advancement requests 0.50 < 1")
+
+    canary.answers.value = 5.0
+    await canary.tick()
+    [_, step] = canary.alerts.raised
+    assert (step.kind, step.text) == (AlertKind.STEP, "Advance canary weight 20")
+    assert canary.alerts.sent == []  # neither goes where no template asks for it
