@@ -27,11 +27,11 @@ __all__ = [
     "DEFAULT_CHANNEL",
     "DEFAULT_USERNAME",
     "NOTIFIERS_GROUP",
+    "TEMPLATES_DESCRIPTION",
+    "AlertKind",
     "AlertProvider",
     "AlertProviderSpec",
     "AlertProviderType",
-    "AlertKind",
-    "TEMPLATES_DESCRIPTION",
 ]
 
 DEFAULT_CHANNEL = "general"
