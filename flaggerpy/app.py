@@ -25,7 +25,7 @@ from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.controller import Controller
 from flaggerpy.runtime.events import EventRecorder
 from flaggerpy.runtime.informer import SharedInformerFactory, index_by
-from flaggerpy.runtime.leader import LeaderElector
+from flaggerpy.runtime.leader import DEFAULT_LEASE_NAME, LeaderElector
 from flaggerpy.runtime.manager import Manager
 from flaggerpy.runtime.workqueue import WorkQueue
 from flaggerpy.settings import Settings
@@ -122,6 +122,16 @@ def rate_limit(settings: Settings) -> kube.TokenBucket:
     return kube.TokenBucket(qps=settings.kube.qps, burst=settings.kube.burst)
 
 
+def lease_name(settings: Settings) -> str:
+    """Flagger's Lease, or with ``-shard=K/N`` the shard's own: the replicas of one shard elect
+    its active process among themselves, and never contend with another shard's."""
+    shard = settings.controller.shard_of
+    if shard is None:
+        return DEFAULT_LEASE_NAME
+    index, count = shard
+    return f"{DEFAULT_LEASE_NAME}-shard-{index}-of-{count}"
+
+
 async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
     """Runs the operator until SIGTERM/SIGINT (or cancellation)."""
     telemetry = Recorder()
@@ -139,7 +149,11 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
                 rate_limiter=rate_limit(settings))
             await stack.enter_async_context(mesh_client)
         namespace = settings.controller.cache_namespace
-        serves = settings.controller.serves
+
+        def serves(key: ObjectKey) -> bool:
+            """In this process's namespaces (``-namespace``) and shard (``-shard``)."""
+            return settings.controller.serves(key.namespace, key.name)
+
         caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS)
         canaries = caches.informer(kube.CANARIES)
         canaries.add_indexer(TARGET_INDEX, index_by(target_of))
@@ -160,6 +174,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             elector = LeaderElector(
                 client.throttled(rate_limit(settings)),
                 namespace=settings.controller.election_namespace,
+                name=lease_name(settings),
                 lease_duration=settings.controller.leader_election_lease_duration,
                 renew_deadline=settings.controller.leader_election_renew_deadline,
                 retry_period=settings.controller.leader_election_retry_period,
@@ -221,7 +236,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
 
         def enqueue(obj: JsonObject) -> None:
             key = kube.key_of(obj)
-            if serves(key.namespace):
+            if serves(key):
                 queue.add(key)
 
         totals = CanaryTotals(telemetry)
@@ -232,11 +247,11 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
 
         def on_add(obj: JsonObject) -> None:
             enqueue(obj)
-            if serves(kube.key_of(obj).namespace):
+            if serves(kube.key_of(obj)):
                 totals.added(obj)
 
         def on_delete(obj: JsonObject) -> None:
-            if serves(kube.key_of(obj).namespace):
+            if serves(kube.key_of(obj)):
                 totals.deleted(obj)
 
         canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=on_delete)
@@ -248,7 +263,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             if target is None:
                 return
             namespace, _, name = target.partition("/")
-            if serves(namespace):
+            if serves(ObjectKey(namespace, name)):
                 queue.add(ObjectKey(namespace, name))
 
         if commands is not None:
@@ -320,6 +335,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             version=__version__,
             mesh_provider=settings.mesh.provider,
             namespace=settings.controller.namespace or "*",
+            shard=settings.controller.shard or None,
             workers=workers,
             leader_election=elector is not None,
             server=client.server,

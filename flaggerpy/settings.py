@@ -59,6 +59,7 @@ Field paths and flags (``iter_flags()`` lists them; the variable is derived from
     controller.min_analysis_interval           -min-analysis-interval           (flaggerpy only)
     controller.hold_on_no_values               -hold-on-no-values               (flaggerpy only)
     controller.no_cross_namespace_refs         -no-cross-namespace-refs
+    controller.shard                           -shard                           (flaggerpy only)
     controller.cluster_name                    -cluster-name
     telemetry.port                             -port               ($FLAGGER_HTTP_PORT)
     telemetry.log_level                        -log-level
@@ -73,6 +74,7 @@ Secrets (webhook URLs, the Slack token) are ``SecretStr``: they print as
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -111,6 +113,7 @@ __all__ = [
     "SlackSettings",
     "TelemetrySettings",
     "iter_flags",
+    "shard_index",
 ]
 
 ENV_PREFIX = "FLAGGER_"
@@ -343,6 +346,15 @@ class NotificationSettings(_Group):
                         "{namespace} and {name} are replaced. Empty: no link.")
 
 
+def shard_index(namespace: str, name: str, shards: int) -> int:
+    """The shard of ``namespace/name`` among ``shards``: CRC-32 of the key, modulo the count.
+
+    Stable across processes, restarts and Python versions (``hash()`` is salted per process),
+    so every replica agrees on the owner of each canary without talking to the others.
+    """
+    return zlib.crc32(f"{namespace}/{name}".encode()) % shards
+
+
 class ControllerSettings(_Group):
     """What the controller watches and how it works through canaries."""
 
@@ -389,8 +401,18 @@ class ControllerSettings(_Group):
         False, description="A metric with no values holds the canary instead of failing a check.")
     no_cross_namespace_refs: Annotated[bool, Flag("no-cross-namespace-refs")] = Field(
         False, description="Reject templateRef/providerRef/upstreamRef into other namespaces.")
+    shard: Annotated[str, Flag("shard", flagger=False)] = Field(
+        "", pattern=r"^([0-9]+/[0-9]+)?$",
+        description="K/N: serve only the canaries whose namespace/name falls in shard K of N "
+                    "(0-based), elected through a Lease of that shard's own; empty: all.")
     cluster_name: Annotated[str, Flag("cluster-name")] = Field(
         "", description="Cluster name added as a Cluster field to every alert.")
+
+    @model_validator(mode="after")
+    def _check_shard(self) -> ControllerSettings:
+        if self.shard_of is not None and not 0 <= self.shard_of[0] < self.shard_of[1]:
+            raise ValueError(f"shard {self.shard}: K must be below N (shards are 0 to N-1)")
+        return self
 
     @model_validator(mode="after")
     def _check_leader_election_timing(self) -> ControllerSettings:
@@ -418,9 +440,21 @@ class ControllerSettings(_Group):
         """
         return next(iter(self.namespaces)) if len(self.namespaces) == 1 else None
 
-    def serves(self, namespace: str) -> bool:
-        """Whether this process reconciles what lives in ``namespace``."""
-        return not self.namespaces or namespace in self.namespaces
+    @property
+    def shard_of(self) -> tuple[int, int] | None:
+        """``-shard=K/N`` as ``(K, N)``; None when this process serves every shard."""
+        if not self.shard:
+            return None
+        index, _, count = self.shard.partition("/")
+        return int(index), int(count)
+
+    def serves(self, namespace: str, name: str) -> bool:
+        """Whether this process reconciles the object ``namespace/name``: in a namespace of
+        ``-namespace`` (if set) and in its ``-shard`` (if set)."""
+        if self.namespaces and namespace not in self.namespaces:
+            return False
+        shard = self.shard_of
+        return shard is None or shard_index(namespace, name, shard[1]) == shard[0]
 
     @property
     def election_namespace(self) -> str:

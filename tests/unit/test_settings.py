@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from flaggerpy.errors import ConfigError
-from flaggerpy.settings import Settings, iter_flags
+from flaggerpy.settings import Settings, iter_flags, shard_index
 
 # Spec §7.1: every flag of Flagger's controller and its default, as typed on a command line.
 FLAGGER_FLAGS = {
@@ -80,6 +80,7 @@ def test_flaggerpy_extensions_are_marked() -> None:
         "min-analysis-interval",
         "hold-on-no-values",
         "dashboard-url",
+        "shard",
     }
 
 
@@ -262,12 +263,35 @@ def test_several_watched_namespaces_share_cluster_wide_caches_and_the_election_n
     assert several.controller.namespaces == {"apps", "web"}
     assert several.controller.cache_namespace is None
     assert several.controller.election_namespace == "flagger"
-    assert several.controller.serves("web")
-    assert not several.controller.serves("other")
+    assert several.controller.serves("web", "podinfo")
+    assert not several.controller.serves("other", "podinfo")
     one = Settings.load({"namespace": "apps"}).controller
-    assert (one.cache_namespace, one.serves("apps"), one.serves("web")) == ("apps", True, False)
+    assert one.cache_namespace == "apps"
+    assert one.serves("apps", "a")
+    assert not one.serves("web", "a")
     everything = Settings.load().controller
     assert everything.cache_namespace is None
-    assert everything.serves("anything")
+    assert everything.serves("anything", "a")
     with pytest.raises(ConfigError, match="namespace"):
         Settings.load({"namespace": "Apps;web"})
+
+
+def test_each_canary_is_in_exactly_one_shard_and_the_shards_share_the_canaries() -> None:
+    shards = [Settings.load({"shard": f"{k}/3"}).controller for k in range(3)]
+    keys = [(f"ns-{i % 7}", f"app-{i}") for i in range(300)]
+    owners = [[k for k, shard in enumerate(shards) if shard.serves(*key)] for key in keys]
+    assert all(len(owner) == 1 for owner in owners)
+    sizes = [sum(1 for owner in owners if owner == [k]) for k in range(3)]
+    assert min(sizes) > 60, sizes  # CRC-32 spreads them: none of the three is starved
+    assert [shard_index("ns-1", "app-1", 3)] == [k for k, s in enumerate(shards)
+                                                 if s.serves("ns-1", "app-1")]
+    scoped = Settings.load({"shard": "0/1", "namespace": "apps"}).controller
+    assert scoped.serves("apps", "x")
+    assert not scoped.serves("web", "x")
+    assert Settings.load().controller.shard_of is None
+
+
+@pytest.mark.parametrize("shard", ["3/3", "1/0", "1", "a/b", "-1/2"])
+def test_a_shard_outside_its_count_is_refused(shard: str) -> None:
+    with pytest.raises(ConfigError, match="shard"):
+        Settings.load({"shard": shard})
