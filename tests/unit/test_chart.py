@@ -689,3 +689,31 @@ def test_the_dockerfile_runs_the_controller_as_non_root() -> None:
     assert 'CMD ["controller"]' in text
     assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
     assert text.count("FROM ") == 2  # the wheel is built in its own stage
+
+
+def test_shards_become_one_deployment_each_with_its_own_lease(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render("shards=3", "leaderElection.enabled=true", "leaderElection.replicaCount=2",
+                     namespace="flagger-system")
+    deployments = sorted((o for o in objects if o["kind"] == "Deployment"),
+                         key=lambda o: o["metadata"]["name"])
+    leases: list[str] = []
+    assert [d["metadata"]["name"] for d in deployments] == [
+        "flagger-shard-0", "flagger-shard-1", "flagger-shard-2"]
+    for index, deployment in enumerate(deployments):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector["flaggerpy.dev/shard"] == str(index)
+        assert deployment["spec"]["template"]["metadata"]["labels"]["flaggerpy.dev/shard"] == (
+            str(index))
+        assert deployment["spec"]["replicas"] == 2
+        [spec] = deployment["spec"]["template"]["spec"]["containers"]
+        settings = settings_from(spec, monkeypatch)
+        assert settings.controller.shard_of == (index, 3)
+        assert settings.controller.enable_leader_election is True
+        leases.append(app.lease_name(settings))
+    lease_rule = one(objects, "Role")["rules"][1]
+    assert lease_rule["resourceNames"] == leases  # the Leases the processes take
+    assert leases == [f"flagger-leader-election-shard-{k}-of-3" for k in range(3)]
+    single = render()
+    assert "flaggerpy.dev/shard" not in controller(single)["spec"]["selector"]["matchLabels"]
+    assert not [a for a in args_of(single) if a.startswith("-shard")]
