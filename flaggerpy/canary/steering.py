@@ -126,7 +126,9 @@ def decide(
     if action is Action.PROMOTE:
         if phase not in RUNNING:
             return _rejected(f"nothing to promote: the canary is {shown}, no analysis runs")
-        return applied("promotion requested: the analysis is skipped", request=Action.PROMOTE)
+        # A paused run is promoted too: the pause would otherwise hold the promotion itself.
+        return applied("promotion requested: the analysis is skipped", request=Action.PROMOTE,
+                       paused=None)
     if action in (Action.ABORT, Action.DENY):
         if phase not in GATED:
             return _rejected(f"nothing to {action}: the canary is {shown}, no analysis runs")

@@ -102,6 +102,15 @@ def test_pause_then_resume() -> None:
     assert not outcome.state.paused
 
 
+def test_promoting_a_paused_run_lifts_the_pause() -> None:
+    outcome = steering.decide(command(Action.PROMOTE),
+                              status=status("Progressing", paused=True, command="cmd-0"))
+
+    assert outcome.state is not None
+    assert outcome.state.request is Action.PROMOTE
+    assert not outcome.state.paused
+
+
 def test_a_second_request_waits_for_the_first() -> None:
     busy = status("Progressing", request="promote", command="cmd-0")
 
