@@ -768,8 +768,8 @@ class Alerter:
         """The kind and template values of ``message`` about ``canary``."""
         assert message.kind is not None
         check = message.check
-        if check is None and message.kind is AlertKind.ROLLED_BACK:
-            last = next((f.value for f in fields if f.name == "Last failed check"), None)
+        last = next((f.value for f in fields if f.name == "Last failed check"), None)
+        if check is None and last is not None:  # a rollback or a pause: the check it is about
             check = alert_templates.failed_check_from_history(
                 canary.status.analysis_history if canary.status else None, last_failure=last)
         values = alert_templates.variables(

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from flaggerpy.analysis import MetricKind
 from flaggerpy.canary.alerting import AlertMessage
-from flaggerpy.models import Canary, CanaryMetric
+from flaggerpy.models import AlertKind, Canary, CanaryMetric
 from flaggerpy.models.canary import FailurePolicy, NoDataPolicy
 from flaggerpy.models.status import ANALYSIS_HISTORY_LIMIT
 from flaggerpy.notifying import Field, Severity
@@ -321,4 +321,5 @@ def pause_alert(*, weight: int, failed: int, last_failure: str | None) -> AlertM
               f"{weight}: waiting for a person to resume or roll back"),
         severity=Severity.ERROR,
         fields=fields,
+        kind=AlertKind.WAITING,  # for alert templates: a person's move, as at a closed gate
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from flaggerpy.canary import alert_templates, alerting, plugin_status
+from flaggerpy.canary import alert_templates, alerting, decisions, plugin_status
 from flaggerpy.canary.alert_templates import CheckInfo, TemplateError, WebhookInfo
 from flaggerpy.canary.alerting import Delivery, DeliveryCause
 from flaggerpy.canary.template_status import (
@@ -207,6 +207,7 @@ def test_only_the_recurring_kinds_are_opt_in() -> None:
     (alerting.waiting_for_approval(), "waiting"),
     (alerting.traffic_increase_waiting_for_approval(), "waiting"),
     (alerting.promotion_waiting_for_approval(), "waiting"),
+    (decisions.pause_alert(weight=20, failed=2, last_failure=None), "waiting"),
     (alerting.manual_rollback(), "rolledBack"),
     (alerting.failed_checks_threshold_reached(5), "rolledBack"),
     (alerting.metrics_providers_unusable("no such provider"), "rolledBack"),
