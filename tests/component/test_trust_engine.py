@@ -19,9 +19,10 @@ import pytest
 from flaggerpy import plugins
 from flaggerpy.canary import alert_templates, decisions, lifecycle as lifecycle_module
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
+from flaggerpy.canary.webhooks import HookResult
 from flaggerpy.errors import NoValuesFoundError
 from flaggerpy.kube.keys import ObjectKey
-from flaggerpy.models import AlertKind, Canary
+from flaggerpy.models import AlertKind, Canary, CanaryWebhook, HookType
 from flaggerpy.routing import Capabilities, Weights
 from flaggerpy.settings import Settings
 from flaggerpy.telemetry import Recorder
@@ -281,3 +282,24 @@ async def test_failed_checks_and_steps_are_raised_for_alerts_that_template_them(
     [_, step] = canary.alerts.raised
     assert (step.kind, step.text) == (AlertKind.STEP, "Advance canary weight 20")
     assert canary.alerts.sent == []  # neither goes where no template asks for it
+
+
+async def test_a_failed_rollout_webhook_is_raised_as_a_webhook_failure(run: Any) -> None:
+    class FailingRolloutHook(Webhooks):
+        async def run(self, canary: Canary, hook_type: Any, **kwargs: Any) -> Any:
+            if hook_type != HookType.ROLLOUT:
+                return None
+            return HookResult(webhook=CanaryWebhook(name="acceptance", url="http://tester/"),
+                              ok=False, status=500, message="exit status 1")
+
+    canary = run({})
+    canary.answers.value = 5.0
+    canary.lifecycle._webhooks = FailingRolloutHook()  # the only seam; no constructor option
+    await canary.tick()
+    [failure] = canary.alerts.raised
+    assert failure.kind == AlertKind.WEBHOOK_FAILURE
+    assert failure.webhook == alert_templates.WebhookInfo(name="acceptance",
+                                                          error="exit status 1")
+    assert failure.text == "rollout check acceptance failed exit status 1"
+    assert canary.status["failedChecks"] == 1
+    assert canary.alerts.sent == []
