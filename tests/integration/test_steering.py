@@ -148,30 +148,36 @@ async def test_abort_then_retry_and_pause_resume(scenario: Scenario) -> None:
     assert "Retrying podinfo." in await events(scenario, "podinfo")
 
 
-def gated(name: str, url: str) -> dict[str, Any]:
-    """A short run whose confirm-promotion gate nothing opens (the hook's address is dead)."""
+def gated(name: str, url: str, gate: str = "confirm-promotion") -> dict[str, Any]:
+    """A short run with a manual gate nothing opens (the hook's address is dead)."""
     analysis = {"interval": "2s", "threshold": 2, "iterations": 2,
-                "webhooks": [{"name": "gate", "type": "confirm-promotion", "url": url}]}
+                "webhooks": [{"name": "gate", "type": gate, "url": url}]}
     return canary(name, analysis=analysis)
 
 
 async def test_approve_opens_the_gate_and_deny_rolls_back(scenario: Scenario) -> None:
     await scenario.start_controller()
     dead = f"http://127.0.0.1:{free_port()}/gate"
-    manifests = [gated("approved", dead), gated("denied", dead)]
-    await scenario.apply(*(deployment(m["metadata"]["name"], image="podinfo:6.0.0")
-                           for m in manifests), *manifests)
-    for name in ("approved", "denied"):
+    manifests = [gated("approved", dead), gated("denied", dead),
+                 gated("started", dead, gate="confirm-rollout")]
+    names = [m["metadata"]["name"] for m in manifests]
+    await scenario.apply(*(deployment(name, image="podinfo:6.0.0") for name in names),
+                         *manifests)
+    for name in names:
         await scenario.wait_phase(name, "Initialized", within=90)
         await scenario.kubectl("set", "image", f"deployment/{name}", f"{name}=podinfo:6.0.1")
     for name in ("approved", "denied"):
         await scenario.wait_phase(name, "WaitingPromotion", within=60)
+    await scenario.wait_phase("started", "Waiting", within=60)
 
     assert await steer(scenario, "approve", "approved") == 0
     assert await steer(scenario, "deny", "denied", "--reason", "not today") == 0
+    # Approved at confirm-rollout: the run starts, and its approval goes with it.
+    assert await steer(scenario, "approve", "started") == 0
 
-    await scenario.wait_phase("approved", "Succeeded", within=60)
-    assert await primary_image(scenario, "approved") == "podinfo:6.0.1"
+    for name in ("approved", "started"):
+        await scenario.wait_phase(name, "Succeeded", within=60)
+        assert await primary_image(scenario, name) == "podinfo:6.0.1"
     denied = await scenario.wait_phase("denied", "Failed", within=60)
     assert "denied by CanaryCommand" in denied["conditions"][0]["message"]
     await scenario.apply(manifests[0])
