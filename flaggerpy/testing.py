@@ -291,7 +291,8 @@ class ControllerProcess:
         except (urllib.error.URLError, OSError):
             return 0, ""
 
-    def wait_ready(self, *, timeout: float = 30.0) -> None:
+    def wait_ready(self, *, timeout: float = 90.0) -> None:
+        """Until /readyz answers 200 (caches synced); a start on a busy machine takes a while."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.exit_code() is not None:
