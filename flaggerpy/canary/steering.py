@@ -16,6 +16,7 @@ revision (``status.lastAppliedSpec``): a new revision starts without it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -47,6 +48,9 @@ __all__ = [
     "state_of",
     "with_revision",
 ]
+
+PROBE_SECONDS: Final = 5.0
+"""How long the start-up check for the CanaryCommand CRD waits for the API server."""
 
 CANARY_INDEX: Final = "canary"
 """CanaryCommands by ``<namespace>/<spec.canary>``: the commands of one Canary."""
@@ -172,11 +176,17 @@ async def served(client: kube.KubeClient, *, namespace: str | None) -> bool:
     that can never sync.
     """
     try:
-        await client.list(kube.CANARY_COMMANDS, namespace=namespace, limit=1)
+        async with asyncio.timeout(PROBE_SECONDS):
+            await client.list(kube.CANARY_COMMANDS, namespace=namespace, limit=1)
     except (kube.NotFoundError, kube.ForbiddenError) as error:
         log.warning("canary_commands_unavailable", reason=str(error),
                     remedy="apply the chart's CRDs and ClusterRole, then restart")
         return False
+    except (TimeoutError, kube.KubeError) as error:
+        # No answer yet (the API server starting, unreachable, overloaded): the start must not
+        # wait for it (the telemetry server comes after), and the cache waits like the others.
+        log.info("canary_commands_probe_unanswered", reason=str(error) or "timeout",
+                 seconds=PROBE_SECONDS)
     return True
 
 
