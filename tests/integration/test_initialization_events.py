@@ -74,7 +74,7 @@ async def test_initialising_canaries_writes_each_event_once(scenario: Scenario) 
     recorded = [e for name in names for e in await scenario.events(name)]
     print(f"{CANARIES} canaries initialised: {writes} Event writes "
           f"({dict(counts.by_resource)}), {total:.0f} reconciles; Events: "
-          f"{sorted({(e['message'], e['count']) for e in recorded})}")
+          f"{sorted({(e['message'], e.get('count', 1)) for e in recorded})}")
     messages = {e["message"] for e in recorded}
     for name in names:
         assert f"Initialization done! {name}.{scenario.namespace}" in messages
