@@ -1,5 +1,5 @@
-"""Fixtures of the processes a scenario talks to besides the cluster: a webhook receiver and
-``flaggerpy loadtester``. Shared by the integration tests and the end-to-end scenarios (each
+"""Fixtures of the processes a scenario talks to besides the cluster: a webhook receiver,
+``flaggerpy loadtester`` and the controller processes a test starts. Shared by the integration tests and the end-to-end scenarios (each
 conftest imports them)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from e2e.processes import LoadTesterProcess
+from e2e.processes import ControllerProcess, LoadTesterProcess
 from e2e.receiver import WebhookReceiver
 from flaggerpy.testing import receiving
 
@@ -30,3 +30,12 @@ def loadtester() -> Iterator[LoadTesterProcess]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ControllerProcess]]:
+    """Controller processes a test started; each is killed at teardown if still running."""
+    started: list[ControllerProcess] = []
+    yield started
+    for process in started:
+        process.stop()

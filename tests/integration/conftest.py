@@ -8,7 +8,7 @@ from e2e.cluster.pytest_plugin import (
     namespace,
     pytest_collection_modifyitems,
 )
-from e2e.fixtures import loadtester, receiver
+from e2e.fixtures import loadtester, processes, receiver
 
 __all__ = [
     "api_client",
@@ -17,6 +17,7 @@ __all__ = [
     "flagger_crds",
     "loadtester",
     "namespace",
+    "processes",
     "pytest_collection_modifyitems",
     "receiver",
 ]

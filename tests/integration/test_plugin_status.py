@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -92,14 +92,6 @@ async def running(factory: SharedInformerFactory) -> AsyncIterator[SharedInforme
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ControllerProcess]]:
-    started: list[ControllerProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 async def test_the_controller_marks_each_template_and_provider(

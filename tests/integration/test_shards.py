@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,14 +20,6 @@ from flaggerpy.settings import shard_index
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
 SHARDS = 3
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ControllerProcess]]:
-    started: list[ControllerProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def broken_canary(name: str) -> dict[str, Any]:
