@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,15 +17,6 @@ from e2e.processes import ControllerProcess
 from e2e.prometheus import LocalPrometheus, ScrapeJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ControllerProcess]]:
-    """Controller processes a test started; each is killed at teardown if still running."""
-    started: list[ControllerProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def canary(name: str, *, provider: str) -> dict[str, Any]:
@@ -163,10 +153,11 @@ async def test_a_process_serving_several_namespaces_leaves_the_others_alone(
 
         await eventually(served_failed, within=30, what="both served canaries to fail")
         await asyncio.sleep(2)  # the third was listed with the others: nothing may follow
-        assert await canary_status(cluster, other, "unrouted") == {}
-        events = json.loads((await cluster.akubectl(
-            "get", "events", "-n", other, "-o", "json")).stdout)["items"]
-        assert events == []
+        # This process's own log, not the canary's status: a controller of another test that
+        # serves every namespace may fail the third canary meanwhile.
+        worked_on = {str(line.get("canary")) for line in controller.log_lines()}
+        assert {f"unrouted.{namespace}", f"unrouted.{served}"} <= worked_on
+        assert f"unrouted.{other}" not in worked_on
     finally:
         for extra in (served, other):
             await cluster.akubectl("delete", "namespace", extra, "--wait=false", check=False)
