@@ -1,6 +1,6 @@
 """Fixtures of the processes a scenario talks to besides the cluster: a webhook receiver,
-``flaggerpy loadtester`` and the controller processes a test starts. Shared by the integration tests and the end-to-end scenarios (each
-conftest imports them)."""
+``flaggerpy loadtester`` and the controller processes a test starts. Shared by the integration
+tests and the end-to-end scenarios (each conftest imports them)."""
 
 from __future__ import annotations
 
