@@ -57,6 +57,7 @@ Field paths and flags (``iter_flags()`` lists them; the variable is derived from
     controller.leader_election_renew_deadline  -leader-election-renew-deadline  (flaggerpy only)
     controller.leader_election_retry_period    -leader-election-retry-period    (flaggerpy only)
     controller.min_analysis_interval           -min-analysis-interval           (flaggerpy only)
+    controller.analysis_jitter                 -analysis-jitter                 (flaggerpy only)
     controller.hold_on_no_values               -hold-on-no-values               (flaggerpy only)
     controller.no_cross_namespace_refs         -no-cross-namespace-refs
     controller.shard                           -shard                           (flaggerpy only)
@@ -65,6 +66,7 @@ Field paths and flags (``iter_flags()`` lists them; the variable is derived from
     telemetry.log_level                        -log-level
     telemetry.log_encoding                     -zap-encoding
     telemetry.zap_replace_globals              -zap-replace-globals
+    telemetry.dashboard_listen_address         -dashboard-listen-address        (flaggerpy only)
 
 Secrets (webhook URLs, the Slack token) are ``SecretStr``: they print as
 ``**********`` in a repr, a log line or a traceback, and callers ask for
@@ -397,6 +399,11 @@ class ControllerSettings(_Group):
         Seconds, Flag("min-analysis-interval", flagger=False)] = Field(
         10.0, gt=0,
         description="Shortest analysis tick, whatever a Canary asks for (Flagger: fixed 10s).")
+    analysis_jitter: Annotated[float, Flag("analysis-jitter", flagger=False)] = Field(
+        0.1, ge=0, le=1,
+        description="The second tick of a run comes after the interval plus up to this share "
+                    "of it, at random, so canaries revised together do not tick together "
+                    "(0: exactly the interval).")
     hold_on_no_values: Annotated[bool, Flag("hold-on-no-values", flagger=False)] = Field(
         False, description="A metric with no values holds the canary instead of failing a check.")
     no_cross_namespace_refs: Annotated[bool, Flag("no-cross-namespace-refs")] = Field(
@@ -473,6 +480,12 @@ class TelemetrySettings(_Group):
         "auto", description="Log format: json, console, or auto (json unless stderr is a TTY).")
     zap_replace_globals: Annotated[bool, Flag("zap-replace-globals")] = Field(
         False, description="Accepted for compatibility with Flagger; has no effect.")
+    dashboard_listen_address: Annotated[
+        str, Flag("dashboard-listen-address", flagger=False)] = Field(
+        "", pattern=r"^(.*:[0-9]+)?$",
+        description="host:port of the web dashboard (docs/dashboard.md), authenticated and "
+                    "authorised by the API server (TokenReview, SubjectAccessReview); "
+                    "empty: no dashboard.")
 
 
 class Settings(BaseSettings):

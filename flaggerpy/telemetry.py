@@ -28,6 +28,9 @@ to the value (fluxcd/flagger#1304):
 - counter ``flaggerpy_canary_metric_checks_total{name, namespace, metric, verdict, action}``:
   every check, with its verdict (Pass, Fail, NoData, Error, ...) and what the controller did
   (pass, fail, hold, skip, dry-run)
+- histogram ``flaggerpy_canary_tick_lateness_seconds``: how long after it was due each
+  analysis tick of a run started (one series for the process: with thousands of canaries, a
+  series each would cost more than it tells)
 
 controller-runtime's and client-go's:
 
@@ -98,6 +101,9 @@ RECONCILE_RESULTS = ("success", "error", "requeue", "requeue_after")
 
 DEPLOYMENT_STRATEGIES = ("canary", "blue-green", "ab-testing")
 ANALYSIS_STATUSES = ("completed", "skipped")
+TICK_LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                         60.0)
+"""From a worker that picks the tick up at once to one that is a whole interval late."""
 
 
 class Recorder:
@@ -148,6 +154,11 @@ class Recorder:
             "flaggerpy_canary_metric_checks_total",
             "Canary analysis metric checks by verdict and by what the controller did",
             ["name", "namespace", "metric", "verdict", "action"], registry=r,
+        )
+        self.canary_tick_lateness = Histogram(
+            "flaggerpy_canary_tick_lateness_seconds",
+            "Seconds between when an analysis tick was due and when it started",
+            buckets=TICK_LATENESS_BUCKETS, registry=r,
         )
         self.canary_successes = Counter(
             "flagger_canary_successes_total", "Total number of canary successes",
@@ -232,6 +243,10 @@ class Recorder:
     def set_duration(self, *, name: str, namespace: str, seconds: float) -> None:
         """One analysis tick took ``seconds``."""
         self.canary_duration.labels(name=name, namespace=namespace).observe(seconds)
+
+    def observe_tick_lateness(self, seconds: float) -> None:
+        """An analysis tick started ``seconds`` after it was due."""
+        self.canary_tick_lateness.observe(max(0.0, seconds))
 
     def set_analysis(self, *, name: str, namespace: str, metric: str, value: float) -> None:
         """The last value of one analysis metric."""

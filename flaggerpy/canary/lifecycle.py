@@ -15,6 +15,7 @@ revision and otherwise waits for the next tick.
 from __future__ import annotations
 
 import functools
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -216,7 +217,8 @@ class Lifecycle:
                 if tick.phase in REVISION_PHASES and await self._revision_changed(tick):
                     await self._restart(tick)
                 return Result(requeue_after=state.next_tick - now)
-            state.next_tick = now + interval
+            state.next_tick = self._next_tick(tick.phase, due=state.next_tick, now=now,
+                                              interval=interval)
             try:
                 await self._tick(tick)
             finally:
@@ -241,7 +243,25 @@ class Lifecycle:
                 await self._warn(obj, message)
             return Result(requeue_after=interval)
         state.said.pop("refused", None)
-        return Result(requeue_after=interval)
+        # Counted from when the tick was due, not from when it ended: ticks keep their cadence.
+        return Result(requeue_after=max(0.0, state.next_tick - time.monotonic()))
+
+    def _next_tick(self, phase: CanaryPhase, *, due: float, now: float, interval: float) -> float:
+        """When the tick after this one is due, recording how late this one is.
+
+        A run's ticks keep a fixed cadence (Flagger's ticker), so a slow tick or a busy worker
+        does not push every later step back. A run's first tick comes at once (the revision is
+        seen by a watch); the second comes after the interval plus a random share of it, so
+        thousands of canaries revised together spread their ticks instead of all asking for a
+        worker in the same second, interval after interval.
+        """
+        if phase in PACED_PHASES and due:
+            self._telemetry.observe_tick_lateness(now - due)
+            if now - due < interval:
+                return due + interval
+            return now + interval
+        jitter = self._settings.controller.analysis_jitter
+        return now + interval * (1 + jitter * random.random())
 
     async def orphaned(self, key: ObjectKey) -> None:
         """The Canary is gone (or never was): its pending CanaryCommands are rejected."""

@@ -595,6 +595,12 @@ async def test_steady_ticks_read_nothing_from_the_api_server(scenario: Scenario)
           f"writes={counts.writes}")
     assert counts.reads == 0, counts.by_resource
     assert counts.by_resource["patch canaries/status"] >= 10
+    # Each of those ticks said how late it started.
+    status, page = controller.get("/metrics")
+    assert status == 200
+    late = [line for line in page.splitlines()
+            if line.startswith("flaggerpy_canary_tick_lateness_seconds_count")]
+    assert late and float(late[0].split()[-1]) >= 10, late
     assert controller.exit_code() is None
 
 

@@ -85,6 +85,8 @@ def test_every_flag_is_accepted_in_go_spelling(recorder: Recorder) -> None:
             value = "1m"
         elif spec.name == "shard":
             value = "1/2"
+        elif spec.name == "analysis-jitter":
+            value = "0.2"
         argv.append(f"-{spec.name}={value}")
     assert run("controller", *argv) == 0
     settings = recorder.last

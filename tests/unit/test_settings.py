@@ -78,8 +78,10 @@ def test_flaggerpy_extensions_are_marked() -> None:
         "leader-election-renew-deadline",
         "leader-election-retry-period",
         "min-analysis-interval",
+        "analysis-jitter",
         "hold-on-no-values",
         "dashboard-url",
+        "dashboard-listen-address",
         "shard",
     }
 
