@@ -154,8 +154,8 @@ class ForwardProxy(_Guard):
         if not allowed:
             return web.Response(status=407, text="proxy authentication required",
                                 headers={"Proxy-Authenticate": 'Basic realm="e2e"'})
-        if absolute is None or absolute.host not in self.routes:
+        upstream = self.routes.get(absolute.host or "") if absolute is not None else None
+        if absolute is None or upstream is None:
             return web.Response(status=502, text="no route to that host")
-        upstream = self.routes[absolute.host]
         return await self._forward(request, yarl.URL(upstream + absolute.raw_path_qs,
                                                      encoded=True))

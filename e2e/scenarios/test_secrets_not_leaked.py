@@ -20,7 +20,8 @@ value, raw, base64-encoded (as a Secret's ``data``, a Basic header or a Proxy-Au
 header carry them) and URL-encoded: the controller's whole log at debug level, all Events of the
 namespace, the Canary, MetricTemplates and AlertProvider objects with their status, the
 ``/metrics`` page and the body of every notification. The guards' records show the credentials
-were sent, so their absence elsewhere is not an accident of a run that never used them.
+were sent, so their absence elsewhere is not an accident of a run that never used them. (A debug
+line that logs the Slack token as plain text, planted by hand, makes the test fail.)
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ async def test_no_secret_reaches_logs_events_status_metrics_or_notifications(
     }
     assert all(reported.values()), [where for where, text in reported.items() if not text]
     assert leaks(reported) == []
+    print(f"searched {len(reported)} places for {len(forbidden())} secret forms; "
+          f"{len(guarded_prometheus.allowed())} authorized queries, {len(posts)} notifications")
     # The search finds the secrets where they belong: in the Secrets themselves.
     stored = await mesh.kubectl("get", "secrets", "-o", "json")
     assert {"Prometheus token, base64", "alert address, base64", "Slack token, base64",
