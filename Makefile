@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := openssl prometheus hey graphite-carbon graphite-web
+DEBIAN_PACKAGES := openssl prometheus hey graphite-carbon graphite-web chromium chromium-driver
 
 .PHONY: test demo lint typecheck unit bench chaos cluster-bin influxdb-bin debian-deps venv cluster-up cluster-down clean image image-deps image-test
 

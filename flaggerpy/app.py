@@ -20,6 +20,8 @@ from flaggerpy.canary.alerting import Alerter
 from flaggerpy.canary.lifecycle import Lifecycle
 from flaggerpy.canary.reconciler import CanaryReconciler
 from flaggerpy.canary.webhooks import WebhookCaller
+from flaggerpy.dashboard.controller import DashboardServer
+from flaggerpy.dashboard.history import WeightHistory
 from flaggerpy.kube import JsonObject
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.controller import Controller
@@ -256,6 +258,19 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
 
         canaries.add_handler(on_add=on_add, on_update=on_update, on_delete=on_delete)
 
+        # -dashboard-listen-address: the web dashboard (docs/dashboard.md), off by default. It
+        # reads canaries from this cache and records each one's weight from the same watch.
+        dashboard: DashboardServer | None = None
+        if settings.telemetry.dashboard_listen_address:
+            weights = WeightHistory()
+            canaries.add_handler(on_add=weights.observe,
+                                 on_update=lambda old, new: weights.observe(new),
+                                 on_delete=weights.forget)
+            dashboard = DashboardServer(
+                client=client, canaries=canaries, weights=weights,
+                address=settings.telemetry.dashboard_listen_address,
+                namespace=settings.controller.cache_namespace)
+
         def on_command(obj: JsonObject) -> None:
             """A new CanaryCommand: its Canary's reconcile answers it (a key, even if no Canary
             has that name: the reconcile of a missing Canary rejects it)."""
@@ -328,7 +343,8 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             )
             for kind in plugin_status.KINDS
         ]
-        manager = Manager(runnables=(*all_caches, server, controller, *status_controllers),
+        servers = (server,) if dashboard is None else (server, dashboard)
+        manager = Manager(runnables=(*all_caches, *servers, controller, *status_controllers),
                           elector=elector)
         log.info(
             "controller_starting",

@@ -13,9 +13,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Mapping
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 from flaggerpy import kube
+from flaggerpy.dashboard import commands
+from flaggerpy.dashboard.commands import command_body, outcome
 from flaggerpy.models import canary_command
 
 __all__ = ["DEFAULT_TIMEOUT", "command_body", "outcome", "register"]
@@ -49,35 +51,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         sub.set_defaults(handler=_steer, action=action)
 
 
-def command_body(
-        *, canary: str, action: canary_command.Action, revision: str | None, reason: str,
-) -> kube.JsonObject:
-    """The CanaryCommand to create: named after the canary by the server (generateName)."""
-    spec: dict[str, Any] = {"canary": canary, "action": action.value}
-    if revision:
-        spec["revision"] = revision
-    if reason:
-        spec["reason"] = reason
-    return {
-        "apiVersion": kube.CANARY_COMMANDS.api_version,
-        "kind": kube.CANARY_COMMANDS.kind,
-        "metadata": {"generateName": f"{canary}-{action.value}-"},
-        "spec": spec,
-    }
-
-
-def outcome(command: Mapping[str, Any]) -> tuple[canary_command.Phase, str] | None:
-    """The command's answered phase and message; None while the controller has not answered."""
-    status = command.get("status") or {}
-    try:
-        phase = canary_command.Phase(status.get("phase") or canary_command.Phase.PENDING)
-    except ValueError:
-        return None
-    if phase is canary_command.Phase.PENDING:
-        return None
-    return phase, str(status.get("message") or "")
-
-
 async def _steer(args: argparse.Namespace, client: kube.KubeClient) -> int:
     return await steer(
         client, namespace=args.namespace or "default", name=args.name,
@@ -103,11 +76,7 @@ async def steer(
     except kube.NotFoundError:
         print(f"canary {namespace}/{name} not found", file=sys.stderr)
         return 1
-    revision = str((canary.get("status") or {}).get("lastAppliedSpec") or "") or None
-    created = await client.create(
-        kube.CANARY_COMMANDS,
-        command_body(canary=name, action=action, revision=revision, reason=reason),
-        namespace=namespace)
+    created = await commands.create(client, canary, action=action, reason=reason)
     command_name = created["metadata"]["name"]
     print(f"canarycommand {namespace}/{command_name} created ({action.value} {name})", file=out)
     if not wait:

@@ -1,10 +1,11 @@
-"""``kubectl flaggerpy dashboard``'s pages, rendered from real-shaped objects."""
+"""The dashboard's pages (the controller's and ``kubectl flaggerpy dashboard``'s), rendered from
+real-shaped objects."""
 
 from __future__ import annotations
 
 import re
 
-from flaggerpy.kubectl import dashboard
+from flaggerpy.dashboard import pages
 from tests.unit.test_kubectl_view import EVENTS, canary, event
 
 
@@ -18,7 +19,7 @@ def cells(html: str, table: str) -> list[list[str]]:
 
 def test_index_lists_every_canary_with_phase_and_weight() -> None:
     other = canary("backend", phase="Succeeded", canaryWeight=0, failedChecks=0)
-    html = dashboard.render_index([canary(), other], namespace="test", server="https://k8s")
+    html = pages.render_index([canary(), other], namespace="test", banner="on https://k8s")
 
     assert "<h1>Canaries in test</h1>" in html
     assert cells(html, "canaries") == [
@@ -29,13 +30,13 @@ def test_index_lists_every_canary_with_phase_and_weight() -> None:
     ]
     assert '<a href="/canaries/test/podinfo">podinfo</a>' in html
     assert '<span style="width: 30%">' in html
-    assert '<meta http-equiv="refresh" content="5">' in html
+    assert 'data-refresh="5"' in html  # the page's script reloads it every 5 s
 
 
 def test_canary_page_shows_the_runs_checks_and_timeline_in_order() -> None:
-    html = dashboard.render_canary(canary(), EVENTS, refresh=0)
+    html = pages.render_canary(canary(), EVENTS, refresh=0)
 
-    assert "http-equiv" not in html
+    assert 'data-refresh="0"' in html
     summary = cells(html, "summary")
     assert ["Weight", "canary 30% / primary 70%"] in summary
     assert ["Run started", "2026-12-06T10:00:00Z"] in summary
@@ -54,7 +55,7 @@ def test_canary_page_shows_the_runs_checks_and_timeline_in_order() -> None:
 def test_text_from_the_cluster_is_escaped() -> None:
     hostile = event("podinfo.18a0000000000009", "2026-12-06T10:05:00Z",
                     "<script>alert(1)</script>", type_="Warning")
-    html = dashboard.render_canary(canary(), [*EVENTS, hostile])
+    html = pages.render_canary(canary(), [*EVENTS, hostile])
 
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
