@@ -17,10 +17,17 @@ from one MetricTemplate rendered for the canary and for the primary (``{{ target
 - The same 30 % slower canary is rolled back by the builtin ``request-duration`` with
   ``compare``: the observer's own p99 query (Flagger's http observer for Gateway API) rendered
   for each workload, with no MetricTemplate at all.
+- A canary failing 6 % of its requests where the primary fails none passes the builtin
+  ``request-success-rate`` threshold (min 85) and is rolled back by its ``compare``, judged as
+  the two proportions of errors; the next revision, failing no more than the primary, is
+  promoted by the same metric once the rolled-back pods' errors are out of the metric's window
+  (its pod-name regex selects every ``backend-<hash>-<id>``, old ones included).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -87,6 +94,11 @@ BUILTIN_METRICS: list[dict[str, Any]] = [
     {"name": "request-duration", "thresholdRange": {"max": 1500}, "interval": "20s",
      "compare": {"with": "primary", "tolerance": 0.1}, "minSamples": 8},
 ]
+SUCCESS_RATE_METRICS: list[dict[str, Any]] = [
+    # Loose enough that 6 % of errors stays above it (15 % would be needed to breach it).
+    {"name": "request-success-rate", "thresholdRange": {"min": 85}, "interval": "20s",
+     "compare": {"with": "primary"}, "minSamples": 150},
+]
 ERROR_METRICS: list[dict[str, Any]] = [
     {"name": "errors-vs-primary", "templateRef": {"name": "error-ratio"}, "interval": "20s",
      "compare": {"with": "primary", "test": "proportion", "tolerance": 0.5},
@@ -113,6 +125,22 @@ async def release(mesh: Scenario, latency: tuple[int, int], fault_rate: float = 
     env = [*latency_env(latency), {"name": "FAULT_RATE", "value": str(fault_rate)}]
     await patch_workload(mesh, "backend", {"spec": {"template": {"spec": {"containers": [
         {"name": "backend", "image": "podinfo:6.0.1", "env": env}]}}}})
+
+
+async def errors_gone(mesh: Scenario, *, window: str = "20s", within: float = 60) -> None:
+    """Waits until no canary pod (``backend-<hash>-<id>``) has an error in the last ``window``."""
+    assert mesh.prometheus is not None
+    query = (f'sum(increase(http_request_duration_seconds_count{{kubernetes_namespace='
+             f'"{mesh.namespace}",kubernetes_pod_name=~"backend-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",'
+             f'status=~"5.."}}[{window}]))')
+    deadline = time.monotonic() + within
+    while True:
+        result = await asyncio.to_thread(mesh.prometheus.query, query)
+        if not result or float(result[0]["value"][1]) == 0:  # type: ignore[index]
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"errors still in the last {window} after {within}s: {result}")
+        await asyncio.sleep(1)
 
 
 async def test_a_slower_canary_is_rolled_back_by_the_comparison(
@@ -170,3 +198,38 @@ async def test_a_slower_canary_is_rolled_back_by_the_builtin_request_duration(
     assert compared, halts
     assert "Mann-Whitney U=" in compared[0]
     assert not [m for m in halts if "request duration" in m], halts  # under the threshold
+
+
+async def test_the_builtin_success_rate_compared_with_the_primary(
+        start_mesh: MeshStarter) -> None:
+    mesh = await start(start_mesh, SUCCESS_RATE_METRICS)
+    await release(mesh, PRIMARY_LATENCY, fault_rate=0.06)
+    status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
+    halts = [e["message"] for e in await mesh.events("backend")
+             if e["message"].startswith("Halt backend.")]
+    print("\n".join(halts))
+    assert status["phase"] == "Failed", halts
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.0"
+    compared = [m for m in halts
+                if "request-success-rate compared with the primary over 20s: Fail" in m]
+    assert compared, halts
+    assert " z=" in compared[0]  # the two-proportion test, errors out of requests per side
+    assert not [m for m in halts if "success rate" in m and "compare" not in m], halts
+    failed = [e for e in status["analysisHistory"]
+              if e["metric"] == "request-success-rate" and e["action"] == "fail"]
+    assert failed, status["analysisHistory"]
+    assert failed[-1]["verdict"] == "Fail"
+    assert ": Fail: canary higher than the primary" in failed[-1]["message"], failed[-1]
+    assert failed[-1]["samples"] >= 150  # requests on the smaller side: minSamples held
+
+    await errors_gone(mesh)
+    await release(mesh, PRIMARY_LATENCY, fault_rate=0.0)  # fails no more than the primary
+    await mesh.wait_phase("backend", "Progressing", within=60)
+    status = await mesh.wait_phase("backend", ("Failed", "Succeeded"), within=120)
+    said = [e["message"] for e in await mesh.events("backend")]
+    assert status["phase"] == "Succeeded", said
+    assert container_image(await mesh.get("deployment", "backend-primary")) == "podinfo:6.0.1"
+    passed = [e for e in status["analysisHistory"]
+              if e["metric"] == "request-success-rate" and e["action"] == "pass"]
+    assert passed, status["analysisHistory"]
+    assert passed[-1]["verdict"] == "Pass", passed[-1]
