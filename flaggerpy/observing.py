@@ -12,7 +12,12 @@ behaviour lives here once, importable by in-tree and third-party observers alike
   :class:`~flaggerpy.analysis.MetricsProvider` it was built with (Prometheus at
   ``-metrics-server`` or the Canary's ``spec.metricsServer``);
 - :func:`ratio` and :func:`p99` write the two query shapes most of Flagger's observers use, so
-  a mesh's module only says which series and label selector are its own.
+  a mesh's module only says which series and label selector are its own;
+- :func:`request_count` writes a third query, not Flagger's: how many requests the canary
+  received over the interval (``sum(increase(<all requests>[i]))``), which ``minSamples``
+  (docs/analysis.md) compares with. An observer says it with
+  :attr:`PrometheusObserver.request_count_query`; one that does not is counted by the engine
+  from the denominator of its success-rate query, when that is Flagger's ratio shape.
 
 The renderer is passed in rather than imported: Flagger's template dialect is implemented by the
 engine (which hands it over as ``render``), and a plugin never imports the engine. Factory
@@ -40,7 +45,7 @@ from typing import ClassVar, Final, TypeAlias
 from flaggerpy.analysis import MetricsProvider, MetricTemplateModel, Observer
 from flaggerpy.errors import MetricsError
 
-__all__ = ["HttpObserver", "PrometheusObserver", "QueryRenderer", "p99", "ratio"]
+__all__ = ["HttpObserver", "PrometheusObserver", "QueryRenderer", "p99", "ratio", "request_count"]
 
 QueryRenderer: TypeAlias = Callable[[str, MetricTemplateModel], str]
 """Renders a query template with a model; raises on an unknown function or missing key."""
@@ -63,6 +68,11 @@ class PrometheusObserver:
     """PromQL template answering the canary's latency (p99 for most meshes)."""
     duration_scale: ClassVar[float] = 1.0
     """What a duration answer is multiplied by to be milliseconds (1000 for seconds)."""
+    request_count_query: ClassVar[str | None] = None
+    """PromQL template answering how many requests the canary received over
+    ``{{ interval }}`` (:func:`request_count`): what ``minSamples`` counts. None: the
+    observer does not say, and the engine counts the denominator of :attr:`success_rate_query`
+    when it is Flagger's ratio shape (an observer written before this attribute existed)."""
     compares_with_primary: ClassVar[bool] = False
     """Whether both queries select the canary by workload (``{{ target }}`` alone), so that
     rendered with ``target`` = ``<target>-primary`` they select the primary: what ``compare`` on
@@ -95,6 +105,13 @@ class PrometheusObserver:
         """The request-duration query for this canary, as it will be sent."""
         return self._render(self.duration_query, self.query_model(model))
 
+    def render_request_count(self, model: MetricTemplateModel) -> str | None:
+        """The query counting the canary's requests over ``model.interval``, as it will be
+        sent; None when :attr:`request_count_query` is not set."""
+        if self.request_count_query is None:
+            return None
+        return self._render(self.request_count_query, self.query_model(model))
+
     async def get_request_success_rate(self, model: MetricTemplateModel) -> float:
         """The percentage of non-5xx requests over ``model.interval``."""
         return await self.client.run_query(self.render_success_rate(model))
@@ -122,6 +139,16 @@ def ratio(series: str, selector: str, success: str, *, trailing_comma: bool = Fa
         f"sum(rate({series}{{{selector},{success}}}[{{{{ interval }}}}]))"
         f" / sum(rate({series}{{{selector}{comma}}}[{{{{ interval }}}}])) * 100"
     )
+
+
+def request_count(series: str, selector: str) -> str:
+    """``sum(increase(<all requests>[i]))``: the requests a success rate is the share of.
+
+    ``series`` is a counter of requests (or a histogram's ``_count``) and ``selector`` the
+    canary's labels, as in the mesh's :func:`ratio` denominator; ``increase`` rather than
+    ``rate``, so the answer is a number of requests over the interval, not a rate.
+    """
+    return f"sum(increase({series}{{{selector}}}[{{{{ interval }}}}]))"
 
 
 def p99(series: str, selector: str, *, trailing_comma: bool = False) -> str:
@@ -155,5 +182,6 @@ class HttpObserver(PrometheusObserver):
     success_rate_query = ratio("http_request_duration_seconds_count", _POD_OF_TARGET,
                                'status!~"5.*"')
     duration_query = p99("http_request_duration_seconds_bucket", _POD_OF_TARGET)
+    request_count_query = request_count("http_request_duration_seconds_count", _POD_OF_TARGET)
     duration_scale = 1000.0
     compares_with_primary = True  # the primary's pods are <target>-primary-<hash>-<id>

@@ -26,7 +26,8 @@ What is here, by family (docs/plugins.md walks through one example package of ea
   :func:`next_session_cookies`, :func:`set_cookie_value`, :func:`cookie_regex`, and
   :func:`read_cookies` / :func:`store_cookies` through the object store;
 - observers: :class:`Observer`, :class:`ObserverFactory`, the shared base
-  :class:`PrometheusObserver` with the query shapes :func:`ratio` and :func:`p99`, Flagger's
+  :class:`PrometheusObserver` with the query shapes :func:`ratio` and :func:`p99` (and
+  :func:`request_count`, the requests ``minSamples`` counts), Flagger's
   "http" observer :class:`HttpObserver` for providers with no telemetry of their own, and the
   Go-template renderer (:func:`render`, :class:`QueryRenderer`, :class:`TemplatingError`) that
   fills Flagger's ``{{ namespace }}``, ``{{ target }}``, ``{{ interval }}``, ...;
@@ -118,7 +119,14 @@ from flaggerpy.kube import (
 from flaggerpy.kube.config import ApiServerAccess
 from flaggerpy.models.canary import Canary
 from flaggerpy.notifying import Field, Message, Notifier, NotifierFactory, Severity
-from flaggerpy.observing import HttpObserver, PrometheusObserver, QueryRenderer, p99, ratio
+from flaggerpy.observing import (
+    HttpObserver,
+    PrometheusObserver,
+    QueryRenderer,
+    p99,
+    ratio,
+    request_count,
+)
 from flaggerpy.routing import (
     TOOLKIT_ANNOTATIONS,
     TOTAL_WEIGHT,
@@ -203,6 +211,7 @@ __all__ = [
     "ratio",
     "read_cookies",
     "render",
+    "request_count",
     "set_cookie_value",
     "store_cookies",
     "with_spec",

@@ -47,7 +47,7 @@ from flaggerpy import kube
 from flaggerpy.analysis import MetricTemplateModel
 from flaggerpy.errors import PluginError, RouterError, TerminalError
 from flaggerpy.models.canary import Canary
-from flaggerpy.observing import PrometheusObserver
+from flaggerpy.observing import PrometheusObserver, request_count
 from flaggerpy.routing import (
     TOOLKIT_ANNOTATIONS,
     Capabilities,
@@ -398,6 +398,9 @@ class SkipperObserver(PrometheusObserver):
         ' / sum(rate(skipper_serve_route_duration_seconds_count{route=~"{{ $route }}"}'
         "[{{ interval }}])) * 1000"
     )
+    # The requests the success rate divides by: its histogram's count (its le="+Inf" bucket).
+    request_count_query = _SKIPPER_ROUTE + " " + request_count(
+        "skipper_response_duration_seconds_count", 'route=~"{{ $route }}"')
 
     def query_model(self, model: MetricTemplateModel) -> MetricTemplateModel:
         def encode(value: str) -> str:

@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Final
 from flaggerpy import kube
 from flaggerpy.errors import PluginError, RouterError
 from flaggerpy.models.canary import Canary
-from flaggerpy.observing import PrometheusObserver, p99, ratio
+from flaggerpy.observing import PrometheusObserver, p99, ratio, request_count
 from flaggerpy.routing import (
     Capabilities,
     ProviderContext,
@@ -426,6 +426,10 @@ class LinkerdObserver(PrometheusObserver):
         "response_latency_ms_bucket",
         'namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"',
     )
+    request_count_query = request_count(
+        "response_total",
+        'namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"',
+    )
     compares_with_primary = True  # deployment is the Deployment's name
 
 
@@ -438,6 +442,7 @@ class OsmObserver(PrometheusObserver):
                  'destination_name="{{ target }}"')
     success_rate_query = ratio("osm_request_total", _selector, 'response_code!~"5.*"')
     duration_query = p99("osm_request_duration_ms_bucket", _selector)
+    request_count_query = request_count("osm_request_total", _selector)
     compares_with_primary = True  # destination_name is the Deployment's name
 
 

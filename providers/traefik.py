@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Final
 from flaggerpy import kube
 from flaggerpy.errors import PluginError, RouterError, TerminalError
 from flaggerpy.models.canary import Canary
-from flaggerpy.observing import PrometheusObserver, p99
+from flaggerpy.observing import PrometheusObserver, p99, request_count
 from flaggerpy.routing import (
     TOOLKIT_ANNOTATIONS,
     TOTAL_WEIGHT,
@@ -285,3 +285,6 @@ class TraefikObserver(PrometheusObserver):
         f'le="+Inf"}}[{{{{ interval }}}}])) * 100'
     )
     duration_query = p99("traefik_service_request_duration_seconds_bucket", _selector) + " * 1000"
+    # The requests the success rate divides by: its histogram's count (its le="+Inf" bucket).
+    request_count_query = request_count("traefik_service_request_duration_seconds_count",
+                                        _selector)

@@ -10,8 +10,8 @@ outcomes, decided here per check so the analyzer and the engine stay small:
   ``-hold-on-no-values`` flag decides between fail and hold, as before.
 - ``metrics[].minSamples`` makes a check with too little behind it a check without data. For a
   threshold metric the count is the number of requests the canary received over the metric's
-  interval, as the mesh observer counts them (:func:`request_count_query`): one query per tick,
-  whatever the number of metrics that ask.
+  interval, as the mesh observer counts them (:func:`observer_count_query`): one query per
+  interval per tick, whatever the number of metrics that ask.
 - ``metrics[].dryRun`` and ``analysis.dryRun``: a check that does not pass is reported (Event,
   history, metric series) and nothing else; it never fails or holds the canary.
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from flaggerpy.analysis import MetricKind
+from flaggerpy.analysis import MetricKind, MetricTemplateModel, Observer
 from flaggerpy.canary.alerting import AlertMessage
 from flaggerpy.models import AlertKind, Canary, CanaryMetric
 from flaggerpy.models.canary import FailurePolicy, NoDataPolicy
@@ -54,6 +54,7 @@ __all__ = [
     "dry_run",
     "history",
     "last_failed",
+    "observer_count_query",
     "pause_alert",
     "pause_message",
     "pauses",
@@ -229,13 +230,30 @@ _RATIO = re.compile(r"^(?P<numerator>.+?)\s/\s(?P<total>sum\s*\(\s*rate\s*\(.+\)
                     r"(?:\s*\*\s*100)?\s*$", re.S)
 
 
+def observer_count_query(observer: Observer, model: MetricTemplateModel) -> str | None:
+    """The query counting the canary's requests over ``model.interval``, as the observer says:
+    its own (``render_request_count``, :mod:`flaggerpy.observing`), else the denominator of its
+    success-rate query (:func:`request_count_query`). None without either: ``minSamples`` is
+    not applied."""
+    count = getattr(observer, "render_request_count", None)
+    query = count(model) if count is not None else None
+    if query is not None:
+        return str(query)
+    render = getattr(observer, "render_success_rate", None)
+    if render is None:
+        return None
+    return request_count_query(str(render(model)))
+
+
 def request_count_query(success_rate_query: str) -> str | None:
     """The number of requests over the interval, from a rendered success-rate query.
 
-    Almost every mesh observer answers request-success-rate with Flagger's shape ``sum(rate(
-    <ok requests>[i])) / sum(rate(<all requests>[i])) * 100``; its denominator with ``increase``
-    for ``rate`` counts the requests the canary received in the interval. None when the query
-    has another shape: the count is unknown and ``minSamples`` is not applied.
+    The count of an observer that does not say its own with ``request_count_query``
+    (:mod:`flaggerpy.observing`), such as a third-party one written before it existed:
+    Flagger's success-rate shape ``sum(rate(<ok requests>[i])) /
+    sum(rate(<all requests>[i])) * 100`` has the count in its denominator, with ``increase``
+    for ``rate``. None when the query has another shape: the count is unknown and
+    ``minSamples`` is not applied.
     """
     match = _RATIO.match(success_rate_query.strip())
     if match is None:

@@ -355,9 +355,9 @@ class MetricsAnalyzer:
             *,
             route: str | None,
     ) -> int | None:
-        """Requests the canary received over ``interval``, counted by the mesh observer's own
-        success-rate series (:func:`flaggerpy.canary.decisions.request_count_query`); None when
-        the observer's query has another shape or the count cannot be had."""
+        """Requests the canary received over ``interval``, counted by the mesh observer
+        (:func:`flaggerpy.canary.decisions.observer_count_query`); None when it cannot say or
+        the count cannot be had."""
         if observer is None:
             try:
                 observer = self._observer(canary)
@@ -365,12 +365,9 @@ class MetricsAnalyzer:
                 return None
         if isinstance(observer, MetricResult):
             return None
-        render = getattr(observer[0], "render_success_rate", None)
-        if render is None:
-            return None
         model = metric_model(canary, interval=interval, route=route)
         try:
-            query = decisions.request_count_query(str(render(model)))
+            query = decisions.observer_count_query(observer[0], model)
             if query is None:
                 return None
             client = self._builtin_client(self._metrics_server(canary))

@@ -33,6 +33,7 @@ EXPORTED = [
     "TemplatingError", "TerminalError", "Traffic", "Weights", "WriteFencedError",
     "canary_owner", "controller_reference", "cookie_regex", "is_controlled_by",
     "merge_owner_reference", "next_session_cookies", "p99", "ratio", "read_cookies", "render",
+    "request_count",
     "set_cookie_value", "store_cookies", "with_spec",
 ]
 
