@@ -339,6 +339,11 @@ class MetricsAnalyzer:
         if interval not in counts:
             counts[interval] = await self._request_count(canary, interval, observer, route=route)
         samples = counts[interval]
+        if samples is None:  # said in the check's history, so an unapplied minimum is seen
+            return replace(result, message=result.message or (
+                f"minSamples {metric.min_samples} not applied: the requests to "
+                f"{canary.spec.target_ref.name} in {interval} could not be counted (the "
+                "observer has no request count, or its query failed)"))
         result = replace(result, samples=samples)
         if not decisions.under_min_samples(metric, samples):
             return result
