@@ -35,6 +35,7 @@ from flaggerpy.models import canary_command
 __all__ = [
     "ACTIONS",
     "COOKIE",
+    "KEY",
     "Identity",
     "Source",
     "Steerer",
@@ -84,6 +85,8 @@ class Identity:
 
 
 _IDENTITY: Final = web.RequestKey("identity", Identity)
+KEY: Final = web.AppKey("csrf_key", bytes)
+"""The application's key for CSRF tokens (made at start, never leaves the process)."""
 
 
 def _static_dir() -> Any:
@@ -364,6 +367,7 @@ def build_app(
         return _see_other(f"{path}?{urlencode({'notice': notice})}")
 
     app = web.Application(middlewares=[identify])
+    app[KEY] = key
     app.router.add_get("/", index)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)

@@ -1,4 +1,5 @@
-"""``kubectl flaggerpy dashboard`` over HTTP, reading the local control plane as its user."""
+"""``kubectl flaggerpy dashboard`` over HTTP, reading and steering on the local control plane as
+its user."""
 
 from __future__ import annotations
 
@@ -49,8 +50,14 @@ async def test_the_dashboard_lists_canaries_and_shows_one(scenario: Scenario) ->
                     assert response.status == 404  # only the namespace it was started for
                 async with http.get(f"{base}/", headers={"Host": "evil.example"}) as response:
                     assert response.status == 421  # DNS rebinding: not a loopback name
-                async with http.post(f"{base}/") as response:
-                    assert response.status == 405  # read-only
+                async with http.post(f"{base}/canaries/{ns}/podinfo/pause") as response:
+                    assert response.status == 403  # a form without this page's CSRF token
+                csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+                async with http.post(f"{base}/canaries/{ns}/podinfo/pause",
+                                     data={"csrf": csrf}, allow_redirects=False) as response:
+                    assert response.status == 303
+                    assert "notice=canarycommand" in response.headers["Location"]
+            made = await client.list(kube.CANARY_COMMANDS, namespace=ns)
         finally:
             await runner.cleanup()
 
@@ -58,6 +65,9 @@ async def test_the_dashboard_lists_canaries_and_shows_one(scenario: Scenario) ->
     assert f'<tr data-canary="{ns}/podinfo">' in index
     assert '<td class="Initialized">Initialized</td>' in index
     assert f'<a href="/canaries/{ns}/podinfo">podinfo</a>' in index
-    assert '<td class="Initialized">Initialized</td>' in page
+    assert '<td id="phase" class="Initialized">Initialized</td>' in page
     assert f"Initialization done! podinfo.{ns}" in page
     assert "canary 0% / primary 100%" in page
+    [command] = made.items  # created as the kubeconfig's user, whom the API server authorised
+    assert command["spec"]["action"] == "pause"
+    assert command["spec"]["reason"] == "from kubectl flaggerpy dashboard"

@@ -13,6 +13,11 @@
   var weightChart = null, metricChart = null, metricNames = "";
   var colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"];
 
+  // One point alone would stretch the time axis over years: give it a minute around it.
+  var time = { time: true, range: function (u, min, max) {
+    return min === max ? [min - 30, max + 30] : [min, max];
+  } };
+
   function width() { return Math.max(400, Math.min(1000, box.clientWidth || 800)); }
 
   // Series given as [[t, v], ...] each, on one time axis: the union of their times.
@@ -34,7 +39,7 @@
     if (!weightChart) {
       weightChart = new uPlot({
         title: "Canary weight (%)", width: width(), height: 220,
-        scales: { y: { range: [0, 100] } },
+        scales: { x: time, y: { range: [0, 100] } },
         series: [{}, { label: "weight", stroke: "#f0a030", width: 2, spanGaps: true,
                        paths: uPlot.paths.stepped({ align: 1 }) }],
       }, weights, document.getElementById("weight-chart"));
@@ -50,6 +55,7 @@
     if (names.length && !metricChart) {
       metricChart = new uPlot({
         title: "Checks (value per analysis)", width: width(), height: 220,
+        scales: { x: time },
         series: [{}].concat(names.map(function (n, i) {
           return { label: n, stroke: colours[i % colours.length], width: 2, spanGaps: true,
                    points: { show: true } };
