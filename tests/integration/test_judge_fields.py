@@ -1,8 +1,8 @@
 """The analysis fields of docs/analysis.md against a real API server's CRD validation.
 
-Every example of the page is created with a server-side dry run (validated by the CRD schema,
-nothing stored) and must come back with nothing pruned; values outside the documented ranges
-must be refused with 422 naming the field.
+Every example of the page, Canaries and MetricTemplates, is created with a server-side dry run
+(validated by the CRD schema, nothing stored) and must come back with nothing pruned; values
+outside the documented ranges must be refused with 422 naming the field.
 """
 
 from __future__ import annotations
@@ -18,23 +18,24 @@ import yaml
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from flaggerpy.models import GROUP, VERSION, Canary
+from flaggerpy.models import GROUP, VERSION, Canary, MetricTemplate
 
 pytestmark = pytest.mark.integration
 
 ANALYSIS_DOC = Path(__file__).parent.parent.parent / "docs" / "analysis.md"
 
 
-def _examples() -> list[Any]:
+def _examples(kind: str = "Canary") -> list[Any]:
     blocks = re.findall(r"```yaml\n(.*?)```", ANALYSIS_DOC.read_text(), re.S)
     documents = [yaml.safe_load(block) for block in blocks]
     return [pytest.param(document, id=document["metadata"]["name"]) for document in documents
-            if document["kind"] == "Canary"]  # the page shows a MetricTemplate too
+            if document["kind"] == kind]
 
 
-async def _dry_run_create(api_client: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
+async def _dry_run_create(api_client: k8s.ApiClient, namespace: str, body: dict[str, Any],
+                          plural: str = "canaries") -> Any:
     return await k8s.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "canaries", body, dry_run="All"
+        GROUP, VERSION, namespace, plural, body, dry_run="All"
     )
 
 
@@ -47,6 +48,22 @@ async def test_documented_example_is_accepted_unpruned(
 
     assert stored["spec"]["analysis"] == example["spec"]["analysis"]
     assert Canary.model_validate(stored).to_dict() == stored
+
+
+def test_the_page_shows_the_templates_its_canaries_refer_to() -> None:
+    assert {p.id for p in _examples("MetricTemplate")} >= {"latency-samples", "error-ratio"}
+
+
+@pytest.mark.usefixtures("flagger_crds")
+@pytest.mark.parametrize("template", _examples("MetricTemplate"))
+async def test_documented_metric_template_is_accepted_unpruned(
+    template: dict[str, Any], api_client: k8s.ApiClient, namespace: str
+) -> None:
+    stored = await _dry_run_create(api_client, namespace, copy.deepcopy(template),
+                                   plural="metrictemplates")
+
+    assert stored["spec"] == template["spec"]
+    assert MetricTemplate.model_validate(stored).to_dict() == stored
 
 
 def _podinfo() -> dict[str, Any]:
