@@ -1,26 +1,31 @@
 """Benchmark: what N canaries cost one controller, for N at several levels.
 
-For each N (a fresh namespace and a fresh ``flaggerpy controller`` per level, in a local control
-plane of its own), N blue/green canaries on the ``kubernetes`` provider (``skipAnalysis``, so a
-revision is promoted within a tick or two), their Deployments scheduled on kwok nodes, are created
-in bulk; the report gives, per N:
+For each provider and each N (a fresh namespace and a fresh ``flaggerpy controller`` per level,
+in a local control plane of its own), N canaries are created in bulk with their Deployments
+scheduled on kwok nodes: blue/green on the ``kubernetes`` provider, or canary releases on
+``istio`` (its CRDs; the controller writes a VirtualService and two DestinationRules each). A
+canary's analysis has no metrics and ``--iterations`` steps, so a revision runs that many ticks
+before it is promoted. The report gives, per provider and N:
 
 * initialisation: seconds until all N are ``Initialized``, and the controller's CPU for it (from
   ``/proc/<pid>/stat``), in total and per canary;
 * the controller's RSS once initialised and idle (and, across levels, per canary as the slope);
 * an idle window: API requests of the controller by verb per canary-hour (audit log), and its CPU
-  as a share of one core, which should not grow with N when nothing changes;
-* detection latency p50/p99 with N canaries idle (image change to ``Progressing`` as a watch
-  delivers it, one canary at a time, as ``detection.py`` measures it);
+  as a share of one core;
 * a wave: 10 % of the canaries get a new revision at once; seconds until all of them are
-  Progressing (or past it) and until all are ``Succeeded``;
+  Progressing (or past it) and until all are ``Succeeded``, and the controller's API requests
+  per revision;
+* tick lateness p50/p99 over the wave (how long after it was due each analysis tick started,
+  from the controller's ``flaggerpy_canary_tick_lateness_seconds`` histogram, interpolated
+  within its buckets as Prometheus' ``histogram_quantile`` does);
+* then detection latency p50/p99 with all N canaries idle again (image change to
+  ``Progressing`` as a watch delivers it, one canary at a time, as ``detection.py`` measures it);
 * the API server's and etcd's RSS.
 
-Tick lateness (the time between analysis ticks minus the interval) is not reported: the controller
-exposes each tick's duration (``flagger_canary_duration_seconds``) but not when a tick was due.
-
-It stops at the first level the machine does not hold (initialisation not done within
-``--init-timeout``) and says so. Usage: ``python -m e2e.bench.scale [--n 100 1000 10000]
+The phases are followed through one watch per level (an informer), not by listing N canaries
+again and again, which would be the benchmark's own load on the API server. A level the machine
+does not hold (initialisation not done within ``--init-timeout``) ends that provider's levels and
+says so. Usage: ``python -m e2e.bench.scale [--n 100 1000 10000] [--provider kubernetes istio]
 [--interval 1m] [--idle 60] [--json build/bench/scale.json]``. It always starts its own cluster:
 N canaries are no load for a cluster others share.
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -47,6 +53,7 @@ from e2e.cluster.pytest_plugin import CLUSTER_ENV
 from e2e.processes import ControllerProcess
 from e2e.scenario import deployment
 from flaggerpy import kube
+from flaggerpy.runtime.informer import Informer
 
 PODS_PER_NODE = 250
 """What each kwok node admits; the cluster's own two nodes are no room for N primaries."""
@@ -69,19 +76,22 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def bench_canary(name: str, *, interval: str) -> dict[str, Any]:
-    """A blue/green Canary that skips analysis: each revision costs a tick or two."""
+def bench_canary(name: str, *, provider: str, interval: str, iterations: int) -> dict[str, Any]:
+    """A Canary whose analysis is ``iterations`` ticks with no metrics, then a promotion."""
+    analysis: dict[str, Any] = {"interval": interval, "threshold": 2, "iterations": iterations}
+    if provider != "kubernetes":
+        analysis = {"interval": interval, "threshold": 2, "maxWeight": 50,
+                    "stepWeight": max(1, 50 // iterations)}
     return {
         "apiVersion": "flagger.app/v1beta1",
         "kind": "Canary",
         "metadata": {"name": name},
         "spec": {
-            "provider": "kubernetes",
+            "provider": provider,
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "progressDeadlineSeconds": 600,
             "service": {"port": 9898},
-            "skipAnalysis": True,
-            "analysis": {"interval": interval, "threshold": 2, "iterations": 1},
+            "analysis": analysis,
         },
     }
 
@@ -104,7 +114,10 @@ async def add_nodes(cluster: LocalCluster, pods: int) -> None:
         {"apiVersion": "v1", "kind": "List", "items": nodes}))
 
 
-async def create_all(client: kube.KubeClient, namespace: str, n: int, *, interval: str) -> None:
+async def create_all(
+    client: kube.KubeClient, namespace: str, n: int, *, provider: str, interval: str,
+    iterations: int,
+) -> None:
     """Creates N Deployments and their Canaries, ``CREATE_CONCURRENCY`` requests at a time."""
     gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
@@ -113,29 +126,86 @@ async def create_all(client: kube.KubeClient, namespace: str, n: int, *, interva
         async with gate:
             await client.create(kube.DEPLOYMENTS, deployment(name, image="podinfo:0", replicas=1),
                                 namespace=namespace)
-            await client.create(kube.CANARIES, bench_canary(name, interval=interval),
-                                namespace=namespace)
+            await client.create(kube.CANARIES, bench_canary(
+                name, provider=provider, interval=interval, iterations=iterations),
+                namespace=namespace)
 
     await asyncio.gather(*(one(index) for index in range(n)))
 
 
-async def phases(client: kube.KubeClient, namespace: str) -> dict[str, str]:
-    listed = await client.list(kube.CANARIES, namespace=namespace)
-    return {item["metadata"]["name"]: str((item.get("status") or {}).get("phase") or "")
-            for item in listed.items}
+class PhaseBook:
+    """Every canary's phase in one namespace, kept by an informer's watch."""
+
+    def __init__(self, client: kube.KubeClient, namespace: str) -> None:
+        self._informer = Informer(client, kube.CANARIES, namespace=namespace)
+        self._changed = asyncio.Event()
+        self._informer.add_handler(on_add=self._seen, on_update=lambda _, new: self._seen(new),
+                                   on_delete=self._seen)
+        self._task: asyncio.Task[None] | None = None
+
+    def _seen(self, _: Any) -> None:
+        self._changed.set()
+
+    async def __aenter__(self) -> PhaseBook:
+        self._task = asyncio.create_task(self._informer.start())
+        await self._informer.wait_synced()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def phases(self) -> dict[str, str]:
+        return {item["metadata"]["name"]: str((item.get("status") or {}).get("phase") or "")
+                for item in self._informer.list()}
+
+    async def wait_until(self, names: set[str], done: set[str], *, within: float) -> float | None:
+        """Monotonic time at which every canary of ``names`` has a phase in ``done``; None if
+        not within ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            self._changed.clear()
+            current = self.phases()
+            if all(current.get(name) in done for name in names):
+                return time.monotonic()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(left, 5.0))
 
 
-async def wait_until(
-    client: kube.KubeClient, namespace: str, names: set[str], done: set[str], *, within: float
-) -> float | None:
-    """Monotonic time at which every canary of ``names`` has a phase in ``done``; None if late."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        current = await phases(client, namespace)
-        if all(current.get(name) in done for name in names):
-            return time.monotonic()
-        await asyncio.sleep(0.5)
-    return None
+def histogram(page: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound -> count) of an unlabelled histogram on a page."""
+    buckets: dict[float, float] = {}
+    prefix = f"{name}_bucket{{le=\""
+    for line in page.splitlines():
+        if line.startswith(prefix):
+            bound = line[len(prefix):].split('"', 1)[0]
+            buckets[float(bound)] = float(line.split()[-1])
+    return buckets
+
+
+def histogram_quantile(share: float, before: dict[float, float],
+                       after: dict[float, float]) -> float | None:
+    """The ``share`` quantile of what was observed between two scrapes (linear within a bucket,
+    as Prometheus' ``histogram_quantile``); None when nothing was observed."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = share * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = bound, count
+    return lower
 
 
 async def revise(client: kube.KubeClient, namespace: str, name: str, index: int) -> float:
@@ -165,77 +235,29 @@ async def detection(
     return latencies
 
 
+LATENESS = "flaggerpy_canary_tick_lateness_seconds"
+
+
 async def level(
-    cluster: LocalCluster, client: kube.KubeClient, n: int, *,
-    interval: str, idle: float, samples: int, init_timeout: float,
+    cluster: LocalCluster, client: kube.KubeClient, n: int, *, provider: str,
+    interval: str, iterations: int, idle: float, samples: int, init_timeout: float,
 ) -> dict[str, Any]:
-    namespace = f"scale-{n}-{secrets.token_hex(2)}"
+    namespace = f"scale-{provider[:5]}-{n}-{secrets.token_hex(2)}"
     await cluster.akubectl("create", "namespace", namespace)
     await add_nodes(cluster, 2 * n)
     controller = ControllerProcess(kubeconfig=cluster.kubeconfig, name=f"scale-{n}", args=[
-        f"-namespace={namespace}", "-min-analysis-interval=1s", "-log-level=info"])
+        f"-namespace={namespace}", "-min-analysis-interval=1s", "-log-level=info",
+        f"-mesh-provider={provider}"])
     controller.start()
     try:
         await asyncio.to_thread(controller.wait_ready)
         assert controller.process is not None
         pid = controller.process.pid
-        report: dict[str, Any] = {"n": n, "rss_mib_before": rss_mib(pid)}
-
-        cpu_before, started = cpu_seconds(pid), time.monotonic()
-        await create_all(client, namespace, n, interval=interval)
-        report["create_seconds"] = round(time.monotonic() - started, 1)
-        names = {f"app-{index:05d}" for index in range(n)}
-        ready = await wait_until(client, namespace, names, {"Initialized"}, within=init_timeout)
-        if ready is None:
-            seen = Counter((await phases(client, namespace)).values())
-            report["stopped"] = (f"not all {n} Initialized within {init_timeout:g}s: "
-                                 f"{dict(seen)}")
-            return report
-        init_cpu = cpu_seconds(pid) - cpu_before
-        report["initialise_seconds"] = round(ready - started, 1)
-        report["initialise_cpu_seconds"] = round(init_cpu, 2)
-        report["cpu_ms_per_initialisation"] = round(1000 * init_cpu / n, 1)
-
-        await asyncio.sleep(5)  # the last Events and status writes settle
-        since, cpu_before = datetime.now(UTC), cpu_seconds(pid)
-        await asyncio.sleep(idle)
-        until, idle_cpu = datetime.now(UTC), cpu_seconds(pid) - cpu_before
-        await asyncio.sleep(1)  # the audit log is written
-        counts = audit.count_requests(cluster.audit_log, user_agent="flaggerpy/",
-                                      since=since, until=until, namespace=namespace)
-        canary_hours = n * idle / 3600
-        report["rss_mib"] = rss_mib(pid)
-        report["idle"] = {
-            "window_seconds": idle,
-            "cpu_percent_of_a_core": round(100 * idle_cpu / idle, 2),
-            "requests_per_canary_hour": {verb: round(count / canary_hours, 2)
-                                         for verb, count in sorted(counts.by_verb.items())},
-            "reads": counts.reads,
-        }
-
-        ordered = sorted(names)
-        probes, wave = ordered[:samples], ordered[samples:samples + max(1, n // 10)]
-        latencies = await detection(client, namespace, probes)
-        report["detection_seconds"] = {
-            "samples": len(latencies),
-            "p50": round(statistics.median(latencies), 4),
-            "p99": round(percentile(latencies, 0.99), 4),
-            "max": round(max(latencies), 4),
-        }
-
-        started = time.monotonic()
-        await asyncio.gather(*(revise(client, namespace, name, 2) for name in wave))
-        progressing = await wait_until(client, namespace, set(wave), PAST_PROGRESSING,
-                                       within=init_timeout)
-        succeeded = await wait_until(client, namespace, set(wave), {"Succeeded"},
-                                     within=init_timeout)
-        report["wave"] = {
-            "canaries": len(wave),
-            "all_progressing_seconds": None if progressing is None
-            else round(progressing - started, 1),
-            "all_succeeded_seconds": None if succeeded is None
-            else round(succeeded - started, 1),
-        }
+        report: dict[str, Any] = {"provider": provider, "n": n, "rss_mib_before": rss_mib(pid)}
+        async with PhaseBook(client, namespace) as book:
+            await measure(cluster, client, controller, book, report, namespace=namespace, n=n,
+                          provider=provider, interval=interval, iterations=iterations,
+                          idle=idle, samples=samples, init_timeout=init_timeout)
         pids = cluster.state().pids
         report["apiserver_rss_mib"] = rss_mib(pids["kube-apiserver"])
         report["etcd_rss_mib"] = rss_mib(pids["etcd"])
@@ -245,37 +267,125 @@ async def level(
         await cluster.akubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+async def measure(
+    cluster: LocalCluster, client: kube.KubeClient, controller: ControllerProcess,
+    book: PhaseBook, report: dict[str, Any], *, namespace: str, n: int, provider: str,
+    interval: str, iterations: int, idle: float, samples: int, init_timeout: float,
+) -> None:
+    """Fills ``report`` for one level; stops early (with ``stopped``) when N do not initialise."""
+    assert controller.process is not None
+    pid = controller.process.pid
+    cpu_before, started = cpu_seconds(pid), time.monotonic()
+    await create_all(client, namespace, n, provider=provider, interval=interval,
+                     iterations=iterations)
+    report["create_seconds"] = round(time.monotonic() - started, 1)
+    names = {f"app-{index:05d}" for index in range(n)}
+    ready = await book.wait_until(names, {"Initialized"}, within=init_timeout)
+    if ready is None:
+        seen = Counter(book.phases().values())
+        report["stopped"] = f"not all {n} Initialized within {init_timeout:g}s: {dict(seen)}"
+        return
+    init_cpu = cpu_seconds(pid) - cpu_before
+    report["initialise_seconds"] = round(ready - started, 1)
+    report["initialise_cpu_seconds"] = round(init_cpu, 2)
+    report["cpu_ms_per_initialisation"] = round(1000 * init_cpu / n, 1)
+
+    await asyncio.sleep(5)  # the last Events and status writes settle
+    since, cpu_before = datetime.now(UTC), cpu_seconds(pid)
+    await asyncio.sleep(idle)
+    until, idle_cpu = datetime.now(UTC), cpu_seconds(pid) - cpu_before
+    await asyncio.sleep(1)  # the audit log is written
+    counts = audit.count_requests(cluster.audit_log, user_agent="flaggerpy/",
+                                  since=since, until=until, namespace=namespace)
+    canary_hours = n * idle / 3600
+    report["rss_mib"] = rss_mib(pid)
+    report["idle"] = {
+        "window_seconds": idle,
+        "cpu_percent_of_a_core": round(100 * idle_cpu / idle, 2),
+        "requests_per_canary_hour": {verb: round(count / canary_hours, 2)
+                                     for verb, count in sorted(counts.by_verb.items())},
+        "reads": counts.reads,
+    }
+
+    ordered = sorted(names)
+    wave, probes = ordered[:max(1, n // 10)], ordered[-samples:]
+    before = histogram(controller.get("/metrics")[1], LATENESS)
+    since = datetime.now(UTC)
+    started = time.monotonic()
+    await asyncio.gather(*(revise(client, namespace, name, 2) for name in wave))
+    progressing = await book.wait_until(set(wave), PAST_PROGRESSING, within=init_timeout)
+    succeeded = await book.wait_until(set(wave), {"Succeeded"}, within=init_timeout)
+    until = datetime.now(UTC)
+    after = histogram(controller.get("/metrics")[1], LATENESS)
+    await asyncio.sleep(1)
+    counts = audit.count_requests(cluster.audit_log, user_agent="flaggerpy/",
+                                  since=since, until=until, namespace=namespace)
+    ticks = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    p50, p99 = (histogram_quantile(q, before, after) for q in (0.5, 0.99))
+    report["wave"] = {
+        "canaries": len(wave),
+        "all_progressing_seconds": None if progressing is None
+        else round(progressing - started, 1),
+        "all_succeeded_seconds": None if succeeded is None
+        else round(succeeded - started, 1),
+        "requests_per_revision": {verb: round(count / len(wave), 2)
+                                  for verb, count in sorted(counts.by_verb.items())},
+        "reads": counts.reads,
+        "ticks": int(ticks),
+        "tick_lateness_seconds": {
+            "p50": None if p50 is None else round(p50, 4),
+            "p99": None if p99 is None else round(p99, 4),
+        },
+    }
+
+    # Detection once the wave is done, with all N idle again; the probes are not in the wave.
+    latencies = await detection(client, namespace, probes)
+    report["detection_seconds"] = {
+        "samples": len(latencies),
+        "p50": round(statistics.median(latencies), 4),
+        "p99": round(percentile(latencies, 0.99), 4),
+        "max": round(max(latencies), 4),
+    }
+
+
 async def run(
-    cluster: LocalCluster, *, levels: list[int], interval: str, idle: float, samples: int,
-    init_timeout: float,
+    cluster: LocalCluster, *, providers: list[str], levels: list[int], interval: str,
+    iterations: int, idle: float, samples: int, init_timeout: float,
 ) -> dict[str, Any]:
     client = await kube.KubeClient.connect(kubeconfig=cluster.kubeconfig,
                                            user_agent="flaggerpy-bench")
     results: list[dict[str, Any]] = []
     report: dict[str, Any] = {
-        "interval": interval, "load_average": os.getloadavg(), "cpus": os.cpu_count(),
-        "levels": results,
+        "interval": interval, "iterations": iterations, "load_average": os.getloadavg(),
+        "cpus": os.cpu_count(), "levels": results, "stopped_at": [],
     }
     try:
-        for n in levels:
-            print(f"scale: N = {n}", file=sys.stderr)
-            try:
-                result = await level(cluster, client, n, interval=interval, idle=idle,
-                                     samples=samples, init_timeout=init_timeout)
-            except Exception as error:  # the levels measured so far still count
-                result = {"n": n, "stopped": f"{type(error).__name__}: {error}"}
-            print(f"scale: {result}", file=sys.stderr)
-            results.append(result)
-            if "stopped" in result:
-                report["stopped_at"] = {"n": n, "why": result["stopped"]}
-                break
+        for provider in providers:
+            for n in levels:
+                print(f"scale: {provider} N = {n}", file=sys.stderr)
+                try:
+                    result = await level(cluster, client, n, provider=provider,
+                                         interval=interval, iterations=iterations, idle=idle,
+                                         samples=samples, init_timeout=init_timeout)
+                except Exception as error:  # the levels measured so far still count
+                    result = {"provider": provider, "n": n,
+                              "stopped": f"{type(error).__name__}: {error}"}
+                print(f"scale: {result}", file=sys.stderr)
+                results.append(result)
+                if "stopped" in result:
+                    report["stopped_at"].append(
+                        {"provider": provider, "n": n, "why": result["stopped"]})
+                    break
     finally:
         await client.aclose()
-    held = [r for r in results if "rss_mib" in r]
-    if len(held) >= 2:
-        first, last = held[0], held[-1]
-        report["rss_kib_per_canary"] = round(
-            1024 * (last["rss_mib"] - first["rss_mib"]) / (last["n"] - first["n"]), 1)
+    slopes = {}
+    for provider in providers:
+        held = [r for r in results if r.get("provider") == provider and "rss_mib" in r]
+        if len(held) >= 2:
+            first, last = held[0], held[-1]
+            slopes[provider] = round(
+                1024 * (last["rss_mib"] - first["rss_mib"]) / (last["n"] - first["n"]), 1)
+    report["rss_kib_per_canary"] = slopes
     report["load_average_after"] = os.getloadavg()
     return report
 
@@ -284,7 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 10000],
                         help="levels, smallest first")
+    parser.add_argument("--provider", nargs="+", default=["kubernetes", "istio"],
+                        choices=["kubernetes", "istio"], help="router providers, in turn")
     parser.add_argument("--interval", default="1m", help="each canary's analysis interval")
+    parser.add_argument("--iterations", type=int, default=2,
+                        help="analysis ticks of a revision before its promotion")
     parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
     parser.add_argument("--samples", type=int, default=10, help="detection samples per level")
     parser.add_argument("--init-timeout", type=float, default=900.0,
@@ -295,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
     return run_in_cluster(
-        lambda cluster: run(cluster, levels=sorted(args.n), interval=args.interval,
+        lambda cluster: run(cluster, providers=args.provider, levels=sorted(args.n),
+                            interval=args.interval, iterations=args.iterations,
                             idle=args.idle, samples=args.samples,
                             init_timeout=args.init_timeout),
         json_path=args.json)
