@@ -366,7 +366,7 @@ def test_leader_election_gets_a_role_for_its_lease(
     assert settings.controller.election_namespace == lease_namespace
 
 
-def test_the_steering_role_creates_canary_commands_and_only_reads_canaries() -> None:
+def test_the_steering_role_creates_canary_commands_and_only_reads_canaries_and_events() -> None:
     """docs/steering.md: steering is not editing; aggregated to edit unless turned off."""
     role = one(render(), "ClusterRole", "flagger-steering")
     assert set(grants(role["rules"])) == {
@@ -377,6 +377,9 @@ def test_the_steering_role_creates_canary_commands_and_only_reads_canaries() -> 
         ("flagger.app", "canaries", "get"),
         ("flagger.app", "canaries", "list"),
         ("flagger.app", "canaries", "watch"),
+        ("", "events", "get"),  # the run's timeline in kubectl flaggerpy status
+        ("", "events", "list"),
+        ("", "events", "watch"),
     }
     assert role["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     alone = one(render("rbac.steering.aggregateToEdit=false"), "ClusterRole", "flagger-steering")
