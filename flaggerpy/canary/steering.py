@@ -5,8 +5,9 @@ order, at the start of its Canary's reconcile: :func:`decide` (pure) says whethe
 the Canary as its status is now and what ``status.steering`` becomes; :class:`Steering` writes
 that state into the Canary's status first, then the answer into the command's status, then an
 Event on the Canary. If the process dies between the two writes, the next reconcile finds the
-command still pending but named in ``status.steering.command`` and only writes its answer, so
-nothing is applied twice.
+command still pending but named in ``status.steering.command``: it writes the answer the first
+one would have (:func:`applied_message`) and the Event it never recorded, and does not decide
+again, so nothing is applied twice.
 
 What a command set is carried out by the lifecycle (:mod:`flaggerpy.canary.lifecycle`) on the
 same reconcile: a pending ``request`` (promote, abort, deny, retry) is acted on and cleared, a
@@ -39,6 +40,7 @@ __all__ = [
     "PAUSED_PREFIX",
     "Outcome",
     "Steering",
+    "applied_message",
     "canary_of",
     "clear_request_patch",
     "decide",
@@ -103,6 +105,24 @@ def _rejected(message: str) -> Outcome:
     return Outcome(Phase.REJECTED, message)
 
 
+def applied_message(action: Action, *, revision: str | None) -> str:
+    """What an Applied answer to ``action`` says, for a Canary at ``revision``.
+
+    It depends on nothing else, so a command whose answer a restart cut short is answered with
+    the same words as it would have been.
+    """
+    messages = {
+        Action.PROMOTE: "promotion requested: the analysis is skipped",
+        Action.ABORT: "rollback requested",
+        Action.DENY: "rollback requested",
+        Action.RETRY: f"a new run of revision {revision} requested",
+        Action.PAUSE: "the run is paused",
+        Action.RESUME: "the run resumes",
+        Action.APPROVE: "the manual gates of this run are open",
+    }
+    return messages[action]
+
+
 def decide(
         command: CanaryCommand, *, status: Mapping[str, Any] | None,
 ) -> Outcome:
@@ -119,8 +139,8 @@ def decide(
     base = {"revision": revision, "command": command.name, "reason": spec.reason or None}
     shown = phase.value or "not initialized"
 
-    def applied(message: str, **changes: Any) -> Outcome:
-        return Outcome(Phase.APPLIED, message,
+    def applied(**changes: Any) -> Outcome:
+        return Outcome(Phase.APPLIED, applied_message(action, revision=revision),
                        state.model_copy(update={**base, **changes}))
 
     if state.request is not None and action in (Action.PROMOTE, Action.ABORT, Action.DENY,
@@ -131,31 +151,29 @@ def decide(
         if phase not in RUNNING:
             return _rejected(f"nothing to promote: the canary is {shown}, no analysis runs")
         # A paused run is promoted too: the pause would otherwise hold the promotion itself.
-        return applied("promotion requested: the analysis is skipped", request=Action.PROMOTE,
-                       paused=None)
+        return applied(request=Action.PROMOTE, paused=None)
     if action in (Action.ABORT, Action.DENY):
         if phase not in GATED:
             return _rejected(f"nothing to {action}: the canary is {shown}, no analysis runs")
-        return applied("rollback requested", request=action)
+        return applied(request=action)
     if action is Action.RETRY:
         if phase != CanaryPhase.FAILED:
             return _rejected(f"only a Failed canary can be retried; it is {shown}")
-        return applied(f"a new run of revision {revision} requested", request=Action.RETRY,
-                       paused=None, approved=None)
+        return applied(request=Action.RETRY, paused=None, approved=None)
     if action is Action.PAUSE:
         if phase not in HOLDABLE:
             return _rejected(f"nothing to pause: the canary is {shown}, no analysis runs")
         if state.paused:
             return _rejected("the run is already paused")
-        return applied("the run is paused", paused=True)
+        return applied(paused=True)
     if action is Action.RESUME:
         if not state.paused:
             return _rejected("the run is not paused")
-        return applied("the run resumes", paused=None)
+        return applied(paused=None)
     if action is Action.APPROVE:
         if phase not in GATED:
             return _rejected(f"nothing to approve: the canary is {shown}, no analysis runs")
-        return applied("the manual gates of this run are open", approved=True)
+        return applied(approved=True)
     raise AssertionError(f"unhandled action {action}")  # pragma: no cover
 
 
@@ -216,11 +234,15 @@ class Steering:
                 await self._reply(raw, Outcome(Phase.REJECTED, f"invalid command: {error}"))
                 continue
             status = obj.get("status") or {}
-            if (status.get("steering") or {}).get("command") == command.name:
-                # Applied before a restart cut the answer short: answer only.
-                await self._reply(raw, Outcome(Phase.APPLIED, "applied"))
-                continue
-            outcome = decide(command, status=status)
+            steered = status.get("steering") or {}
+            if steered.get("command") == command.name:
+                # Applied before a restart cut the answer short: its state is written, its
+                # answer and Event are not (they come after). Give those, decide nothing again.
+                outcome = Outcome(Phase.APPLIED, applied_message(
+                    command.spec.action,
+                    revision=steered.get("revision") or status.get("lastAppliedSpec")))
+            else:
+                outcome = decide(command, status=status)
             if outcome.state is not None:
                 obj = await self._store.patch(
                     kube.CANARIES, namespace=key.namespace, name=key.name, subresource="status",
