@@ -209,6 +209,15 @@ def observer_provider(canary: Canary, *, mesh_provider: str, mesh: Capabilities)
     return provider
 
 
+def _inline_compare_refused(metric: CanaryMetric) -> MetricResult:
+    """The failed check of an inline ``query`` with ``compare``, whatever its threshold: Flagger
+    sends an inline query as written, so nothing in it can be pointed at the primary."""
+    return replace(_error(metric, f"Metric compare failed for {metric.name}: compare is not "
+                                  "available for an inline query, which is not rendered, so "
+                                  "{{ target }} cannot name the primary; use a templateRef"),
+                   query=decisions.redact(metric.query or ""))
+
+
 def metric_model(
         canary: Canary,
         *,
@@ -293,6 +302,8 @@ class MetricsAnalyzer:
             if step is _Step.BUILTIN:
                 assert observer is not None
                 result = await self._builtin_check(canary, metric, observer, route=route)
+            elif step is _Step.INLINE and metric.compare is not None:
+                result = _inline_compare_refused(metric)  # before its threshold: always said
             elif step is _Step.INLINE:
                 result = await self._inline_check(canary, metric)
             elif step is _Step.TEMPLATE:
@@ -300,11 +311,6 @@ class MetricsAnalyzer:
             else:
                 result = _error(metric, "Metric query failed for no usable metrics template and "
                                         "query were configured")
-            if result.passed and metric.compare is not None and step is _Step.INLINE:
-                result = _error(metric, f"Metric compare failed for {metric.name}: compare "
-                                        "is not available for an inline query, which is not "
-                                        "rendered, so {{ target }} cannot name the primary; "
-                                        "use a templateRef")
             if (metric.min_samples and metric.compare is None and not result.error
                     and not result.no_values):
                 result = await self._with_samples(canary, metric, result, observer, counts,
