@@ -16,7 +16,7 @@ import jinja2
 
 from flaggerpy.dashboard import summary
 
-__all__ = ["CanaryRow", "render", "render_canary", "render_index"]
+__all__ = ["CanaryRow", "render", "render_canary", "render_index", "render_parts"]
 
 _ENVIRONMENT: Final = jinja2.Environment(
     loader=jinja2.PackageLoader("flaggerpy.dashboard", "templates"), autoescape=True,
@@ -83,6 +83,19 @@ def _check_row(entry: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def _canary_context(canary: Mapping[str, Any], started: str | None) -> dict[str, Any]:
+    """What the summary and details parts show: the canary, and its checks since ``started``."""
+    conditions = [c for c in summary.status_of(canary).get("conditions") or ()
+                  if isinstance(c, Mapping)]
+    return {
+        "row": CanaryRow.of(canary), "started": started,
+        "checks": [_check_row(c) for c in summary.checks(canary, since=started)],
+        "conditions": [{key: c.get(key, "") for key in
+                        ("type", "status", "reason", "lastTransitionTime", "message")}
+                       for c in conditions],
+    }
+
+
 def render_canary(
         canary: Mapping[str, Any],
         events: Iterable[Mapping[str, Any]],
@@ -94,12 +107,13 @@ def render_canary(
     """One canary's page: summary, steering buttons (``actions``), the timeline chart, the
     run's checks, the conditions and the run's Events."""
     timeline, started = summary.current_run(events)
-    conditions = [c for c in summary.status_of(canary).get("conditions") or ()
-                  if isinstance(c, Mapping)]
-    return render(
-        "canary.html", row=CanaryRow.of(canary), started=started,
-        checks=[_check_row(c) for c in summary.checks(canary, since=started)],
-        conditions=[{key: c.get(key, "") for key in
-                     ("type", "status", "reason", "lastTransitionTime", "message")}
-                    for c in conditions],
-        timeline=timeline, actions=actions, notice=notice, **frame)
+    return render("canary.html", timeline=timeline, actions=actions, notice=notice,
+                  **_canary_context(canary, started), **frame)
+
+
+def render_parts(canary: Mapping[str, Any], *, since: str | None) -> dict[str, str]:
+    """The parts of a canary's page that its poll replaces (the summary, the checks and the
+    conditions), from the canary alone: the Events stay as the page loaded them."""
+    context = _canary_context(canary, since)
+    return {"summary": render("summary.html", **context),
+            "details": render("details.html", **context)}

@@ -332,9 +332,9 @@ def build_app(
             events = await source.events(ns, name) if events_in_timeline else ()
         except kube.KubeError:
             events = ()  # the observed weights still draw
-        return web.json_response(
-            history.timeline(canary, observed=seen.points(ns, name), events=events),
-            headers={"Cache-Control": "no-store"})
+        body = history.timeline(canary, observed=seen.points(ns, name), events=events)
+        body.update(pages.render_parts(canary, since=request.query.get("since") or None))
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def act(request: web.Request) -> web.StreamResponse:
         ns, name = request.match_info["namespace"], request.match_info["name"]

@@ -1,11 +1,14 @@
 """The controller's dashboard (``-dashboard-listen-address``) in a real headless browser.
 
-A live ``flaggerpy controller`` on the local control plane serves it; Debian's Chromium, driven
-by Selenium through ChromeDriver, signs in with a ServiceAccount token (``kubectl create
-token``) bound only to the chart's steering ClusterRole, sees the canary listed, watches the
-weight chart gain points while the canary progresses, and clicks promote. The API server decides
-every answer: a request without a token gets 401 (and the login page), a token whose
-ServiceAccount has no rights gets 403 for the list, the canary, its timeline and a promote.
+A live ``flaggerpy controller`` on the local control plane serves it, as the chart's
+ServiceAccount with the chart's RBAC (``webDashboard.enabled``): its TokenReviews,
+SubjectAccessReviews, Event lists and CanaryCommands are what the chart grants. Debian's
+Chromium, driven by Selenium through ChromeDriver, signs in with a ServiceAccount token
+(``kubectl create token``) bound only to the chart's steering ClusterRole, sees the canary
+listed, watches the weight chart gain points while the canary progresses, and clicks promote.
+The API server decides every answer: a request without a token gets 401 (and the login page),
+a token whose ServiceAccount has no rights gets 403 for the list, the canary, its timeline and
+a promote.
 
 Chromium runs with a fresh profile and without any background networking: this machine has no
 outside network, and lookups would stall it.
@@ -35,6 +38,7 @@ from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary, deployment
 from flaggerpy.dashboard import commands
 from flaggerpy.testing import free_port
+from tests.integration.test_chart import Release
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds"),
               pytest.mark.timeout(300)]
@@ -60,6 +64,16 @@ async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scena
         yield running
     finally:
         await running.aclose()
+
+
+@pytest.fixture
+async def release(cluster: LocalCluster, namespace: str) -> AsyncIterator[Release]:
+    chart = Release(cluster, namespace)
+    try:
+        yield chart
+    finally:
+        if chart.installed:  # cluster-scoped objects would outlive the namespace
+            await chart.helm("uninstall", chart.name, "--namespace", namespace, check=False)
 
 
 @pytest.fixture
@@ -117,15 +131,22 @@ def chart_points(driver: WebDriver) -> int:
 
 
 async def test_the_dashboard_lists_charts_refuses_and_promotes(
-        scenario: Scenario, browser: WebDriver) -> None:
+        scenario: Scenario, release: Release, browser: WebDriver, tmp_path: Path) -> None:
     cluster, ns = scenario.cluster, scenario.namespace
     role = await steering_role(cluster)
     try:
         bot = await service_account(scenario, "release-bot", role)
         nobody = await service_account(scenario, "nobody", None)
+        await release.install("meshProvider=istio", "webDashboard.enabled=true")
+        args = await release.controller_args()
+        assert "-dashboard-listen-address=:8421" in args
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        controller = await scenario.start_controller(f"-dashboard-listen-address=127.0.0.1:{port}")
+        controller = await scenario.start_controller(
+            *(a for a in args if not a.startswith(
+                ("-metrics-server=", "-log-level=", "-dashboard-listen-address="))),
+            f"-dashboard-listen-address=127.0.0.1:{port}",
+            kubeconfig=await release.token_kubeconfig(tmp_path / "chart.kubeconfig"))
         await scenario.set_success_rate("podinfo", 99)
         await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
                              canary("podinfo", provider="istio", analysis=SLOW_RUN))
@@ -180,6 +201,8 @@ async def test_the_dashboard_lists_charts_refuses_and_promotes(
         first = await asyncio.to_thread(open_canary)
         grown = await asyncio.to_thread(wait, browser, lambda d: chart_points(d) > first + 3)
         assert grown
+        # The checks of the run fill in as they happen, without reloading the page.
+        await asyncio.to_thread(wait, browser, lambda d: d.find_elements(By.ID, "checks"))
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await asyncio.to_thread(
             browser.execute_script, "document.getElementById('actions').scrollIntoView();"

@@ -162,6 +162,16 @@ async def test_the_timeline_has_the_checks_and_the_observed_weights(
     assert body["weight"] == 30
     assert body["weights"][-1][1] == 30  # seen on this read
     assert set(body["metrics"]) == {"request-success-rate", "request-duration"}
+    assert "<td>step 3/5</td>" in body["summary"]  # the page's parts, as the page renders them
+    since_start = await (await dashboard.get(
+        "/api/canaries/test/podinfo/timeline?since=2026-12-06T10:00:00Z",
+        headers=bearer("viewer-token"))).json()
+    assert check_rows(since_start["details"]) == 4  # the run's checks, as the page shows them
+    assert check_rows(body["details"]) > 4  # without the run's start: every check kept
+
+
+def check_rows(html: str) -> int:
+    return html.split('<table id="checks">', 1)[1].split("</table>", 1)[0].count("<tr>") - 1
 
 
 class RecordingClient:

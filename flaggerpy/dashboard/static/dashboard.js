@@ -67,17 +67,17 @@
     var count = timeline.weights.length;
     names.forEach(function (n) { count += timeline.metrics[n].length; });
     box.dataset.points = String(count);
-    var phase = document.getElementById("phase");
-    if (phase && timeline.phase) { phase.textContent = timeline.phase; phase.className = timeline.phase; }
-    var weight = document.getElementById("weight");
-    if (weight) {
-      weight.textContent = "canary " + timeline.weight + "% / primary " + (100 - timeline.weight) + "%";
-      document.getElementById("weight-bar").style.width = timeline.weight + "%";
-    }
+    // The summary, checks and conditions, rendered by the server from the same canary.
+    ["summary", "details"].forEach(function (part) {
+      var into = document.getElementById(part === "summary" ? "summary-box" : "details");
+      if (into && typeof timeline[part] === "string") { into.innerHTML = timeline[part]; }
+    });
   }
 
   function poll() {
-    fetch(box.dataset.url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    var url = box.dataset.url + (box.dataset.since ?
+      "?since=" + encodeURIComponent(box.dataset.since) : "");
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
       .then(draw)
       .catch(function (e) { box.dataset.error = String(e); });
