@@ -26,7 +26,7 @@ from flaggerpy.kube import JsonObject
 from flaggerpy.kube.keys import ObjectKey
 from flaggerpy.runtime.controller import Controller
 from flaggerpy.runtime.events import EventRecorder
-from flaggerpy.runtime.informer import SharedInformerFactory, index_by
+from flaggerpy.runtime.informer import SharedInformerFactory, drop_managed_fields, index_by
 from flaggerpy.runtime.leader import DEFAULT_LEASE_NAME, LeaderElector
 from flaggerpy.runtime.manager import Manager
 from flaggerpy.runtime.workqueue import WorkQueue
@@ -156,7 +156,8 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             """In this process's namespaces (``-namespace``) and shard (``-shard``)."""
             return settings.controller.serves(key.namespace, key.name)
 
-        caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS)
+        caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS,
+                                       transform=drop_managed_fields)
         canaries = caches.informer(kube.CANARIES)
         canaries.add_indexer(TARGET_INDEX, index_by(target_of))
         templates = caches.informer(kube.METRIC_TEMPLATES)
@@ -188,7 +189,8 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         mesh_caches: SharedInformerFactory | None = None
         mesh_store: kube.ObjectStore | None = None
         if mesh_client is not None:
-            mesh_caches = SharedInformerFactory(mesh_client, namespace=namespace)
+            mesh_caches = SharedInformerFactory(mesh_client, namespace=namespace,
+                                                transform=drop_managed_fields)
             mesh_writer = mesh_client.fenced(elector.is_leader) if elector else mesh_client
             mesh_store = kube.ObjectStore(mesh_writer, caches=mesh_caches)
 

@@ -235,3 +235,46 @@ async def test_indexes_follow_changes() -> None:
     assert informer.by_index("target", "podinfo") == []
     assert informer.list(namespace="b") == []
     assert informer.get(ObjectKey("a", "c1"))["kind"] == "Canary"  # type: ignore[index]
+
+
+async def test_a_transform_shapes_what_is_cached_from_lists_and_watches(
+    aiohttp_raw_server: Any,
+) -> None:
+    managed = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:data": {}}}]
+
+    def with_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+        return {**obj, "metadata": {**obj["metadata"], "managedFields": managed}}
+
+    api = ScriptedApi(
+        lists=[listing("10", with_managed_fields(cm("a", "10")))],
+        watches=[stream({"type": "ADDED", "object": with_managed_fields(cm("b", "11"))},
+                        hang=True)],
+    )
+    server = await aiohttp_raw_server(api.handle)
+    client = kube.KubeClient(ApiClient(Configuration(host=str(server.make_url("")).rstrip("/"))),
+                             owns_api=True)
+    informer = informers.Informer(client, kube.CONFIGMAPS, namespace="ns",
+                                  transform=informers.drop_managed_fields)
+    recorder = Recorder()
+    informer.add_handler(on_add=recorder.add)
+    task = asyncio.create_task(informer.start())
+    try:
+        await recorder.until(2)
+        for name in ("a", "b"):
+            cached = informer.get(ObjectKey("ns", name))
+            assert cached is not None
+            assert "managedFields" not in cached["metadata"]
+            assert cached["metadata"]["name"] == name  # the rest is kept
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+
+
+def test_dropping_managed_fields_leaves_the_received_object_alone() -> None:
+    received = cm("a", "1")
+    received["metadata"]["managedFields"] = [{"manager": "x"}]
+    kept = informers.drop_managed_fields(received)
+    assert "managedFields" not in kept["metadata"]
+    assert received["metadata"]["managedFields"] == [{"manager": "x"}]
+    assert informers.drop_managed_fields(cm("b", "2")) == cm("b", "2")

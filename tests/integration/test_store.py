@@ -25,6 +25,7 @@ from flaggerpy import kube
 from flaggerpy.kube.objects import merge_owned
 from flaggerpy.models import Canary
 from flaggerpy.routing import canary_owner
+from flaggerpy.runtime import informer as informers
 from flaggerpy.runtime.informer import SharedInformerFactory
 
 pytestmark = pytest.mark.integration
@@ -299,3 +300,26 @@ async def test_a_fenced_write_reaches_no_server_and_says_so_unchanged(
         await store.patch(kube.CONFIGMAPS, namespace=namespace, name="c", patch={"data": {}})
     verbs = [r.verb for r in await requests_since(cluster, client, since, namespace)]
     assert verbs == ["get"]  # the read before the create; no write reached the server
+
+
+async def test_writes_built_from_a_cache_without_managed_fields_keep_the_servers(
+        cluster: LocalCluster, namespace: str, client: kube.KubeClient, admin: kube.KubeClient,
+) -> None:
+    """The controller's caches drop ``managedFields`` (memory); an update built from such a copy
+    must not wipe the other managers' bookkeeping, or their next server-side apply would
+    lose track of the fields they own."""
+    await admin.apply(kube.CONFIGMAPS, configmap(namespace, "owned", theirs="1"),
+                      namespace=namespace, field_manager="someone-else")
+    live = await admin.get(kube.CONFIGMAPS, "owned", namespace=namespace)
+    assert {entry["manager"] for entry in live["metadata"]["managedFields"]} == {"someone-else"}
+    cached = informers.drop_managed_fields(live)
+    store = kube.ObjectStore(client, caches=Frozen(cached))
+    written = await store.apply(kube.CONFIGMAPS, namespace=namespace, name="owned",
+                                build=merged(configmap(namespace, "owned", theirs="1",
+                                                       ours="2")))
+    assert written.result is kube.OperationResult.UPDATED
+    after = await admin.get(kube.CONFIGMAPS, "owned", namespace=namespace)
+    assert after["data"] == {"theirs": "1", "ours": "2"}
+    managers = {entry["manager"] for entry in after["metadata"]["managedFields"]}
+    assert "someone-else" in managers
+    assert len(managers) == 2  # and the store's own update is recorded beside it
