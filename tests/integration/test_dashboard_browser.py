@@ -38,6 +38,7 @@ from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary, deployment
 from flaggerpy.dashboard import commands
 from flaggerpy.testing import free_port
+from tests.integration import test_chart
 from tests.integration.test_chart import Release
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds"),
@@ -51,6 +52,8 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-component-update", "--disable-sync", "--window-size=1280,1400")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "dashboard.png"
 """Where each run leaves its screenshot (docs/dashboard.png is one of them, kept)."""
+release = test_chart.release
+"""The chart installed in the test's namespace (and uninstalled after)."""
 SLOW_RUN = {"interval": "2s", "threshold": 2, "stepWeight": 2, "maxWeight": 60,
             "metrics": [{"name": "app-success-rate", "templateRef": {"name": "app-success-rate"},
                          "thresholdRange": {"min": 90}, "interval": "30s"}]}
@@ -64,16 +67,6 @@ async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scena
         yield running
     finally:
         await running.aclose()
-
-
-@pytest.fixture
-async def release(cluster: LocalCluster, namespace: str) -> AsyncIterator[Release]:
-    chart = Release(cluster, namespace)
-    try:
-        yield chart
-    finally:
-        if chart.installed:  # cluster-scoped objects would outlive the namespace
-            await chart.helm("uninstall", chart.name, "--namespace", namespace, check=False)
 
 
 @pytest.fixture
