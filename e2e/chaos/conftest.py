@@ -1,6 +1,13 @@
 """Fixtures of the chaos suite: the scenarios' (cluster, namespace, mesh, receiver), a release
 factory, the undisturbed outcome each fault is judged against, and the report.
 
+``pytest_sessionstart`` is :mod:`flaggerpy.testing`'s: it declares "no current event loop"
+before any test, as ``tests/conftest.py`` does. ``make chaos`` runs ``pytest e2e/chaos`` alone,
+where that conftest is not loaded; without the declaration pytest-asyncio's first look at the
+current loop made asyncio create one that nobody closed, and its garbage collection during a
+later test raised an unraisable ``ResourceWarning`` (an unclosed event loop, its two AF_UNIX
+self-pipe sockets): the control-plane faults' "Open" failure in the README.
+
 ``FLAGGERPY_CHAOS_RUNS`` (default 1) repeats each fault; ``FLAGGERPY_CHAOS_REPORT`` names a
 JSON-lines file each run is appended to (``python -m e2e.chaos.report`` reads it).
 """
@@ -29,10 +36,10 @@ from e2e.scenarios.conftest import (
     receiver,
     start_mesh,
 )
-from flaggerpy.testing import receiving
+from flaggerpy.testing import pytest_sessionstart, receiving
 
 __all__ = ["chaos", "cluster", "flagger_crds", "namespace", "pytest_collection_modifyitems",
-           "receiver", "start_mesh"]
+           "pytest_sessionstart", "receiver", "start_mesh"]
 
 RUNS = int(os.environ.get("FLAGGERPY_CHAOS_RUNS", "1"))
 REPORT = os.environ.get("FLAGGERPY_CHAOS_REPORT", "")
