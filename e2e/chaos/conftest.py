@@ -41,6 +41,10 @@ from flaggerpy.testing import pytest_sessionstart, receiving
 __all__ = ["chaos", "cluster", "flagger_crds", "namespace", "pytest_collection_modifyitems",
            "pytest_sessionstart", "receiver", "start_mesh"]
 
+# Every process the suite starts dumps its threads' stacks on a fatal signal: a controller that is
+# not ready in time is aborted (SIGABRT) to show where it was (release.py).
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
 RUNS = int(os.environ.get("FLAGGERPY_CHAOS_RUNS", "1"))
 REPORT = os.environ.get("FLAGGERPY_CHAOS_REPORT", "")
 

@@ -11,7 +11,9 @@ finished the new revision (Succeeded or Failed) or, stuck, after ``within`` seco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,18 @@ NOTIFIER = "/chat"
 HOOKS = {"/pre-rollout": "pre-rollout", "/post-rollout": "post-rollout", "/check": "rollout"}
 
 Fault = Callable[["Release"], Coroutine[Any, Any, None]]
+
+
+async def _aborted(controller: ControllerProcess) -> str:
+    """The end of the log of a controller aborted with SIGABRT: with ``PYTHONFAULTHANDLER`` set
+    (the chaos conftest sets it), Python writes every thread's stack there before it dies, so a
+    controller that never got ready shows where it was (importing, connecting, listing)."""
+    controller.signal(signal.SIGABRT)
+    process = controller.process
+    assert process is not None
+    with contextlib.suppress(subprocess.TimeoutExpired):  # still alive: the teardown kills it
+        await asyncio.to_thread(process.wait, 10)
+    return controller.output()[-6000:]
 
 
 class Stuck(AssertionError):
@@ -123,7 +137,11 @@ class Release:
             name=f"controller-{len(scenario.controllers)}",
         )
         scenario.controllers.append(controller.start())
-        await asyncio.to_thread(controller.wait_ready, timeout=READY_WITHIN)
+        try:
+            await asyncio.to_thread(controller.wait_ready, timeout=READY_WITHIN)
+        except TimeoutError:
+            raise TimeoutError(f"{controller.name} not ready after {READY_WITHIN:g}s; where it "
+                               f"was:\n{await _aborted(controller)}") from None
         return controller
 
     async def kill(self, controller: ControllerProcess | None = None) -> None:
