@@ -19,6 +19,7 @@ browser, an ``Origin`` of this server.
 from __future__ import annotations
 
 import importlib.resources
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ COOKIE: Final = "flaggerpy_token"
 LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_REFRESH: Final = 5
 _LOCAL_SESSION: Final = "local"
+_OBJECT_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class Source(Protocol):
@@ -108,6 +110,15 @@ def _local_path(target: str) -> str:
             and not parts.scheme and "\\" not in target:
         return target
     return "/"
+
+
+def _notice(request: web.Request, canary: str) -> str:
+    """What the page says after a steering action redirected to it: composed here from the
+    command's name and action (checked), so a crafted link cannot make the page say anything."""
+    command, action = request.query.get("command", ""), request.query.get("action", "")
+    if action not in ACTIONS or not _OBJECT_NAME.fullmatch(command):
+        return ""
+    return f"canarycommand {command} created ({action} {canary})"
 
 
 def _see_other(target: str) -> web.Response:
@@ -320,7 +331,7 @@ def build_app(
         except kube.KubeError as exc:
             return error(request, 502, "Cannot read the canary's Events", str(exc))
         return _html(pages.render_canary(
-            canary, events, actions=actions, notice=request.query.get("notice", ""),
+            canary, events, actions=actions, notice=_notice(request, name),
             **frame(request)))
 
     async def timeline(request: web.Request) -> web.Response:
@@ -362,9 +373,8 @@ def build_app(
             return error(request, 502, "Cannot create the command", str(exc))
         log.info("dashboard_steered", namespace=ns, canary=name, action=action.value,
                  command=command, user=user.name if user else None)
-        notice = f"canarycommand {command} created ({action.value} {name})"
         path = f"/canaries/{quote(ns, safe='')}/{quote(name, safe='')}"
-        return _see_other(f"{path}?{urlencode({'notice': notice})}")
+        return _see_other(f"{path}?{urlencode({'command': command, 'action': action.value})}")
 
     app = web.Application(middlewares=[identify])
     app[KEY] = key

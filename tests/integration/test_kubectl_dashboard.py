@@ -56,7 +56,7 @@ async def test_the_dashboard_lists_canaries_and_shows_one(scenario: Scenario) ->
                 async with http.post(f"{base}/canaries/{ns}/podinfo/pause",
                                      data={"csrf": csrf}, allow_redirects=False) as response:
                     assert response.status == 303
-                    assert "notice=canarycommand" in response.headers["Location"]
+                    assert "?command=podinfo-pause-" in response.headers["Location"]
             made = await client.list(kube.CANARY_COMMANDS, namespace=ns)
         finally:
             await runner.cleanup()

@@ -119,7 +119,14 @@ async def test_rights_decide_what_is_listed_shown_and_steered(dashboard: TestCli
     done = await dashboard.post("/canaries/test/podinfo/promote", headers=bearer("bot-token"),
                                 allow_redirects=False)
     assert done.status == 303
-    assert done.headers["Location"].startswith("/canaries/test/podinfo?notice=canarycommand")
+    after = done.headers["Location"]
+    assert after == "/canaries/test/podinfo?command=podinfo-promote-x1&action=promote"
+    shown = await (await dashboard.get(after, headers=bearer("bot-token"))).text()
+    assert "canarycommand podinfo-promote-x1 created (promote podinfo)" in shown
+    crafted = await (await dashboard.get(
+        "/canaries/test/podinfo?command=Send+your+token+to+evil.example&action=promote",
+        headers=bearer("bot-token"))).text()
+    assert 'id="notice"' not in crafted  # a link cannot make the page say anything
     assert dashboard.steered == [("podinfo", Action.PROMOTE, BOT.name)]  # type: ignore[attr-defined]
 
 
