@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from flaggerpy import kube
-from flaggerpy.dashboard import auth, commands, history, server
+from flaggerpy.dashboard import auth, commands, controller, history, server
 from flaggerpy.models.canary_command import Action
 from tests.unit.test_kubectl_view import EVENTS, canary
 
@@ -236,3 +236,18 @@ def test_the_command_names_who_asked() -> None:
     assert body["metadata"]["annotations"] == {commands.REQUESTED_BY: "alice"}
     assert body["spec"] == {"canary": "podinfo", "action": "promote", "revision": "r1",
                             "reason": "by alice from the dashboard"}
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    (":8421", ("0.0.0.0", 8421)),
+    ("127.0.0.1:9000", ("127.0.0.1", 9000)),
+    ("[::1]:9000", ("::1", 9000)),
+])
+def test_listen_addresses_are_gos(address: str, expected: tuple[str, int]) -> None:
+    assert controller.parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["8421", "localhost", "host:port"])
+def test_a_listen_address_without_a_port_is_refused(address: str) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        controller.parse_address(address)

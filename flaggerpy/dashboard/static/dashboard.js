@@ -1,5 +1,6 @@
 // The dashboard's only script: the list page reloads itself, a canary's page polls its
-// timeline (JSON) and draws it with uPlot (vendored beside this file, see uPlot.LICENSE).
+// timeline (JSON) and draws it with uPlot 1.6.32 (npm `uplot`, dist/uPlot.iife.min.js and
+// dist/uPlot.min.css, vendored beside this file with its MIT license, uPlot.LICENSE).
 (function () {
   "use strict";
   var list = document.getElementById("list");
