@@ -271,7 +271,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             dashboard = DashboardServer(
                 client=client, canaries=canaries, weights=weights,
                 address=settings.telemetry.dashboard_listen_address,
-                namespace=settings.controller.cache_namespace)
+                namespaces=settings.controller.namespaces)
 
         def on_command(obj: JsonObject) -> None:
             """A new CanaryCommand: its Canary's reconcile answers it (a key, even if no Canary

@@ -53,15 +53,21 @@ def parse_address(address: str) -> tuple[str, int]:
 class CacheSource:
     """Canaries from the informer; a canary's Events from the API server, when its page loads."""
 
-    def __init__(self, cache: CanaryCache, client: kube.KubeClient) -> None:
+    def __init__(self, cache: CanaryCache, client: kube.KubeClient, *,
+                 namespaces: frozenset[str] = frozenset()) -> None:
         self._cache = cache
         self._client = client
+        self._namespaces = namespaces  # -namespace=a,b: cached cluster-wide, shown these only
+
+    def _shown(self, namespace: str) -> bool:
+        return not self._namespaces or namespace in self._namespaces
 
     async def canaries(self, namespace: str | None) -> Sequence[Mapping[str, Any]]:
-        return self._cache.list(namespace=namespace)
+        return [c for c in self._cache.list(namespace=namespace)
+                if self._shown(str((c.get("metadata") or {}).get("namespace") or ""))]
 
     async def canary(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self._cache.get(ObjectKey(namespace, name))
+        return self._cache.get(ObjectKey(namespace, name)) if self._shown(namespace) else None
 
     async def events(self, namespace: str, name: str) -> Sequence[Mapping[str, Any]]:
         return (await self._client.list(
@@ -81,7 +87,7 @@ class DashboardServer:
             canaries: CanaryCache,
             weights: history.WeightHistory,
             address: str,
-            namespace: str | None = None,
+            namespaces: frozenset[str] = frozenset(),
             review_ttl: float = auth.DEFAULT_TTL,
             shutdown_timeout: float = 1.0,
     ) -> None:
@@ -102,8 +108,9 @@ class DashboardServer:
             return str(created["metadata"]["name"])
 
         self.app = server.build_app(
-            CacheSource(canaries, client), steer=steer,
-            reviewer=auth.Reviewer(client, ttl=review_ttl), namespace=namespace,
+            CacheSource(canaries, client, namespaces=namespaces), steer=steer,
+            reviewer=auth.Reviewer(client, ttl=review_ttl),
+            namespace=next(iter(namespaces)) if len(namespaces) == 1 else None,
             banner="flaggerpy controller", weights=weights)
 
     @property

@@ -251,3 +251,31 @@ def test_listen_addresses_are_gos(address: str, expected: tuple[str, int]) -> No
 def test_a_listen_address_without_a_port_is_refused(address: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         controller.parse_address(address)
+
+
+class ListCache:
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        self.objects = objects
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        wanted = (key.namespace, key.name)
+        return next((o for o in self.objects
+                     if (o["metadata"]["namespace"], o["metadata"]["name"]) == wanted), None)
+
+    def list(self, *, namespace: str | None = None) -> list[Any]:
+        return [o for o in self.objects
+                if namespace is None or o["metadata"]["namespace"] == namespace]
+
+
+async def test_with_several_namespaces_only_theirs_are_shown() -> None:
+    """-namespace=a,b caches every namespace; the dashboard shows the served ones only."""
+    other = canary("elsewhere")
+    other["metadata"]["namespace"] = "not-served"
+    cache = ListCache(canary(), other)
+    source = controller.CacheSource(cache, client=None,  # type: ignore[arg-type]
+                                    namespaces=frozenset({"test", "team-b"}))
+    assert [c["metadata"]["name"] for c in await source.canaries(None)] == ["podinfo"]
+    assert await source.canary("not-served", "elsewhere") is None
+    assert await source.canary("test", "podinfo") is not None
+    everything = controller.CacheSource(cache, client=None)  # type: ignore[arg-type]
+    assert len(await everything.canaries(None)) == 2
