@@ -87,6 +87,8 @@ def test_every_flag_is_accepted_in_go_spelling(recorder: Recorder) -> None:
             value = "1/2"
         elif spec.name == "analysis-jitter":
             value = "0.2"
+        elif spec.name == "dashboard-listen-address":
+            value = "127.0.0.1:8421"
         argv.append(f"-{spec.name}={value}")
     assert run("controller", *argv) == 0
     settings = recorder.last
