@@ -35,9 +35,11 @@ tolerance * |primary level|`` and the interval ``[lo, hi]``, for ``direction: in
 - **NoData**: a side has fewer than ``min_samples`` values (or too few to form an interval at
   that confidence at all).
 
-``decrease`` mirrors this, ``either`` applies both. Kayenta's classifications High/Low are
-both a Fail here; its per-metric Marginal does not exist (Kayenta only has a marginal *score*),
-it is added so a person can see "worse, but within what was allowed" before it becomes a Fail.
+``decrease`` mirrors this, ``either`` applies both. An end that tied data put exactly on 0 or
+on the band counts as past it when the test rejects that shift (:func:`_open_ends`). Kayenta's
+classifications High/Low are both a Fail here; its per-metric Marginal does not exist (Kayenta
+only has a marginal *score*), it is added so a person can see "worse, but within what was
+allowed" before it becomes a Fail.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -363,6 +366,48 @@ def classify(
     return Verdict.PASS, "no worse than the primary"
 
 
+def _open_ends(
+        x: NDArray[np.float64],
+        y: NDArray[np.float64],
+        interval: tuple[float, float],
+        thresholds: Iterable[float],
+        *,
+        confidence: float,
+) -> tuple[tuple[float, float], tuple[float, ...]]:
+    """The interval as the verdict reads it, and the ends that tied data exclude.
+
+    The order-statistic interval is closed. For continuous data an end falls exactly on 0 or on
+    the band with probability 0, but many equal values (a series that is mostly 0, a primary
+    whose median is 0) can put it there although the Mann-Whitney test with midranks rejects
+    that very shift: two mostly-zero series, the canary nonzero three times as often, give
+    ``[0, 0]`` and p = 3e-9 (Kayenta's "High Metric (Large Input)" example). Such an end is
+    tested at that shift (one-sided at ``alpha / 2``, the normal approximation with the tie
+    and continuity corrections, as R's ``wilcox.test`` inverts it) and, when rejected, read as
+    just past the threshold, so an interval ``[0, 0]`` that excludes 0 counts as above it.
+    """
+    alpha_half = (1.0 - confidence) / 2.0
+    marks = set(thresholds)
+    lo, hi = interval
+    excluded: list[float] = []
+    if lo in marks and _rejects(x - lo, y, "greater", alpha_half):
+        excluded.append(lo)
+        lo = math.nextafter(lo, math.inf)
+    if hi in marks and _rejects(x - hi, y, "less", alpha_half):
+        excluded.append(hi)
+        hi = math.nextafter(hi, -math.inf)
+    return (lo, hi), tuple(excluded)
+
+
+def _rejects(
+        x: NDArray[np.float64],
+        y: NDArray[np.float64],
+        alternative: Literal["greater", "less"],
+        alpha: float,
+) -> bool:
+    result = stats.mannwhitneyu(x, y, alternative=alternative, method="asymptotic")
+    return float(result.pvalue) < alpha
+
+
 def _num(value: float) -> str:
     return f"{value:.4g}"
 
@@ -417,17 +462,25 @@ def judge_samples(
             comparison, x.size, y.size,
             f"too few samples for a {comparison.confidence:.0%} interval",
         )
+    excluded: tuple[float, ...] = ()
     if np.array_equal(np.sort(x), np.sort(y)):
         verdict, why = Verdict.PASS, "same values as the primary"
         u, p_value = x.size * y.size / 2.0, 1.0
     else:
         result = stats.mannwhitneyu(x, y, alternative="two-sided")
         u, p_value = float(result.statistic), float(result.pvalue)
-        verdict, why = classify(interval, band, comparison.direction)
+        judged, excluded = _open_ends(
+            x, y, interval, (0.0, band, -band), confidence=comparison.confidence
+        )
+        verdict, why = classify(judged, band, comparison.direction)
     relative = f" ({estimate / abs(level):+.1%})" if level else ""
+    open_ends = "".join(
+        f" ({_num(end)} excluded: tied values, the test rejects that shift)" for end in excluded
+    )
     reason = (
         f"{verdict}: canary {why}: shift {_num(estimate)}{relative},"
-        f" {comparison.confidence:.0%} interval [{_num(interval[0])}, {_num(interval[1])}],"
+        f" {comparison.confidence:.0%} interval [{_num(interval[0])}, {_num(interval[1])}]"
+        f"{open_ends},"
         f" tolerance ±{_num(band)} ({comparison.tolerance:.0%} of the primary's median"
         f" {_num(level)}), Mann-Whitney U={_num(u)} p={p_value:.3g},"
         f" samples canary {x.size} primary {y.size}"
