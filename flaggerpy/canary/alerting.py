@@ -283,8 +283,9 @@ def failed_check(check: CheckInfo) -> AlertMessage:
 
 
 def webhook_failed(*, name: str, hook_type: str, error: str) -> AlertMessage:
-    """A pre-rollout or rollout webhook failed, which counts as a failed check
-    (``webhookFailure``); Flagger only records an Event (fluxcd/flagger#1663)."""
+    """A pre-rollout or rollout webhook failed, which counts as a failed check, or a
+    post-rollout webhook failed after the run (``webhookFailure``); Flagger only records an
+    Event (fluxcd/flagger#1663)."""
     return AlertMessage(text=f"{hook_type} check {name} failed {error}", severity=Severity.WARN,
                         kind=AlertKind.WEBHOOK_FAILURE,
                         webhook=WebhookInfo(name=name, error=error))

@@ -1062,6 +1062,9 @@ class Lifecycle:
         if failed is not None:
             await self._warn(tick.obj, f"Post-rollout hook {failed.webhook.name} failed "
                                        f"{failed.message}")
+            # The run is over either way, so nobody would hear of it otherwise.
+            await self._alert(tick, alerting.webhook_failed(
+                name=failed.webhook.name, hook_type="post-rollout", error=failed.message))
 
     # -- writing -----------------------------------------------------------------------------
 

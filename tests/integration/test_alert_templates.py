@@ -100,6 +100,37 @@ async def test_a_real_rollback_reaches_a_templated_provider_with_the_failing_val
     await eventually(templates_valid, within=15, what="TemplatesValid=True on the provider")
 
 
+async def test_a_failed_post_rollout_hook_is_alerted_after_the_promotion(
+        scenario: Scenario, receiver: WebhookReceiver,
+) -> None:
+    await scenario.start_controller()
+    receiver.answer("/post", 500)
+    await scenario.apply({
+        "apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "chat"},
+        "spec": {"type": "slack", "channel": "deploys", "address": receiver.url("/slack"),
+                 "templates": {"webhookFailure": "{{ name }}: {{ webhook.name }} failed: "
+                                                 "{{ webhook.error }}"}},
+    })
+    hooks = [{"name": "notify-cmdb", "type": "post-rollout", "url": receiver.url("/post")}]
+    alerts = [{"name": "chat", "severity": "info", "providerRef": {"name": "chat"}}]
+    await scenario.set_success_rate("podinfo", 99)
+    await scenario.apply(deployment("podinfo", image="podinfo:6.0.0"),
+                         canary("podinfo", analysis=analysis(alerts=alerts, webhooks=hooks)))
+    await scenario.wait_phase("podinfo", "Initialized", within=60)
+    await scenario.kubectl("set", "image", "deployment/podinfo", "podinfo=podinfo:6.0.1")
+    await scenario.wait_phase("podinfo", "Succeeded", within=90)
+
+    def texts() -> list[str]:
+        return [body["attachments"][0]["text"] for body in receiver.bodies("/slack")]
+
+    async def alerted() -> bool:
+        return any(t.startswith("podinfo: notify-cmdb failed: ") for t in texts())
+
+    await eventually(alerted, within=15, what=f"the post-rollout alert in {texts()}")
+    assert receiver.bodies("/post"), "the hook was called"
+
+
 async def test_a_canary_that_never_gets_ready_is_alerted_not_rolled_back_in_silence(
         scenario: Scenario, receiver: WebhookReceiver,
 ) -> None:
