@@ -3,8 +3,8 @@ factory, the undisturbed outcome each fault is judged against, and the report.
 
 ``pytest_sessionstart`` is :mod:`flaggerpy.testing`'s: it declares "no current event loop"
 before any test, as ``tests/conftest.py`` does. ``make chaos`` runs ``pytest e2e/chaos`` alone,
-where that conftest is not loaded; without the declaration pytest-asyncio's first look at the
-current loop made asyncio create one that nobody closed, and its garbage collection during a
+where that conftest is not loaded; without the declaration looptime's look at the current loop
+before a sync test made asyncio create one that nobody closed, and its garbage collection during a
 later test raised an unraisable ``ResourceWarning`` (an unclosed event loop, its two AF_UNIX
 self-pipe sockets): the control-plane faults' "Open" failure in the README.
 
