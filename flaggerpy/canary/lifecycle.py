@@ -671,10 +671,20 @@ class Lifecycle:
             tick.state.last_failure = failure.message
             await self._warn(tick.obj, failure.message)
         if not outcome.hold:
-            await self._fail_check(tick)
+            if outcome.fatal:
+                # A critical metric failed its comparison: the threshold is reached at once.
+                await self._write(tick, canary_status.counters_patch(failed_checks=max(
+                    tick.counter("failedChecks") + 1, canary.get_analysis_threshold())))
+            else:
+                await self._fail_check(tick)
             if failure is not None:
                 await self._alert(tick, alerting.failed_check(CheckInfo(
                     name=failure.name, value=failure.value, message=failure.message)))
+            if outcome.fatal:
+                if decisions.pauses(canary):
+                    await self._pause(tick, current)
+                else:
+                    await self._rollback(tick)
         elif failure is not None:
             await self._explain_run(
                 tick, f"{decisions.HOLD_PREFIX} at canary weight {current.canary}: "

@@ -142,8 +142,10 @@ class AnalysisOutcome:
     at the start of a run, a metrics provider that did not answer) and the analyzer was asked
     to hold on it (``hold_on_no_values``)."""
     fatal: bool = False
-    """End the run now: no later tick can pass (a MetricTemplate's ``provider.type`` that no
-    installed plugin serves). Only :meth:`MetricsAnalyzer.check_run_start` says so."""
+    """End the run now, whatever ``threshold`` allows: no later tick can pass (a
+    MetricTemplate's ``provider.type`` that no installed plugin serves, from
+    :meth:`MetricsAnalyzer.check_run_start`), or a ``critical`` compared metric failed its
+    comparison (from :meth:`MetricsAnalyzer.run`)."""
     decisions: tuple[Decision, ...] = ()
     """Every check of :meth:`MetricsAnalyzer.run`, explained, with what the engine does with
     it (``onNoData``, ``minSamples``, ``dryRun``: :mod:`flaggerpy.canary.decisions`)."""
@@ -207,6 +209,15 @@ def observer_provider(canary: Canary, *, mesh_provider: str, mesh: Capabilities)
     if canary.spec.target_ref.kind == "Service" and not canary.is_knative_service():
         provider += SERVICE_SUFFIX
     return provider
+
+
+def _critical_failure(result: MetricResult) -> bool:
+    """The comparison of a ``compare.critical`` metric failed: Kayenta's critical metric, which
+    fails the whole analysis on its own (a threshold breach of the same metric is an ordinary
+    failed check)."""
+    judgement = result.judgement
+    return (judgement is not None and judgement.critical
+            and judgement.verdict is Verdict.FAIL)
 
 
 def _inline_compare_refused(metric: CanaryMetric) -> MetricResult:
@@ -325,6 +336,7 @@ class MetricsAnalyzer:
                 return AnalysisOutcome(
                     passed=False, results=tuple(results), failure=result,
                     hold=decision.act is decisions.Act.HOLD, decisions=tuple(made),
+                    fatal=decision.act is decisions.Act.FAIL and _critical_failure(result),
                 )
         return AnalysisOutcome(passed=True, results=tuple(results), failure=None,
                                decisions=tuple(made))

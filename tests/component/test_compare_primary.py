@@ -231,6 +231,25 @@ async def test_a_canary_worse_than_its_primary_halts_advancement(
     assert "Mann-Whitney U=" in failure.message
 
 
+async def test_a_critical_metric_failing_its_comparison_ends_the_run(
+        analyzer: MetricsAnalyzer) -> None:
+    critical = {"with": "primary", "critical": True}
+    failed = await measured(analyzer, make_canary("slow", compare=critical))
+    assert not failed.passed
+    assert failed.fatal
+    assert not (await measured(analyzer, make_canary("slow"))).fatal  # an ordinary failed check
+    passed = await measured(analyzer, make_canary("same", compare=critical))
+    assert passed.passed
+    assert not passed.fatal
+    # A critical metric's threshold breach is an ordinary failed check: only its comparison is
+    # critical.
+    breached = await measured(analyzer, make_canary("same", compare=critical,
+                                                    thresholdRange={"max": 50}))
+    assert breached.failure is not None
+    assert breached.failure.judgement is None
+    assert not breached.fatal
+
+
 async def test_a_canary_like_its_primary_passes(analyzer: MetricsAnalyzer) -> None:
     outcome = await measured(analyzer, make_canary("same"))
     assert outcome.passed, outcome.failure

@@ -17,7 +17,12 @@ from typing import Any, ClassVar
 import pytest
 
 from flaggerpy import plugins
-from flaggerpy.canary import alert_templates, decisions, lifecycle as lifecycle_module
+from flaggerpy.canary import (
+    alert_templates,
+    decisions,
+    lifecycle as lifecycle_module,
+    metrics_analysis,
+)
 from flaggerpy.canary.metrics_analysis import MetricsAnalyzer
 from flaggerpy.canary.webhooks import HookResult
 from flaggerpy.errors import NoValuesFoundError
@@ -251,6 +256,27 @@ async def test_on_failure_pause_stops_at_the_weight_until_a_person_resumes(run: 
     assert MemoryRouter.current.canary == 20
     assert canary.status["phase"] == "Progressing"
     assert canary.promoted == "New revision detected, progressing canary analysis."
+
+
+@pytest.mark.parametrize("on_failure", ["rollback", "pause"])
+async def test_a_failed_critical_comparison_reaches_the_threshold_at_once(
+        run: Any, monkeypatch: pytest.MonkeyPatch, on_failure: str) -> None:
+    # Which results are critical failures is the analyzer's (test_compare_primary.py); here,
+    # what the engine does with one.
+    monkeypatch.setattr(metrics_analysis, "_critical_failure", lambda result: True)
+    canary = run({}, threshold=5, onFailure=on_failure)
+    canary.answers.value = 0.5
+    await canary.tick()  # one failed check, not five
+    if on_failure == "rollback":
+        assert canary.status["phase"] == "Failed"
+        assert MemoryRouter.current == Weights(primary=100, canary=0)
+        assert ("Warning", "Rolling back podinfo.test failed checks threshold reached 5"
+                ) in canary.events.recorded
+    else:
+        assert canary.status["failedChecks"] == 5
+        assert canary.status["phase"] == "Progressing"
+        assert MemoryRouter.current == Weights(primary=90, canary=10)
+        assert canary.promoted.startswith(decisions.PAUSED_PREFIX)
 
 
 async def test_a_paused_canary_rolls_back_once_on_failure_says_rollback(run: Any) -> None:
