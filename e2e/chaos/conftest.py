@@ -33,10 +33,11 @@ from e2e.scenarios.conftest import (
     flagger_crds,
     namespace,
     pytest_collection_modifyitems,
+    pytest_sessionstart,
     receiver,
     start_mesh,
 )
-from flaggerpy.testing import pytest_sessionstart, receiving
+from flaggerpy.testing import receiving
 
 __all__ = ["chaos", "cluster", "flagger_crds", "namespace", "pytest_collection_modifyitems",
            "pytest_sessionstart", "receiver", "start_mesh"]

@@ -22,6 +22,7 @@ from e2e.cluster.pytest_plugin import (
 from e2e.fixtures import loadtester, receiver
 from e2e.scenario import Scenario
 from e2e.scenarios.mesh import MeshStarter
+from flaggerpy.testing import pytest_sessionstart
 
 __all__ = [
     "cluster",
@@ -30,6 +31,7 @@ __all__ = [
     "mesh",
     "namespace",
     "pytest_collection_modifyitems",
+    "pytest_sessionstart",
     "receiver",
     "start_mesh",
 ]
