@@ -90,3 +90,4 @@ bench: venv debian-deps cluster-bin ## benchmarks under e2e/bench (numbers, not 
 	$(BIN)/python -m e2e.bench.scale --n $(SCALE_N) --json build/bench/scale.json
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m e2e.bench.plot build/bench/scale.json build/bench/scale.png
+	$(BIN)/python -m e2e.bench.scale --table build/bench/scale.json

@@ -390,6 +390,50 @@ async def run(
     return report
 
 
+COLUMNS = ("provider", "N", "all Initialized", "CPU per initialisation", "controller RSS",
+           "idle CPU (% of a core)", "idle API requests per canary-hour", "detection p50 / p99",
+           "wave (10 %): all Progressing / Succeeded", "tick lateness p50 / p99 (wave)",
+           "API requests per revision", "API server / etcd RSS")
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value:g} s"
+
+
+def table(reports: list[dict[str, Any]]) -> str:
+    """The reports' levels as a Markdown table (what ``e2e/bench/README.md`` shows)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for report in reports:
+        for level in report["levels"]:
+            if "rss_mib" not in level:
+                lines.append(f"| {level.get('provider', '')} | {level['n']} | "
+                             f"stopped: {level.get('stopped', '')} |" + " |" * 9)
+                continue
+            idle, wave = level["idle"], level.get("wave", {})
+            detection = level.get("detection_seconds", {})
+            lateness = wave.get("tick_lateness_seconds", {})
+            requests = ", ".join(f"{verb} {count:g}" for verb, count in
+                                 wave.get("requests_per_revision", {}).items()) or "-"
+            idle_requests = sum(idle["requests_per_canary_hour"].values())
+            cells = [
+                level.get("provider", "kubernetes"), str(level["n"]),
+                _seconds(level["initialise_seconds"]),
+                f"{level['cpu_ms_per_initialisation']:g} ms", f"{level['rss_mib']:g} MiB",
+                f"{idle['cpu_percent_of_a_core']:g} %", f"{idle_requests:g}",
+                f"{_seconds(detection.get('p50'))} / {_seconds(detection.get('p99'))}",
+                f"{_seconds(wave.get('all_progressing_seconds'))} / "
+                f"{_seconds(wave.get('all_succeeded_seconds'))}",
+                f"{_seconds(lateness.get('p50'))} / {_seconds(lateness.get('p99'))}",
+                requests,
+                f"{level['apiserver_rss_mib']:g} / {level['etcd_rss_mib']:g} MiB",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    for report in reports:
+        for stop in report.get("stopped_at", []):
+            lines.append(f"\nStopped at {stop['provider']} N = {stop['n']}: {stop['why']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 10000],
@@ -404,7 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-timeout", type=float, default=900.0,
                         help="seconds a level may take to initialise before the run stops")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--table", type=Path, nargs="+", metavar="REPORT",
+                        help="print these JSON reports as a Markdown table, and run nothing")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table([json.loads(path.read_text()) for path in args.table]))
+        return 0
     os.environ.pop(CLUSTER_ENV, None)  # a cluster of its own, never a shared one
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from e2e.bench.scale import LATENESS, histogram, histogram_quantile
+from e2e.bench.scale import LATENESS, histogram, histogram_quantile, table
 from flaggerpy.telemetry import Recorder
 
 
@@ -36,3 +36,24 @@ def test_nothing_observed_has_no_quantile() -> None:
     page = histogram(scrape(recorder), LATENESS)
     assert page  # the buckets are on the page, at zero
     assert histogram_quantile(0.99, page, page) is None
+
+
+def test_the_table_shows_each_level_and_where_the_run_stopped() -> None:
+    level = {
+        "provider": "kubernetes", "n": 100, "initialise_seconds": 15.7,
+        "cpu_ms_per_initialisation": 23.1, "rss_mib": 189.9,
+        "idle": {"cpu_percent_of_a_core": 1.43, "requests_per_canary_hour": {}},
+        "wave": {"all_progressing_seconds": 0.7, "all_succeeded_seconds": 61.1,
+                 "requests_per_revision": {"patch": 9.0},
+                 "tick_lateness_seconds": {"p50": 0.003, "p99": 0.02}},
+        "detection_seconds": {"p50": 0.05, "p99": 0.11},
+        "apiserver_rss_mib": 775.0, "etcd_rss_mib": 99.0,
+    }
+    stopped = {"provider": "kubernetes", "n": 10000, "stopped": "not all 10000 Initialized"}
+    text = table([{"levels": [level, stopped], "stopped_at": [
+        {"provider": "kubernetes", "n": 10000, "why": "not all 10000 Initialized"}]}])
+    rows = text.splitlines()
+    assert rows[2].startswith("| kubernetes | 100 | 15.7 s | 23.1 ms | 189.9 MiB | 1.43 % | 0 |")
+    assert "0.003 s / 0.02 s" in rows[2]
+    assert "stopped: not all 10000 Initialized" in rows[3]
+    assert rows[-1] == "Stopped at kubernetes N = 10000: not all 10000 Initialized"
