@@ -41,6 +41,10 @@ CONTROLLER_NAME = "canary"
 # just as often; the canary handlers ignore those (each canary schedules its own next analysis
 # through the work queue), so only the status controllers of templates and providers re-check.
 RESYNC_SECONDS = 30.0
+SETTLE_SECONDS = 0.5
+"""How long a workload's changes other than a new pod template are gathered before its canary
+is reconciled: a rollout or a scale-down changes a Deployment's status once per pod, and each
+change alone would be a reconcile that finds nothing new."""
 
 
 def is_resync(old: JsonObject, new: JsonObject) -> bool:
@@ -52,6 +56,11 @@ def is_resync(old: JsonObject, new: JsonObject) -> bool:
     old_version = (old.get("metadata") or {}).get("resourceVersion")
     return old is new or (old_version is not None
                           and old_version == (new.get("metadata") or {}).get("resourceVersion"))
+
+
+def template_changed(old: JsonObject, new: JsonObject) -> bool:
+    """Whether a workload's pod template changed: a new revision, which is acted on at once."""
+    return (old.get("spec") or {}).get("template") != (new.get("spec") or {}).get("template")
 
 
 def spec_changed(old: JsonObject, new: JsonObject) -> bool:
@@ -238,10 +247,10 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             may_act=elector.is_leader if elector is not None else None,
         )
 
-        def enqueue(obj: JsonObject) -> None:
+        def enqueue(obj: JsonObject, *, after: float = 0.0) -> None:
             key = kube.key_of(obj)
             if serves(key):
-                queue.add(key)
+                queue.add_after(key, after)
 
         totals = CanaryTotals(telemetry)
 
@@ -286,9 +295,9 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         if commands is not None:
             commands.add_handler(on_add=on_command)
 
-        def enqueue_for_workload(obj: JsonObject) -> None:
+        def enqueue_for_workload(obj: JsonObject, *, after: float = 0.0) -> None:
             for canary in canaries.by_index(TARGET_INDEX, workload_index_value(obj)):
-                enqueue(canary)
+                enqueue(canary, after=after)
 
         def enqueue_namespace(obj: JsonObject) -> None:
             namespace = str((obj.get("metadata") or {}).get("namespace") or "")
@@ -296,8 +305,11 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
                 enqueue(canary)
 
         def workload_changed(old: JsonObject, new: JsonObject) -> None:
-            if not is_resync(old, new):
-                enqueue_for_workload(new)
+            if is_resync(old, new):
+                return
+            # A new revision is seen at once; a rollout's progress is gathered first.
+            enqueue_for_workload(new, after=0.0 if template_changed(old, new)
+                                 else SETTLE_SECONDS)
 
         def config_changed(old: JsonObject, new: JsonObject) -> None:
             if old.get("data") != new.get("data") or old.get("binaryData") != new.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flaggerpy.app import CanaryTotals, is_resync
+from flaggerpy.app import CanaryTotals, is_resync, template_changed
 from flaggerpy.telemetry import Recorder
 
 
@@ -41,3 +41,15 @@ def test_totals_follow_adds_and_deletes_per_namespace() -> None:
     totals.deleted(canary("other", "a"))
     assert total(recorder, "test") == 2
     assert total(recorder, "other") == 0  # its last canary gone: 0, not a stale 1
+
+
+def test_only_a_new_pod_template_is_a_new_revision() -> None:
+    old = {"spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": "a:1"}]}}},
+           "status": {"readyReplicas": 0}}
+    scaled = {**old, "spec": {**old["spec"], "replicas": 0}}
+    progressed = {**old, "status": {"readyReplicas": 1}}
+    revised = {**old, "spec": {**old["spec"], "template": {
+        "spec": {"containers": [{"image": "a:2"}]}}}}
+    assert not template_changed(old, scaled)
+    assert not template_changed(old, progressed)
+    assert template_changed(old, revised)
