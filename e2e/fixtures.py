@@ -1,6 +1,7 @@
-"""Fixtures of the processes a scenario talks to besides the cluster: a webhook receiver,
-``flaggerpy loadtester`` and the controller processes a test starts. Shared by the integration
-tests and the end-to-end scenarios (each conftest imports them)."""
+"""Fixtures of a scenario and the processes it talks to besides the cluster: the namespace's
+:class:`~e2e.scenario.Scenario`, a webhook receiver, ``flaggerpy loadtester`` and the controller
+processes a test starts. Shared by the integration tests and the end-to-end scenarios (each
+conftest imports them)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,24 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from e2e.cluster.localcluster import LocalCluster
 from e2e.processes import ControllerProcess, LoadTesterProcess
 from e2e.receiver import WebhookReceiver
+from e2e.scenario import Scenario
 from flaggerpy.testing import receiving
 
-__all__ = ["loadtester", "receiver"]
+__all__ = ["loadtester", "processes", "receiver", "scenario"]
+
+
+@pytest.fixture
+async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
+    """The test's namespace as a scenario: apply, wait for phases, start controllers; every
+    process it started is stopped at teardown."""
+    running = await Scenario(cluster, namespace).start()
+    try:
+        yield running
+    finally:
+        await running.aclose()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from e2e.cluster.pytest_plugin import (
     namespace,
     pytest_collection_modifyitems,
 )
-from e2e.fixtures import loadtester, receiver
+from e2e.fixtures import loadtester, receiver, scenario
 from e2e.scenario import Scenario
 from e2e.scenarios.mesh import MeshStarter
 from flaggerpy.testing import pytest_sessionstart
@@ -33,6 +33,7 @@ __all__ = [
     "pytest_collection_modifyitems",
     "pytest_sessionstart",
     "receiver",
+    "scenario",
     "start_mesh",
 ]
 

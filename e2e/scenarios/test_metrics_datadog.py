@@ -90,13 +90,6 @@ async def vendor(request: pytest.FixtureRequest) -> AsyncIterator[Vendor]:
             )
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def secret(name: str, data: dict[str, str]) -> dict[str, Any]:

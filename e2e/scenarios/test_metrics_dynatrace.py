@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,6 @@ PROGRAM = ("data('service.request.count', filter=filter('sf_environment', 'prod'
            ".sum().publish()")
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def secret(name: str, data: dict[str, str]) -> dict[str, Any]:

@@ -37,13 +37,6 @@ async def adapter(cluster: LocalCluster) -> AsyncIterator[FakeExternalMetrics]:
         yield fake
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 @pytest.fixture

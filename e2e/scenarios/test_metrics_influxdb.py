@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,6 @@ def influxdb() -> Iterator[LocalInfluxDB]:
         yield server
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def secret(token: str) -> dict[str, Any]:

@@ -38,13 +38,6 @@ async def keptn(cluster: LocalCluster, namespace: str) -> AsyncIterator[KeptnSta
         await client.aclose()
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,6 @@ QUERY = ("fetch k8s_container | metric 'custom.googleapis.com/http/error_rate'"
          " && resource.container_name == '{{ target }}' | within 1m | every 1m")
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def secret(name: str, data: dict[str, str]) -> dict[str, Any]:

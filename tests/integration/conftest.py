@@ -8,7 +8,7 @@ from e2e.cluster.pytest_plugin import (
     namespace,
     pytest_collection_modifyitems,
 )
-from e2e.fixtures import loadtester, processes, receiver
+from e2e.fixtures import loadtester, processes, receiver, scenario
 
 __all__ = [
     "api_client",
@@ -20,4 +20,5 @@ __all__ = [
     "processes",
     "pytest_collection_modifyitems",
     "receiver",
+    "scenario",
 ]

@@ -9,12 +9,10 @@ the cluster, the revision and the dashboard link, while Flagger's fields stay be
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import eventually
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, canary, deployment
@@ -27,13 +25,6 @@ ROLLBACK = (
 )
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def analysis(**extra: Any) -> dict[str, Any]:

@@ -8,12 +8,10 @@ it through the run. The real controller process, the routers' CRDs on the local 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary, deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
@@ -25,13 +23,6 @@ ROUTING_OBJECTS = {
 }
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def labelled_canary(target: str, provider: str) -> dict[str, Any]:

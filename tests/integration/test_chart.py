@@ -139,13 +139,6 @@ async def release(cluster: LocalCluster, namespace: str) -> AsyncIterator[Releas
             await chart.helm("uninstall", chart.name, "--namespace", namespace, check=False)
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def audit_size(cluster: LocalCluster) -> int:

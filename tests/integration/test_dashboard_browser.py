@@ -20,7 +20,7 @@ import asyncio
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,6 @@ SLOW_RUN = {"interval": "2s", "threshold": 2, "stepWeight": 2, "maxWeight": 60,
 """Thirty weight steps of 2 s: the chart moves for a minute unless a promote ends it."""
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 @pytest.fixture

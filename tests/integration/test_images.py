@@ -181,13 +181,6 @@ def test_the_loadtester_image_carries_flaggers_tools(built: images.Images) -> No
     assert result.stdout.rstrip().endswith("\n1"), result.stdout  # jq
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 async def _helm(cluster: LocalCluster, *args: str) -> str:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from e2e.cluster import audit
-from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary, deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
@@ -30,13 +28,6 @@ most once per analysis interval while it rolls out), initialisation done. Flagge
 is 6; before each watch event re-recorded them, it was 8 here (40 for these 5 canaries)."""
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def slow_to_start(name: str) -> dict[str, Any]:

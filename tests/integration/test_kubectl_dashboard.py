@@ -3,12 +3,9 @@ its user."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
 
-from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary, deployment
 from flaggerpy import kube, testing
 from flaggerpy.kubectl import dashboard
@@ -16,13 +13,6 @@ from flaggerpy.kubectl import dashboard
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 async def test_the_dashboard_lists_canaries_and_shows_one(scenario: Scenario) -> None:

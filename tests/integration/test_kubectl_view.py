@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from e2e.cluster.localcluster import LocalCluster
 from e2e.cluster.pytest_plugin import eventually
 from e2e.scenario import Scenario, canary, deployment
 from flaggerpy.kubectl import main
@@ -18,13 +17,6 @@ from flaggerpy.kubectl import main
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 @pytest.fixture(autouse=True)

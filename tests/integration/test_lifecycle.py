@@ -10,14 +10,13 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from e2e.cluster import audit
-from e2e.cluster.localcluster import LocalCluster, free_port
+from e2e.cluster.localcluster import free_port
 from e2e.cluster.pytest_plugin import eventually
 from e2e.processes import LoadTesterProcess
 from e2e.receiver import WebhookReceiver
@@ -26,13 +25,6 @@ from e2e.scenario import Scenario, canary, container_image, deployment
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 async def set_image(scenario: Scenario, name: str, image: str) -> float:

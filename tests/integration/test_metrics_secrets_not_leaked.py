@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary, deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
@@ -90,13 +89,6 @@ class GuardedPrometheus:
             await self._runner.cleanup()
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from e2e.cluster.localcluster import LocalCluster, free_port
+from e2e.cluster.localcluster import free_port
 from e2e.scenario import Scenario, canary, deployment
 from e2e.scenarios.mesh import routes
 
@@ -34,13 +34,6 @@ VIRTUAL_SERVICES = "virtualservices.networking.istio.io"
 ALL_PRIMARY = {"podinfo-primary": 100, "podinfo-canary": 0}
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def template(name: str, *, provider_type: str, address: str) -> dict[str, Any]:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
 
 from e2e.cluster import audit
-from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary
 from flaggerpy import kube, plugins
 from flaggerpy.canary import targets
@@ -40,13 +39,6 @@ VIRTUAL_SERVICE = "virtualservices.networking.istio.io"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 def target_service(name: str, *, version: str) -> dict[str, Any]:

@@ -14,14 +14,12 @@ import asyncio
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from e2e.cluster.localcluster import LocalCluster
 from e2e.scenario import Scenario, canary, deployment
 from flaggerpy import kube
 from flaggerpy.kubectl import main as kubectl_main
@@ -35,13 +33,6 @@ LONG_RUN = {"interval": "2s", "threshold": 2, "iterations": 30}
 """A Blue/Green run of a minute, no metrics: nothing but a command ends it early."""
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 async def steer(scenario: Scenario, *args: str, kubeconfig: Path | None = None) -> int:

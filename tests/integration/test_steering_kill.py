@@ -39,13 +39,6 @@ def command(name: str, action: str) -> dict[str, Any]:
             "metadata": {"name": name}, "spec": {"canary": "podinfo", "action": action}}
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 @pytest.fixture

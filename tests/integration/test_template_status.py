@@ -198,13 +198,6 @@ async def test_conditions_say_what_the_provider_did_and_are_written_on_change_on
         await analyzer.aclose()
 
 
-@pytest.fixture
-async def scenario(cluster: LocalCluster, namespace: str) -> AsyncIterator[Scenario]:
-    running = await Scenario(cluster, namespace).start()
-    try:
-        yield running
-    finally:
-        await running.aclose()
 
 
 async def test_the_controller_marks_an_unreachable_template_before_any_traffic_moves(
