@@ -84,15 +84,16 @@ async def push_revision(client: kube.KubeClient, namespace: str, index: int) -> 
 
 def run_in_cluster(
     measure: Callable[[LocalCluster], Coroutine[Any, Any, dict[str, Any]]], *,
-    json_path: Path | None,
+    json_path: Path | None, workload_qps: int | None = None,
 ) -> int:
     """Runs ``measure`` in the cluster ``FLAGGERPY_CLUSTER`` names, or in one started for it.
 
     Prints the report as JSON (and writes it to ``json_path``); a cluster started
-    here is stopped again whatever happens.
+    here (with ``workload_qps``, see :class:`LocalCluster`) is stopped again whatever happens.
     """
     reuse = os.environ.get(CLUSTER_ENV)
-    cluster = cluster_from_env(reuse) if reuse else LocalCluster(f"bench-{os.getpid()}")
+    cluster = cluster_from_env(reuse) if reuse else LocalCluster(
+        f"bench-{os.getpid()}", workload_qps=workload_qps)
     started_here = not reuse
     if started_here:
         cluster.up(install_crds=True)

@@ -113,9 +113,18 @@ class State:
 class LocalCluster:
     """One local control plane, identified by its state folder."""
 
-    def __init__(self, name: str = "default", *, root: Path | None = None) -> None:
+    def __init__(
+        self, name: str = "default", *, root: Path | None = None,
+        workload_qps: int | None = None,
+    ) -> None:
+        """``workload_qps``: the controller-manager's and the scheduler's requests per second to
+        the API server (their defaults are 20 and 50, with 5 workers per controller-manager
+        controller), for clusters that must roll out
+        thousands of Deployments at once: a scale benchmark measures the operator, not the
+        controller-manager's client limit. Only a cluster started here uses it."""
         self.name = name
         self.state_dir = (root or DEFAULT_ROOT) / name
+        self.workload_qps = workload_qps
 
     # -- paths -----------------------------------------------------------------------------------
     @property
@@ -382,6 +391,12 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*",
             "--v=1",
+            *([] if self.workload_qps is None else [
+                f"--kube-api-qps={self.workload_qps}",
+                f"--kube-api-burst={2 * self.workload_qps}",
+                "--concurrent-deployment-syncs=50",
+                "--concurrent-replicaset-syncs=50",
+            ]),
         ]
 
     def _scheduler_args(self, binaries: Path) -> list[str]:
@@ -395,6 +410,10 @@ class LocalCluster:
             "--secure-port=0",
             "--leader-elect=false",
             "--v=1",
+            *([] if self.workload_qps is None else [
+                f"--kube-api-qps={self.workload_qps}",
+                f"--kube-api-burst={2 * self.workload_qps}",
+            ]),
         ]
 
     def _kwok_args(self, binaries: Path, state: State) -> list[str]:
