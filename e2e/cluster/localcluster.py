@@ -119,9 +119,9 @@ class LocalCluster:
     ) -> None:
         """``workload_qps``: the controller-manager's and the scheduler's requests per second to
         the API server (their defaults are 20 and 50, with 5 workers per controller-manager
-        controller), for clusters that must roll out
-        thousands of Deployments at once: a scale benchmark measures the operator, not the
-        controller-manager's client limit. Only a cluster started here uses it."""
+        controller), for clusters that must roll out thousands of Deployments at once: a scale
+        benchmark measures the operator, not the cluster's client limits. Only a cluster
+        started here uses it."""
         self.name = name
         self.state_dir = (root or DEFAULT_ROOT) / name
         self.workload_qps = workload_qps
