@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import pathlib
 import ssl
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 
 from kubernetes_asyncio.client import ApiClient, Configuration
@@ -78,9 +80,25 @@ async def new_api_client(
     """An ApiClient for :func:`load_configuration`'s choice, with our user agent set."""
     configuration = await load_configuration(
         kubeconfig=kubeconfig, context=context, master=master, in_cluster=in_cluster)
+    if not configuration.proxy:
+        configuration.proxy = environment_proxy(str(configuration.host))
     api = ApiClient(configuration=configuration)
     api.user_agent = user_agent or default_user_agent()
+    # kubernetes-asyncio's session trusts the environment, so aiohttp looks up the proxy
+    # variables (in a thread) and ~/.netrc again for every request: a fifth of the CPU the
+    # controller spent initialising canaries. The proxy is read once, above, as client-go does.
+    api.rest_client.pool_manager._trust_env = False
     return api
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name for ``url``, unless ``NO_PROXY`` exempts
+    its host (client-go's ``ProxyFromEnvironment``); None for a direct connection."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if not host or urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies_environment().get(parts.scheme or "https")
 
 
 def _kubeconfig_path(kubeconfig: str | os.PathLike[str] | None) -> str:
