@@ -245,19 +245,21 @@ LATENESS = "flaggerpy_canary_tick_lateness_seconds"
 async def level(
     cluster: LocalCluster, client: kube.KubeClient, n: int, *, provider: str,
     interval: str, iterations: int, idle: float, samples: int, init_timeout: float,
+    threadiness: int,
 ) -> dict[str, Any]:
     namespace = f"scale-{provider[:5]}-{n}-{secrets.token_hex(2)}"
     await cluster.akubectl("create", "namespace", namespace)
     await add_nodes(cluster, 2 * n)
     controller = ControllerProcess(kubeconfig=cluster.kubeconfig, name=f"scale-{n}", args=[
         f"-namespace={namespace}", "-min-analysis-interval=1s", "-log-level=info",
-        f"-mesh-provider={provider}"])
+        f"-mesh-provider={provider}", f"-threadiness={threadiness}"])
     controller.start()
     try:
         await asyncio.to_thread(controller.wait_ready)
         assert controller.process is not None
         pid = controller.process.pid
-        report: dict[str, Any] = {"provider": provider, "n": n, "rss_mib_before": rss_mib(pid)}
+        report: dict[str, Any] = {"provider": provider, "n": n, "threadiness": threadiness,
+                                  "rss_mib_before": rss_mib(pid)}
         async with PhaseBook(client, namespace) as book:
             await measure(cluster, client, controller, book, report, namespace=namespace, n=n,
                           provider=provider, interval=interval, iterations=iterations,
@@ -354,7 +356,7 @@ async def measure(
 
 async def run(
     cluster: LocalCluster, *, providers: list[str], levels: list[int], interval: str,
-    iterations: int, idle: float, samples: int, init_timeout: float,
+    iterations: int, idle: float, samples: int, init_timeout: float, threadiness: int,
 ) -> dict[str, Any]:
     client = await kube.KubeClient.connect(kubeconfig=cluster.kubeconfig,
                                            user_agent="flaggerpy-bench")
@@ -370,7 +372,8 @@ async def run(
                 try:
                     result = await level(cluster, client, n, provider=provider,
                                          interval=interval, iterations=iterations, idle=idle,
-                                         samples=samples, init_timeout=init_timeout)
+                                         samples=samples, init_timeout=init_timeout,
+                                         threadiness=threadiness)
                 except Exception as error:  # the levels measured so far still count
                     result = {"provider": provider, "n": n,
                               "stopped": f"{type(error).__name__}: {error}"}
@@ -394,8 +397,9 @@ async def run(
     return report
 
 
-COLUMNS = ("provider", "N", "all Initialized", "CPU per initialisation", "controller RSS",
-           "idle CPU (% of a core)", "idle API requests per canary-hour", "detection p50 / p99",
+COLUMNS = ("provider", "N", "workers", "all Initialized", "CPU per initialisation",
+           "controller RSS", "idle CPU (% of a core)", "idle API requests per canary-hour",
+           "detection p50 / p99",
            "wave (10 %): all Progressing / Succeeded", "tick lateness p50 / p99 (wave)",
            "API requests per revision", "API server / etcd RSS")
 
@@ -411,6 +415,7 @@ def table(reports: list[dict[str, Any]]) -> str:
         for level in report["levels"]:
             if "rss_mib" not in level:
                 lines.append(f"| {level.get('provider', '')} | {level['n']} | "
+                             f"{level.get('threadiness', 2)} | "
                              f"stopped: {level.get('stopped', '')} |" + " |" * 9)
                 continue
             idle, wave = level["idle"], level.get("wave", {})
@@ -421,7 +426,7 @@ def table(reports: list[dict[str, Any]]) -> str:
             idle_requests = sum(idle["requests_per_canary_hour"].values())
             cells = [
                 level.get("provider", "kubernetes"), str(level["n"]),
-                _seconds(level["initialise_seconds"]),
+                str(level.get("threadiness", 2)), _seconds(level["initialise_seconds"]),
                 f"{level['cpu_ms_per_initialisation']:g} ms", f"{level['rss_mib']:g} MiB",
                 f"{idle['cpu_percent_of_a_core']:g} %", f"{idle_requests:g}",
                 f"{_seconds(detection.get('p50'))} / {_seconds(detection.get('p99'))}",
@@ -447,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", default="1m", help="each canary's analysis interval")
     parser.add_argument("--iterations", type=int, default=2,
                         help="analysis ticks of a revision before its promotion")
+    parser.add_argument("--threadiness", type=int, default=2,
+                        help="the controller's -threadiness (work queue workers; its default: 2)")
     parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
     parser.add_argument("--samples", type=int, default=10, help="detection samples per level")
     parser.add_argument("--init-timeout", type=float, default=900.0,
@@ -465,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda cluster: run(cluster, providers=args.provider, levels=sorted(args.n),
                             interval=args.interval, iterations=args.iterations,
                             idle=args.idle, samples=args.samples,
-                            init_timeout=args.init_timeout),
+                            init_timeout=args.init_timeout, threadiness=args.threadiness),
         json_path=args.json, workload_qps=WORKLOAD_QPS)
 
 
