@@ -53,7 +53,8 @@ def test_the_table_shows_each_level_and_where_the_run_stopped() -> None:
     text = table([{"levels": [level, stopped], "stopped_at": [
         {"provider": "kubernetes", "n": 10000, "why": "not all 10000 Initialized"}]}])
     rows = text.splitlines()
-    assert rows[2].startswith("| kubernetes | 100 | 15.7 s | 23.1 ms | 189.9 MiB | 1.43 % | 0 |")
+    assert rows[2].startswith(
+        "| kubernetes | 100 | 2 | 15.7 s | 23.1 ms | 189.9 MiB | 1.43 % | 0 |")
     assert "0.003 s / 0.02 s" in rows[2]
     assert "stopped: not all 10000 Initialized" in rows[3]
     assert rows[-1] == "Stopped at kubernetes N = 10000: not all 10000 Initialized"
