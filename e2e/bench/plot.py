@@ -1,4 +1,4 @@
-"""Draws the scale benchmark's figures against N, one line per provider, as a PNG.
+"""Draws the scale benchmark's figures against N, one line per provider and workers, as a PNG.
 
 Usage: ``python -m e2e.bench.plot build/bench/scale.json [more.json ...] docs/bench/scale.png``
 (several reports, e.g. one per provider, are drawn together). Needs the ``bench`` extra
@@ -45,15 +45,19 @@ def plot(report: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     levels = [level for level in report["levels"] if "rss_mib" in level]
-    providers = sorted({level["provider"] for level in levels})
+
+    def series(level: dict[str, Any]) -> str:
+        return f"{level['provider']}, {level.get('threadiness', 2)} workers"
+
+    names = sorted({series(level) for level in levels})
     figure, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
     for axis, (title, read) in zip(axes.flat, FIGURES, strict=True):
-        for provider in providers:
+        for name in names:
             points = [(level["n"], read(level)) for level in levels
-                      if level["provider"] == provider and read(level) is not None]
+                      if series(level) == name and read(level) is not None]
             if points:
                 xs, ys = zip(*points, strict=True)
-                axis.plot(xs, ys, marker="o", label=provider)
+                axis.plot(xs, ys, marker="o", label=name)
         axis.set_xscale("log")
         axis.set_xlabel("canaries (N)")
         axis.set_title(title, fontsize=10)
