@@ -5,9 +5,11 @@ conftest imports them)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 
 from e2e.cluster.localcluster import LocalCluster
 from e2e.processes import ControllerProcess, LoadTesterProcess
@@ -15,7 +17,23 @@ from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario
 from flaggerpy.testing import receiving
 
-__all__ = ["loadtester", "processes", "receiver", "scenario"]
+__all__ = ["cli_logging", "loadtester", "processes", "receiver", "scenario"]
+
+
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """For a test that runs a command line in-process (``kubectl flaggerpy``'s ``main``): it
+    configures logging for a terminal, at warning level, and that would silence the info lines
+    later tests in the same worker capture; it is put back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ from e2e.cluster.pytest_plugin import (
     namespace,
     pytest_collection_modifyitems,
 )
-from e2e.fixtures import loadtester, processes, receiver, scenario
+from e2e.fixtures import cli_logging, loadtester, processes, receiver, scenario
 
 __all__ = [
     "api_client",
+    "cli_logging",
     "cluster",
     "counted_client",
     "flagger_crds",

@@ -4,33 +4,16 @@ running controller, through a whole blue/green run."""
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from e2e.cluster.pytest_plugin import eventually
 from e2e.scenario import Scenario, canary, deployment
 from flaggerpy.kubectl import main
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds", "cli_logging")]
 
 
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``main`` configures logging for a command line; put it back for the next test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def frames(output: str) -> list[str]:

@@ -25,7 +25,7 @@ from flaggerpy import kube
 from flaggerpy.kubectl import main as kubectl_main
 from flaggerpy.testing import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds"),
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds", "cli_logging"),
               pytest.mark.timeout(300)]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "flaggerpy"
