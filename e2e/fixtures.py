@@ -27,12 +27,16 @@ def cli_logging() -> Iterator[None]:
     later tests in the same worker capture; it is put back afterwards."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    library_levels = {name: logging.getLogger(name).level
+                      for name in ("kubernetes_asyncio", "aiohttp.access")}
     yield
     for handler in root.handlers:
         if handler not in handlers:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+    for name, library_level in library_levels.items():
+        logging.getLogger(name).setLevel(library_level)
     structlog.reset_defaults()
 
 

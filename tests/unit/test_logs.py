@@ -5,32 +5,18 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from e2e.fixtures import cli_logging
 from flaggerpy import logs
 from flaggerpy.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """configure() changes process-wide state; put it back for the next test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    library_levels = {name: logging.getLogger(name).level
-                      for name in ("kubernetes_asyncio", "aiohttp.access")}
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    for name, library_level in library_levels.items():
-        logging.getLogger(name).setLevel(library_level)
-    structlog.reset_defaults()
+# configure() changes process-wide state; the fixture puts it back for the next test.
+__all__ = ["cli_logging"]
+pytestmark = pytest.mark.usefixtures("cli_logging")
 
 
 def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
