@@ -5,9 +5,11 @@ session-affinity rule sends a user to the canary because an earlier response (ro
 set a cookie, and an A/B rule routes the users that carry a header or cookie. So traffic is sent by
 a fixed pool of users, each with
 
-- traits drawn once, when the pool is built: ``--user-header "x-canary=insider:0.1"`` gives 10 % of
+- traits given once, when the pool is built: ``--user-header "x-canary=insider:0.1"`` gives 10 % of
   users the header ``x-canary: insider``, ``--user-cookie "canary=always:0.1"`` gives 10 % a
-  ``canary=always`` cookie (drawn independently per trait);
+  ``canary=always`` cookie (each trait to its own random sample of users, and to exactly its share
+  of them, rounded: a test expecting 30 % of requests on an A/B canary measures the route, not
+  how 100 coin tosses fell);
 - a cookie jar per host honouring ``Set-Cookie`` with ``Max-Age`` (``Max-Age`` ≤ 0 deletes the
   cookie, as Flagger's "previous session" rule relies on); ``Expires`` is ignored.
 
@@ -134,16 +136,17 @@ class UserPool:
         if size < 1:
             raise ValueError("a user pool needs at least one user")
         self._rng = rng
-        self.users: list[User] = []
-        for index in range(size):
-            user = User(index)
-            for trait in headers:
-                if rng.random() < trait.share:
-                    user.headers[trait.name] = trait.value
-            for trait in cookies:
-                if rng.random() < trait.share:
-                    user.cookies[trait.name] = trait.value
-            self.users.append(user)
+        self.users = [User(index) for index in range(size)]
+        for trait in headers:
+            for user in self._carriers(trait):
+                user.headers[trait.name] = trait.value
+        for trait in cookies:
+            for user in self._carriers(trait):
+                user.cookies[trait.name] = trait.value
+
+    def _carriers(self, trait: Trait) -> list[User]:
+        """A random sample of exactly ``trait.share`` of the users (rounded to whole users)."""
+        return self._rng.sample(self.users, round(trait.share * len(self.users)))
 
     def pick(self) -> User:
         return self._rng.choice(self.users)

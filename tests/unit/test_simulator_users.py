@@ -27,15 +27,27 @@ def test_parse_trait_rejects(text: str) -> None:
         parse_trait(text)
 
 
-def test_trait_shares_are_drawn_per_user() -> None:
-    pool = UserPool(2000, rng=random.Random(5), headers=[parse_trait("x-canary=insider:0.1")],
-                    cookies=[parse_trait("canary=always:0.25")])
-    with_header = sum(1 for u in pool.users if u.headers.get("x-canary") == "insider")
-    with_cookie = sum(1 for u in pool.users if u.cookies.get("canary") == "always")
-    assert 140 < with_header < 260  # 10 % of 2000, sd ≈ 13
-    assert 400 < with_cookie < 600
+def test_each_trait_is_carried_by_exactly_its_share_of_users() -> None:
+    """An A/B test expecting 30 % on the canary must not fail because 43 of 100 tosses fell."""
+    for seed in range(20):
+        pool = UserPool(100, rng=random.Random(seed),
+                        headers=[parse_trait("x-canary=insider:0.3")],
+                        cookies=[parse_trait("canary=always:0.25")])
+        insiders = {u.id for u in pool.users if u.headers.get("x-canary") == "insider"}
+        always = {u.id for u in pool.users if u.cookies.get("canary") == "always"}
+        assert (len(insiders), len(always)) == (30, 25)
+    assert insiders != set(range(30)), "carriers are a random sample, not the first users"
+    assert insiders != always
     user = next(u for u in pool.users if u.cookies)
     assert user.request_headers("podinfo", now=0)["cookie"] == "canary=always"
+
+
+def test_a_share_is_rounded_to_whole_users() -> None:
+    pool = UserPool(7, rng=random.Random(1), headers=[parse_trait("x-canary=insider:0.5")])
+    assert sum(1 for u in pool.users if u.headers) == 4
+    assert not any(UserPool(3, rng=random.Random(1),
+                            headers=[parse_trait("x-canary=insider:0.1")]).users[i].headers
+                   for i in range(3))
 
 
 def test_set_cookie_parsing() -> None:
