@@ -23,6 +23,7 @@ from e2e.scenario import Scenario
 from e2e.simulator.users import CookieJar
 
 __all__ = [
+    "ROLLBACK_THRESHOLD",
     "Client",
     "MeshStarter",
     "Reply",
@@ -185,6 +186,14 @@ def sampling_tolerance(expected: float, requests: float, *, floor: float) -> flo
 
 SAMPLING_CAP = 0.12
 """The widest :func:`sampling_tolerance`: a route twice off its split never passes."""
+
+ROLLBACK_THRESHOLD = 5
+"""Failed checks that roll back a faulty canary in the scenarios: 10 s of 2 s ticks.
+
+The first check comes one tick after the weight leaves 0. On a busy machine the canary's first
+requests may not be scraped by then, and "no values found" counts as a failed check, as in
+Flagger; two such ticks would roll the canary back before its error rate is ever measured.
+"""
 
 SETTLED_FOR = 5.0
 """Seconds the share must stay within tolerance: one lucky window is not a route."""

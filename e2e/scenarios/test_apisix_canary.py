@@ -22,7 +22,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -122,8 +122,8 @@ async def test_promotion_follows_the_canary_route(
 async def test_a_failing_version_is_rolled_back_on_real_error_rates(apisix: Scenario) -> None:
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "10s"}]
     await apisix.apply(user_route("apisix-bad"), deployment("apisix-bad", image="podinfo:6.0.0"),
-                       apisix_canary("apisix-bad", maxWeight=50, stepWeight=10, threshold=2,
-                                     metrics=metrics))
+                       apisix_canary("apisix-bad", maxWeight=50, stepWeight=10,
+                                     threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await apisix.wait_phase("apisix-bad", "Initialized", within=60)
     await primary_serving(apisix, "apisix-bad")
     await apisix.kubectl("set", "image", "deployment/apisix-bad", "apisix-bad=podinfo:6.0.1")

@@ -14,7 +14,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -73,7 +73,7 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await mesh.apply(deployment("backend", image="podinfo:6.0.0"),
                      mesh_canary("backend", provider=PROVIDER, service=SERVICE, maxWeight=50,
-                                 stepWeight=10, threshold=2, metrics=metrics))
+                                 stepWeight=10, threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await mesh.wait_phase("backend", "Initialized", within=60)
     await mesh.kubectl("set", "image", "deployment/backend", "backend=podinfo:6.0.1")
     await mesh.kubectl("set", "env", "deployment/backend", "FAULT_RATE=0.4")

@@ -16,7 +16,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -88,7 +88,7 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(gloo: Scenar
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await gloo.apply(deployment("gloo-bad", image="podinfo:6.0.0"),
                      mesh_canary("gloo-bad", provider=MESH, maxWeight=50, stepWeight=10,
-                                 threshold=2, metrics=metrics))
+                                 threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await gloo.wait_phase("gloo-bad", "Initialized", within=60)
     await gloo.kubectl("set", "image", "deployment/gloo-bad", "gloo-bad=podinfo:6.0.1")
     await gloo.kubectl("set", "env", "deployment/gloo-bad", "FAULT_RATE=0.4")

@@ -12,7 +12,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import istio_canary, routes, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, istio_canary, routes, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -88,8 +88,8 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(mesh: Scenar
     await mesh.start_controller("-mesh-provider=istio")
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await mesh.apply(deployment("backend", image="podinfo:6.0.0"),
-                     istio_canary("backend", maxWeight=50, stepWeight=10, threshold=2,
-                                  metrics=metrics))
+                     istio_canary("backend", maxWeight=50, stepWeight=10,
+                                  threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await mesh.wait_phase("backend", "Initialized", within=60)
     await mesh.kubectl("set", "image", "deployment/backend", "backend=podinfo:6.0.1")
     await mesh.kubectl("set", "env", "deployment/backend", "FAULT_RATE=0.4")

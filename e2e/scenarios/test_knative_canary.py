@@ -23,7 +23,7 @@ from e2e.cluster.localcluster import LocalCluster
 from e2e.knative_standin import KnativeStandIn
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 from flaggerpy import kube
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
@@ -110,8 +110,8 @@ async def test_promotion_follows_the_revision_traffic(
 async def test_a_failing_revision_is_rolled_back_on_real_error_rates(knative: Scenario) -> None:
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await knative.apply(knative_service("knbad"),
-                        knative_canary("knbad", maxWeight=50, stepWeight=10, threshold=2,
-                                       metrics=metrics))
+                        knative_canary("knbad", maxWeight=50, stepWeight=10,
+                                       threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await knative.wait_phase("knbad", "Initialized", within=60)
     await knative.kubectl("patch", KIND, "knbad", "--type=merge",
                           "-p", new_template("podinfo:6.0.1", FAULT_RATE="0.4"))

@@ -19,7 +19,7 @@ import pytest
 from e2e.cluster.localcluster import LocalCluster
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -87,7 +87,7 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(kuma: Scenar
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await kuma.apply(deployment("kuma-bad", image="podinfo:6.0.0"),
                      mesh_canary("kuma-bad", provider=MESH, maxWeight=50, stepWeight=10,
-                                 threshold=2, metrics=metrics))
+                                 threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await kuma.wait_phase("kuma-bad", "Initialized", within=60)
     await kuma.kubectl("set", "image", "deployment/kuma-bad", "kuma-bad=podinfo:6.0.1")
     await kuma.kubectl("set", "env", "deployment/kuma-bad", "FAULT_RATE=0.4")

@@ -16,7 +16,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -94,8 +94,8 @@ async def test_ab_header_then_a_failing_version_is_rolled_back_on_real_error_rat
     match = [{"headers": {"x-canary": {"exact": "insider"}}}]
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await mesh.apply(ingress("nginx-ab"), deployment("nginx-ab", image="podinfo:6.0.0"),
-                     nginx_canary("nginx-ab", iterations=60, match=match, threshold=2,
-                                  metrics=metrics))
+                     nginx_canary("nginx-ab", iterations=60, match=match,
+                                  threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await mesh.wait_phase("nginx-ab", "Initialized", within=60)
     await mesh.kubectl("set", "image", "deployment/nginx-ab", "nginx-ab=podinfo:6.0.1")
     await mesh.wait_phase("nginx-ab", "Progressing", within=30)

@@ -23,7 +23,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -123,8 +123,8 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(
     mesh = await start(start_mesh)
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await mesh.apply(ingress("skbad"), deployment("skbad", image="podinfo:6.0.0"),
-                     skipper_canary("skbad", maxWeight=50, stepWeight=10, threshold=2,
-                                    metrics=metrics))
+                     skipper_canary("skbad", maxWeight=50, stepWeight=10,
+                                    threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await mesh.wait_phase("skbad", "Initialized", within=60)
     await mesh.kubectl("set", "image", "deployment/skbad", "skbad=podinfo:6.0.1")
     await mesh.kubectl("set", "env", "deployment/skbad", "FAULT_RATE=0.4")

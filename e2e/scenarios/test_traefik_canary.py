@@ -20,7 +20,7 @@ import pytest
 
 from e2e.receiver import WebhookReceiver
 from e2e.scenario import Scenario, container_image, deployment
-from e2e.scenarios.mesh import MeshStarter, mesh_canary, settled_share
+from e2e.scenarios.mesh import ROLLBACK_THRESHOLD, MeshStarter, mesh_canary, settled_share
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("flagger_crds")]
 
@@ -90,7 +90,7 @@ async def test_a_failing_version_is_rolled_back_on_real_error_rates(traefik: Sce
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 95}, "interval": "15s"}]
     await traefik.apply(deployment("traefik-bad", image="podinfo:6.0.0"),
                         mesh_canary("traefik-bad", provider=MESH, maxWeight=50, stepWeight=10,
-                                    threshold=2, metrics=metrics))
+                                    threshold=ROLLBACK_THRESHOLD, metrics=metrics))
     await traefik.wait_phase("traefik-bad", "Initialized", within=60)
     await traefik.kubectl("set", "image", "deployment/traefik-bad", "traefik-bad=podinfo:6.0.1")
     await traefik.kubectl("set", "env", "deployment/traefik-bad", "FAULT_RATE=0.4")
