@@ -2,7 +2,7 @@
 
 ``flaggerpy controller`` runs as a process on the local control plane with the Istio router:
 the VirtualService it writes is the traffic split, so "no traffic moved" is checked on the
-object itself, read at every step of the run, and by its ``resourceVersion``, which stays the
+object itself, watched through the run, and by its ``resourceVersion``, which stays the
 one it had when the canary was initialised (the object was never written during the run).
 
 - a MetricTemplate whose ``provider.type`` no plugin serves fails the canary on the first tick;
@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp import web
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.config import new_client_from_config
 
 from e2e.cluster.localcluster import free_port
 from e2e.scenario import Scenario, canary, deployment
@@ -57,30 +60,49 @@ def istio_canary(template_name: str, *, threshold: int) -> dict[str, Any]:
 
 @dataclass
 class Watch:
-    """The VirtualService's routes and the Canary's weight, read every quarter second."""
+    """Every version of the VirtualService's routes and of the Canary's weight the API server
+    held while watched: a watch, not polling, so a step that lasts one 1 s tick is seen."""
 
     routes: list[dict[str, int]] = field(default_factory=list)
     canary_weights: list[int] = field(default_factory=list)
 
 
-async def watch(scenario: Scenario, into: Watch) -> None:
-    while True:
-        into.routes.append(routes(await scenario.get(VIRTUAL_SERVICES, "podinfo")))
-        status = await scenario.status("podinfo")
-        into.canary_weights.append(int(status.get("canaryWeight") or 0))
-        await asyncio.sleep(0.25)
+async def follow(api: ApiClient, scenario: Scenario, group: str, plural: str,
+                 seen: Callable[[dict[str, Any]], None]) -> None:
+    """Hands every version of ``podinfo`` of ``plural`` to ``seen``, its current one first."""
+    custom = client.CustomObjectsApi(api)
+    while True:  # a watch the server closes (its timeout) is opened again
+        async with watch.Watch().stream(
+            custom.list_namespaced_custom_object, group, "v1beta1", scenario.namespace, plural,
+            field_selector="metadata.name=podinfo",
+        ) as stream:
+            async for event in stream:
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    seen(event["object"])
 
 
 @contextlib.asynccontextmanager
 async def watching(scenario: Scenario) -> AsyncIterator[Watch]:
     seen = Watch()
-    task = asyncio.create_task(watch(scenario, seen))
+    api = await new_client_from_config(config_file=str(scenario.cluster.kubeconfig))
+    tasks = [
+        asyncio.create_task(follow(api, scenario, "networking.istio.io", "virtualservices",
+                                   lambda obj: seen.routes.append(routes(obj)))),
+        asyncio.create_task(follow(api, scenario, "flagger.app", "canaries",
+                                   lambda obj: seen.canary_weights.append(
+                                       int((obj.get("status") or {}).get("canaryWeight") or 0)))),
+    ]
     try:
+        await asyncio.sleep(0.5)  # both watches hold the current versions
         yield seen
+        await asyncio.sleep(0.5)  # and the last writes have reached them
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await api.close()
 
 
 async def initialized(scenario: Scenario, metric_template: dict[str, Any], *,
@@ -107,8 +129,8 @@ async def warnings(scenario: Scenario) -> list[str]:
 
 
 async def assert_untouched(scenario: Scenario, seen: Watch, resource_version: str) -> None:
-    assert len(seen.routes) >= 2, seen  # read during the run, not only before and after
-    assert all(r == ALL_PRIMARY for r in seen.routes), seen.routes
+    assert seen.routes == [ALL_PRIMARY], seen.routes  # one version: never written while watched
+    assert len(seen.canary_weights) >= 2, seen  # the watch saw the run's status writes
     assert set(seen.canary_weights) == {0}, seen.canary_weights
     virtual_service = await scenario.get(VIRTUAL_SERVICES, "podinfo")
     assert routes(virtual_service) == ALL_PRIMARY
