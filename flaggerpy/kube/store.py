@@ -20,6 +20,11 @@ the I/O the same way for all of them (design rule 3):
   times at most: a single-call retry, not a reconcile retry (design rule 4).
 - **Owner references** are set by the store when the caller names an owner, merged with those
   the object already has, so a generated object is garbage-collected with its Canary.
+- **It tells others' changes from its own.** A delivered update or delete of an object the
+  store reads that is not one of its writes (a person's edit, another controller's write, a
+  deletion; informer resyncs excluded) is handed to ``on_changed_by_others``: the process
+  repairs drift on those events instead of re-checking every object on a timer. The store's
+  own deletes count as others' (a delete is not overlaid).
 - **It says what it did**: :class:`Applied` carries created / updated / unchanged and the
   object as stored.
 
@@ -220,10 +225,12 @@ class ObjectStore:
             *,
             caches: Caches | None = None,  # None: every read is a GET (tests, tools)
             sync_timeout: float = CACHE_SYNC_TIMEOUT,
+            on_changed_by_others: Callable[[Resource, JsonObject], None] | None = None,
     ) -> None:
         self._client = client
         self._caches = caches
         self._sync_timeout = sync_timeout
+        self._on_changed_by_others = on_changed_by_others
         self._watched: dict[Resource, WatchedCache] = {}
         self._pending: dict[tuple[Resource, ObjectKey], _Write] = {}
         # What the watch delivered of an object while a write of it was in flight: a write
@@ -452,29 +459,41 @@ class ObjectStore:
 
     def _delivered(self, resource: Resource) -> Callable[[JsonObject], None]:
         def on_add(obj: JsonObject) -> None:
-            key = (resource, key_of(obj))
-            for delivered in self._in_flight.get(key, ()):
-                delivered.add(resource_version(obj))
-            pending = self._pending.get(key)
-            if pending is not None and resource_version(obj) == pending.version:
-                del self._pending[key]
+            self._ours(resource, obj)
         return on_add
 
-    def _updated(self, resource: Resource) -> Callable[[JsonObject, JsonObject], None]:
-        delivered = self._delivered(resource)
+    def _ours(self, resource: Resource, obj: JsonObject) -> bool:
+        """Whether a delivered version of ``obj`` is one of our writes (and so no longer to
+        be overlaid): the version a write stored, or one delivered while a write was in flight."""
+        key = (resource, key_of(obj))
+        in_flight = self._in_flight.get(key, ())
+        for delivered in in_flight:
+            delivered.add(resource_version(obj))
+        pending = self._pending.get(key)
+        if pending is not None and resource_version(obj) == pending.version:
+            del self._pending[key]
+            return True
+        return bool(in_flight)
 
-        def on_update(_before: JsonObject, after: JsonObject) -> None:
-            delivered(after)
+    def _updated(self, resource: Resource) -> Callable[[JsonObject, JsonObject], None]:
+        def on_update(before: JsonObject, after: JsonObject) -> None:
+            ours = self._ours(resource, after)
+            if (not ours and self._on_changed_by_others is not None
+                    and resource_version(before) != resource_version(after)):  # not a resync
+                self._on_changed_by_others(resource, after)
         return on_update
 
     def _deleted(self, resource: Resource) -> Callable[[JsonObject], None]:
         def on_delete(obj: JsonObject) -> None:
             key = (resource, key_of(obj))
-            for delivered in self._in_flight.get(key, ()):
+            in_flight = self._in_flight.get(key, ())
+            for delivered in in_flight:
                 delivered.add(_gone(_uid(obj)))
             pending = self._pending.get(key)
             if pending is not None and _uid(obj) == pending.uid:
                 del self._pending[key]  # the object we wrote is gone
+            if not in_flight and self._on_changed_by_others is not None:
+                self._on_changed_by_others(resource, obj)
         return on_delete
 
     def _forget(self, resource: Resource, namespace: str | None, name: str) -> None:

@@ -451,8 +451,10 @@ class SharedInformerFactory:
             *,
             namespace: str | None = _DEFAULT,  # default: the factory's scope
             label_selector: str | None = None,
+            resync_period: float | None = _DEFAULT,  # default: the factory's
     ) -> Informer:
-        """The shared informer for this resource and scope, created on first request."""
+        """The shared informer for this resource and scope, created on first request (whose
+        ``resync_period`` it keeps)."""
         ns = self._namespace if namespace is _DEFAULT else namespace
         if not resource.namespaced:
             ns = None
@@ -461,7 +463,9 @@ class SharedInformerFactory:
         if informer is None:
             informer = Informer(
                 self._client, resource, namespace=ns, label_selector=label_selector,
-                resync_period=self._resync_period, watch_timeout=self._watch_timeout,
+                resync_period=(self._resync_period if resync_period is _DEFAULT
+                               else resync_period),
+                watch_timeout=self._watch_timeout,
                 transform=self._transform)
             self._informers[key] = informer
             if self._group is not None:

@@ -186,6 +186,36 @@ async def test_shared_factory_hands_out_one_informer(
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_only_the_informers_asked_to_resync_do(
+        writer: kube.KubeClient, namespace: str) -> None:
+    """The controller resyncs the caches whose status controllers re-check, not the rest."""
+    await writer.create(kube.CONFIGMAPS, {"metadata": {"name": "c"}, "data": {"v": "1"}},
+                        namespace=namespace)
+    await writer.create(kube.SECRETS, {"metadata": {"name": "s"}, "stringData": {"v": "1"}},
+                        namespace=namespace)
+    factory = informers.SharedInformerFactory(writer, namespace=namespace)
+    updates = {"configmaps": 0, "secrets": 0}
+
+    def counted(plural: str) -> Callable[[Any, Any], None]:
+        def on_update(_old: Any, _new: Any) -> None:
+            updates[plural] += 1
+        return on_update
+
+    factory.informer(kube.CONFIGMAPS, resync_period=0.2).add_handler(
+        on_update=counted("configmaps"))
+    factory.informer(kube.SECRETS).add_handler(on_update=counted("secrets"))
+    task = asyncio.create_task(factory.start())
+    try:
+        async with asyncio.timeout(30):
+            await factory.wait_synced()
+        await asyncio.sleep(1.5)
+        assert updates["configmaps"] >= 3  # its object re-delivered every 0.2 s
+        assert updates["secrets"] == 0  # the factory's default: never
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_label_selector_and_custom_index(
         writer: kube.KubeClient, namespace: str,
         running: Callable[[informers.Informer], Awaitable[None]]) -> None:

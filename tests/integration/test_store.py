@@ -222,6 +222,50 @@ async def test_a_write_is_read_back_at_once_with_the_watch_running(
         assert read["data"] == {"v": value}
 
 
+async def test_only_others_changes_are_reported(
+        namespace: str, client: kube.KubeClient, admin: kube.KubeClient,
+        cluster: LocalCluster,
+) -> None:
+    """Our writes (whether the watch or the response comes first) and resyncs are not
+    reported; an update and a delete by someone else are, once each, with the object."""
+    watcher = await kube.KubeClient.connect(kubeconfig=cluster.kubeconfig)
+    factory = SharedInformerFactory(watcher, namespace=namespace, resync_period=0.5)
+    task = asyncio.create_task(factory.start())
+    reported: list[tuple[str, str]] = []
+    store = kube.ObjectStore(
+        client, caches=factory,
+        on_changed_by_others=lambda resource, obj: reported.append(
+            (resource.kind, str((obj.get("data") or {}).get("v")))))
+    try:
+        for value in ("1", "2", "3"):
+            await store.apply(kube.CONFIGMAPS, namespace=namespace, name="c",
+                              build=merged(configmap(namespace, "c", v=value)))
+        await store.patch(kube.CONFIGMAPS, namespace=namespace, name="c",
+                          patch={"data": {"v": "4"}})
+        await asyncio.sleep(1.5)  # the watch delivered every write, and resyncs came
+        assert reported == []
+
+        await admin.patch(kube.CONFIGMAPS, "c", {"data": {"v": "edited"}}, namespace=namespace)
+
+        async def edit_reported() -> bool:
+            return reported == [("ConfigMap", "edited")]
+
+        await eventually(edit_reported, within=10, what="the edit reported")
+        await admin.delete(kube.CONFIGMAPS, "c", namespace=namespace)
+
+        async def delete_reported() -> bool:
+            return reported == [("ConfigMap", "edited"), ("ConfigMap", "edited")]
+
+        await eventually(delete_reported, within=10, what="the delete reported")
+        await asyncio.sleep(1)
+        assert len(reported) == 2, reported
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watcher.aclose()
+
+
 async def test_a_stale_cache_costs_a_conflict_and_a_read_not_a_lost_update(
         cluster: LocalCluster, namespace: str, client: kube.KubeClient, admin: kube.KubeClient,
 ) -> None:
