@@ -37,9 +37,10 @@ from flaggerpy.telemetry_server import TelemetryServer
 log = structlog.get_logger(__name__)
 
 CONTROLLER_NAME = "canary"
-# Flagger's informers resync every 30 s. Ours re-deliver every cached object as an update of itself
-# just as often; the canary handlers ignore those (each canary schedules its own next analysis
-# through the work queue), so only the status controllers of templates and providers re-check.
+# Flagger's informers resync every 30 s. Only the caches of MetricTemplates and AlertProviders
+# resync here, so that their status controllers re-check; a canary schedules its own next
+# analysis through the work queue, and re-delivering every cached Deployment, Service and route
+# every 30 s would be idle work that grows with the number of canaries.
 RESYNC_SECONDS = 30.0
 SETTLE_SECONDS = 0.5
 """How long a workload's changes other than a new pod template are gathered before its canary
@@ -95,6 +96,21 @@ def workload_index_value(obj: JsonObject) -> str:
     name = str(metadata.get("name") or "")
     name = name.removesuffix("-primary")
     return f"{metadata.get('namespace') or ''}/{name}"
+
+
+def owning_canary(obj: JsonObject) -> ObjectKey | None:
+    """The Canary that is ``obj``'s controller (an object it generated), if one is."""
+    metadata = obj.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    if not namespace:
+        return None  # cluster-scoped: a namespaced Canary cannot own it
+    for ref in metadata.get("ownerReferences") or ():
+        if ref.get("controller"):
+            api_version = str(ref.get("apiVersion") or "")
+            if ref.get("kind") == "Canary" and api_version.startswith("flagger.app/"):
+                return ObjectKey(namespace, str(ref.get("name")))
+            return None
+    return None
 
 
 def targets_a_service(canary: JsonObject) -> bool:
@@ -165,12 +181,11 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             """In this process's namespaces (``-namespace``) and shard (``-shard``)."""
             return settings.controller.serves(key.namespace, key.name)
 
-        caches = SharedInformerFactory(client, namespace=namespace, resync_period=RESYNC_SECONDS,
-                                       transform=drop_managed_fields)
+        caches = SharedInformerFactory(client, namespace=namespace, transform=drop_managed_fields)
         canaries = caches.informer(kube.CANARIES)
         canaries.add_indexer(TARGET_INDEX, index_by(target_of))
-        templates = caches.informer(kube.METRIC_TEMPLATES)
-        alert_providers = caches.informer(kube.ALERT_PROVIDERS)
+        templates = caches.informer(kube.METRIC_TEMPLATES, resync_period=RESYNC_SECONDS)
+        alert_providers = caches.informer(kube.ALERT_PROVIDERS, resync_period=RESYNC_SECONDS)
         secrets = caches.informer(kube.SECRETS)
         # CanaryCommands (docs/steering.md): each new one is answered by its Canary's reconcile.
         commands = None
@@ -209,8 +224,15 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         workers = settings.controller.workers
         events = EventRecorder(writer)
         webhooks = WebhookCaller()
+        def enqueue_owner(_resource: kube.Resource, obj: JsonObject) -> None:
+            """Someone else changed or deleted an object a Canary owns: its reconcile repairs
+            the drift (a canary at rest is not ticked); gathered like a rollout's changes."""
+            owner = owning_canary(obj)
+            if owner is not None and serves(owner):
+                queue.add_after(owner, SETTLE_SECONDS)
+
         # The one object store of this API server: every engine and plugin read and write.
-        store = kube.ObjectStore(writer, caches=caches)
+        store = kube.ObjectStore(writer, caches=caches, on_changed_by_others=enqueue_owner)
         # What queries and alerts meet is said in the MetricTemplate's / AlertProvider's status.
         conditions = template_status.ConditionWriter(store=store)
         analyzer = template_status.ReportingAnalyzer(

@@ -291,6 +291,14 @@ class ControllerProcess:
         except (urllib.error.URLError, OSError):
             return 0, ""
 
+    def reconciles(self, controller: str = "canary") -> float:
+        """How many reconciles ``controller`` has run so far, whatever their result (0 when
+        the process does not answer)."""
+        pattern = re.compile(
+            rf'^controller_runtime_reconcile_total\{{[^}}]*controller="{re.escape(controller)}"'
+            r'[^}]*\}\s+(\S+)$', re.MULTILINE)
+        return sum(float(value) for value in pattern.findall(self.get("/metrics")[1]))
+
     def wait_ready(self, *, timeout: float = 90.0) -> None:
         """Until /readyz answers 200 (caches synced); a start on a busy machine takes a while."""
         deadline = time.monotonic() + timeout

@@ -9,7 +9,9 @@ again at most (idempotent), a gate that was passed is not asked again once the p
 Ticks are paced by the work queue (``Result(requeue_after=interval)``). Watch events on the
 target, its configs and the primary enqueue the canary at once, so a new revision starts a run
 without waiting for the interval; inside a run, an early reconcile only re-checks for a new
-revision and otherwise waits for the next tick.
+revision and otherwise waits for the next tick. A canary at rest (Initialized, Succeeded,
+Failed) is not ticked: the edits of others to the objects it owns enqueue it (drift is repaired
+on the event), and :data:`REST_RESYNC_SECONDS` catches what no watch reports.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ REVISION_PHASES = frozenset({CanaryPhase.PROGRESSING, CanaryPhase.WAITING_PROMOT
 """Phases in which a new revision restarts the run (Promoting/Finalising finish first)."""
 PACED_PHASES = ACTIVE_PHASES | {CanaryPhase.WAITING}
 """Phases whose ticks wait for the analysis interval; a new revision elsewhere acts at once."""
+REST_PHASES = frozenset({CanaryPhase.INITIALIZED, CanaryPhase.SUCCEEDED, CanaryPhase.FAILED})
+"""Phases in which nothing happens until something changes: a new revision, a spec change, or
+an edit of an object the canary owns, each of which a watch reports at once."""
+REST_RESYNC_SECONDS = 600.0
+"""How often a canary at rest is reconciled without any change (Flagger: every interval). Its
+generated objects' changes are watched (drift is repaired at once), so this only catches what
+no watch reports: an object without an owner reference to its Canary."""
 ROLLBACK_HOOK_PHASES = frozenset({
     CanaryPhase.PROGRESSING, CanaryPhase.WAITING, CanaryPhase.WAITING_PROMOTION,
 })
@@ -117,6 +126,8 @@ class Tick:
     autoscaler: PrimaryAutoscaler | None
     state: TickState
     started: float = field(default_factory=time.monotonic)
+    at_rest: bool = False
+    """Set by a tick that found the canary at rest (:data:`REST_PHASES`, no new revision)."""
     apex_label: str = ""
     """The selector label the apex Service carries with its own name, which Flagger's routers
     also put on the routing objects (see :func:`as_routers_see_it`); empty when the engine
@@ -243,6 +254,12 @@ class Lifecycle:
                 await self._warn(obj, message)
             return Result(requeue_after=interval)
         state.said.pop("refused", None)
+        if tick.at_rest and self._mesh_store is None:
+            # Drift is seen by watches (the routing objects live here, owned by the Canary):
+            # a canary at rest costs nothing until something changes.
+            jitter = self._settings.controller.analysis_jitter
+            return Result(requeue_after=max(interval, REST_RESYNC_SECONDS)
+                          * (1 + jitter * random.random()))
         # Counted from when the tick was due, not from when it ended: ticks keep their cadence.
         return Result(requeue_after=max(0.0, state.next_tick - time.monotonic()))
 
@@ -513,6 +530,7 @@ class Lifecycle:
         phase = tick.phase
         if phase not in ACTIVE_PHASES and not await self._revision_changed(tick):
             self._set_status_metric(tick)
+            tick.at_rest = phase in REST_PHASES
             return
         if not canary.should_skip_analysis():
             try:
