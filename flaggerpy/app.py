@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 from collections import Counter
+from collections.abc import Iterable
 
 import structlog
 
@@ -80,6 +81,8 @@ def spec_changed(old: JsonObject, new: JsonObject) -> bool:
 
 TARGET_INDEX = "target"
 """Canaries by ``<namespace>/<targetRef.name>``: which canary a workload event is about."""
+REFERENCE_INDEX = "references"
+"""Canaries by ``<namespace>/<kind>/<name>`` of every object they name (:func:`references_of`)."""
 
 
 def target_of(obj: JsonObject) -> str | None:
@@ -96,6 +99,26 @@ def workload_index_value(obj: JsonObject) -> str:
     name = str(metadata.get("name") or "")
     name = name.removesuffix("-primary")
     return f"{metadata.get('namespace') or ''}/{name}"
+
+
+REFERENCE_FIELDS = ("targetRef", "autoscalerRef", "ingressRef", "routeRef", "upstreamRef")
+"""The Canary spec fields that name an object of the user's the engine reads or copies."""
+
+
+def references_of(canary: JsonObject) -> Iterable[str]:
+    """Index values of the objects a Canary names: ``namespace/kind/name`` each."""
+    spec = canary.get("spec") or {}
+    namespace = (canary.get("metadata") or {}).get("namespace") or ""
+    for name in REFERENCE_FIELDS:
+        ref = spec.get(name) or {}
+        if ref.get("name") and ref.get("kind"):
+            yield f"{ref.get('namespace') or namespace}/{ref['kind']}/{ref['name']}"
+
+
+def reference_index_value(kind: str, obj: JsonObject) -> str:
+    """The :func:`references_of` value under which the Canaries naming ``obj`` are found."""
+    metadata = obj.get("metadata") or {}
+    return f"{metadata.get('namespace') or ''}/{kind}/{metadata.get('name') or ''}"
 
 
 def owning_canary(obj: JsonObject) -> ObjectKey | None:
@@ -184,6 +207,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         caches = SharedInformerFactory(client, namespace=namespace, transform=drop_managed_fields)
         canaries = caches.informer(kube.CANARIES)
         canaries.add_indexer(TARGET_INDEX, index_by(target_of))
+        canaries.add_indexer(REFERENCE_INDEX, references_of)
         templates = caches.informer(kube.METRIC_TEMPLATES, resync_period=RESYNC_SECONDS)
         alert_providers = caches.informer(kube.ALERT_PROVIDERS, resync_period=RESYNC_SECONDS)
         secrets = caches.informer(kube.SECRETS)
@@ -224,12 +248,17 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         workers = settings.controller.workers
         events = EventRecorder(writer)
         webhooks = WebhookCaller()
-        def enqueue_owner(_resource: kube.Resource, obj: JsonObject) -> None:
-            """Someone else changed or deleted an object a Canary owns: its reconcile repairs
-            the drift (a canary at rest is not ticked); gathered like a rollout's changes."""
+        def enqueue_owner(resource: kube.Resource, obj: JsonObject) -> None:
+            """Someone else changed or deleted an object a Canary owns or names (its target,
+            autoscaler, ingress, route or upstream): its reconcile repairs the drift or takes
+            the change in (a canary at rest is not ticked); gathered like a rollout's changes."""
             owner = owning_canary(obj)
-            if owner is not None and serves(owner):
-                queue.add_after(owner, SETTLE_SECONDS)
+            keys = [owner] if owner is not None else [
+                kube.key_of(canary) for canary in canaries.by_index(
+                    REFERENCE_INDEX, reference_index_value(resource.kind, obj))]
+            for key in keys:
+                if serves(key):
+                    queue.add_after(key, SETTLE_SECONDS)
 
         # The one object store of this API server: every engine and plugin read and write.
         store = kube.ObjectStore(writer, caches=caches, on_changed_by_others=enqueue_owner)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flaggerpy import app
 from flaggerpy.app import CanaryTotals, is_resync, template_changed
+from flaggerpy.kube import ObjectKey
 from flaggerpy.telemetry import Recorder
 
 
@@ -53,3 +55,28 @@ def test_only_a_new_pod_template_is_a_new_revision() -> None:
     assert not template_changed(old, scaled)
     assert not template_changed(old, progressed)
     assert template_changed(old, revised)
+
+
+def test_a_canary_is_found_by_every_object_it_names_and_owns() -> None:
+    knative = {"metadata": {"namespace": "web", "name": "podinfo"},
+               "spec": {"targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                                      "name": "podinfo"},
+                        "autoscalerRef": {"kind": "HorizontalPodAutoscaler", "name": "hpa"},
+                        "upstreamRef": {"kind": "Upstream", "name": "up", "namespace": "gloo"},
+                        "ingressRef": {"kind": "Ingress"}}}  # no name: nothing to find
+    assert list(app.references_of(knative)) == [
+        "web/Service/podinfo", "web/HorizontalPodAutoscaler/hpa", "gloo/Upstream/up"]
+    hpa = {"metadata": {"namespace": "web", "name": "hpa"}}
+    assert app.reference_index_value("HorizontalPodAutoscaler", hpa) == \
+        "web/HorizontalPodAutoscaler/hpa"
+
+    def owned(api_version: str, kind: str, *, namespace: str = "web") -> dict[str, Any]:
+        return {"metadata": {"namespace": namespace, "name": "podinfo-primary",
+                             "ownerReferences": [{"apiVersion": api_version, "kind": kind,
+                                                  "name": "podinfo", "controller": True}]}}
+
+    assert app.owning_canary(owned("flagger.app/v1beta1", "Canary")) == ObjectKey("web",
+                                                                                "podinfo")
+    assert app.owning_canary(owned("argoproj.io/v1alpha1", "Canary")) is None
+    assert app.owning_canary(owned("apps/v1", "ReplicaSet")) is None
+    assert app.owning_canary(owned("flagger.app/v1beta1", "Canary", namespace="")) is None
