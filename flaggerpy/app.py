@@ -355,12 +355,22 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
             for canary in canaries.list(namespace=namespace):
                 enqueue(canary)
 
-        def workload_changed(old: JsonObject, new: JsonObject) -> None:
-            if is_resync(old, new):
-                return
-            # A new revision is seen at once; a rollout's progress is gathered first.
-            enqueue_for_workload(new, after=0.0 if template_changed(old, new)
-                                 else SETTLE_SECONDS)
+        def watch_workloads(resource: kube.Resource) -> None:
+            """A new revision is seen at once, a rollout's progress is gathered first, and our
+            own writes (the primary's creation and promotion, the canary's scaling) wake no
+            one: the reconcile that made them goes on by itself."""
+            def added(obj: JsonObject) -> None:
+                if not store.is_ours(resource, obj):
+                    enqueue_for_workload(obj)
+
+            def changed(old: JsonObject, new: JsonObject) -> None:
+                if is_resync(old, new) or store.is_ours(resource, new):
+                    return
+                enqueue_for_workload(new, after=0.0 if template_changed(old, new)
+                                     else SETTLE_SECONDS)
+
+            caches.informer(resource).add_handler(on_add=added, on_update=changed,
+                                                  on_delete=enqueue_for_workload)
 
         def config_changed(old: JsonObject, new: JsonObject) -> None:
             if old.get("data") != new.get("data") or old.get("binaryData") != new.get(
@@ -371,10 +381,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         # A new revision (or a primary finishing its rollout) is seen at once, not at the next
         # analysis tick; the lifecycle's pacing keeps early reconciles from advancing a run.
         for resource in (kube.DEPLOYMENTS, kube.DAEMONSETS):
-            caches.informer(resource).add_handler(
-                on_add=enqueue_for_workload, on_update=workload_changed,
-                on_delete=enqueue_for_workload,
-            )
+            watch_workloads(resource)
         for resource in (kube.CONFIGMAPS, kube.SECRETS):
             caches.informer(resource).add_handler(on_update=config_changed)
 

@@ -10,8 +10,8 @@ Ticks are paced by the work queue (``Result(requeue_after=interval)``). Watch ev
 target, its configs and the primary enqueue the canary at once, so a new revision starts a run
 without waiting for the interval; inside a run, an early reconcile only re-checks for a new
 revision and otherwise waits for the next tick. A canary at rest (Initialized, Succeeded,
-Failed) is not ticked: the edits of others to the objects it owns enqueue it (drift is repaired
-on the event), and :data:`REST_RESYNC_SECONDS` catches what no watch reports.
+Failed) is not ticked: the edits of others to the objects it owns or names enqueue it (drift
+is repaired on the event), and :data:`REST_RESYNC_SECONDS` catches what no watch reports.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ REST_PHASES = frozenset({CanaryPhase.INITIALIZED, CanaryPhase.SUCCEEDED, CanaryP
 """Phases in which nothing happens until something changes: a new revision, a spec change, or
 an edit of an object the canary owns, each of which a watch reports at once."""
 REST_RESYNC_SECONDS = 600.0
-"""How often a canary at rest is reconciled without any change (Flagger: every interval). Its
-generated objects' changes are watched (drift is repaired at once), so this only catches what
-no watch reports: an object without an owner reference to its Canary."""
+"""How often a canary at rest is reconciled without any change (Flagger: every interval). The
+objects it owns or names are watched (drift is repaired at once), so this only catches what no
+watch reports: an object neither owned by nor named in its Canary (a cluster-scoped one)."""
 ROLLBACK_HOOK_PHASES = frozenset({
     CanaryPhase.PROGRESSING, CanaryPhase.WAITING, CanaryPhase.WAITING_PROMOTION,
 })

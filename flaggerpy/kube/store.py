@@ -462,6 +462,15 @@ class ObjectStore:
             self._ours(resource, obj)
         return on_add
 
+    def is_ours(self, resource: Resource, obj: Mapping[str, Any]) -> bool:
+        """Whether this delivered version of ``obj`` is one of our writes the store has not
+        seen delivered yet (for a handler that runs before the store's own: a watch handler
+        registered at start does)."""
+        key = (resource, key_of(obj))
+        pending = self._pending.get(key)
+        return bool(self._in_flight.get(key)) or (
+            pending is not None and resource_version(obj) == pending.version)
+
     def _ours(self, resource: Resource, obj: JsonObject) -> bool:
         """Whether a delivered version of ``obj`` is one of our writes (and so no longer to
         be overlaid): the version a write stored, or one delivered while a write was in flight."""
