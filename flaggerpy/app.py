@@ -248,6 +248,7 @@ async def run_async(settings: Settings, *, handle_signals: bool = True) -> None:
         workers = settings.controller.workers
         events = EventRecorder(writer)
         webhooks = WebhookCaller()
+
         def enqueue_owner(resource: kube.Resource, obj: JsonObject) -> None:
             """Someone else changed or deleted an object a Canary owns or names (its target,
             autoscaler, ingress, route or upstream): its reconcile repairs the drift or takes

@@ -1,8 +1,9 @@
 """Draws the scale benchmark's figures against N, one line per provider and workers, as a PNG.
 
 Usage: ``python -m e2e.bench.plot build/bench/scale.json [more.json ...] docs/bench/scale.png``
-(several reports, e.g. one per provider, are drawn together). Needs the ``bench`` extra
-(matplotlib); the benchmark itself does not.
+(several reports, e.g. one per provider, are drawn together; a report's optional ``label``
+names its lines, so runs of the same provider and workers on different code stay apart).
+Needs the ``bench`` extra (matplotlib); the benchmark itself does not.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def plot(report: dict[str, Any], out: Path) -> None:
     levels = [level for level in report["levels"] if "rss_mib" in level]
 
     def series(level: dict[str, Any]) -> str:
-        return f"{level['provider']}, {level.get('threadiness', 2)} workers"
+        name = f"{level['provider']}, {level.get('threadiness', 2)} workers"
+        return f"{name} ({level['label']})" if level.get("label") else name
 
     names = sorted({series(level) for level in levels})
     figure, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     reports = [json.loads(path.read_text()) for path in args.reports]
-    merged = {**reports[0], "levels": [level for r in reports for level in r["levels"]]}
+    merged = {**reports[0], "levels": [{**level, "label": r.get("label")}
+                                       for r in reports for level in r["levels"]]}
     plot(merged, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

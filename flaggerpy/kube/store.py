@@ -463,26 +463,24 @@ class ObjectStore:
         return on_add
 
     def is_ours(self, resource: Resource, obj: Mapping[str, Any]) -> bool:
-        """Whether this delivered version of ``obj`` is one of our writes the store has not
-        seen delivered yet (for a handler that runs before the store's own: a watch handler
-        registered at start does)."""
+        """Whether this delivered version of ``obj`` is one of our writes: the version a write
+        stored, or one delivered while a write of it was in flight. Asked by a handler that
+        runs before the store's own (one registered at start), which then notes the delivery."""
         key = (resource, key_of(obj))
         pending = self._pending.get(key)
         return bool(self._in_flight.get(key)) or (
             pending is not None and resource_version(obj) == pending.version)
 
     def _ours(self, resource: Resource, obj: JsonObject) -> bool:
-        """Whether a delivered version of ``obj`` is one of our writes (and so no longer to
-        be overlaid): the version a write stored, or one delivered while a write was in flight."""
+        """:meth:`is_ours`, noting the delivery: a write delivered is no longer overlaid."""
+        ours = self.is_ours(resource, obj)
         key = (resource, key_of(obj))
-        in_flight = self._in_flight.get(key, ())
-        for delivered in in_flight:
+        for delivered in self._in_flight.get(key, ()):
             delivered.add(resource_version(obj))
         pending = self._pending.get(key)
         if pending is not None and resource_version(obj) == pending.version:
             del self._pending[key]
-            return True
-        return bool(in_flight)
+        return ours
 
     def _updated(self, resource: Resource) -> Callable[[JsonObject, JsonObject], None]:
         def on_update(before: JsonObject, after: JsonObject) -> None:
