@@ -77,7 +77,7 @@ PACED_PHASES = ACTIVE_PHASES | {CanaryPhase.WAITING}
 """Phases whose ticks wait for the analysis interval; a new revision elsewhere acts at once."""
 REST_PHASES = frozenset({CanaryPhase.INITIALIZED, CanaryPhase.SUCCEEDED, CanaryPhase.FAILED})
 """Phases in which nothing happens until something changes: a new revision, a spec change, or
-an edit of an object the canary owns, each of which a watch reports at once."""
+an edit of an object the canary owns or names, each of which a watch reports at once."""
 REST_RESYNC_SECONDS = 600.0
 """How often a canary at rest is reconciled without any change (Flagger: every interval). The
 objects it owns or names are watched (drift is repaired at once), so this only catches what no
@@ -257,9 +257,7 @@ class Lifecycle:
         if tick.at_rest and self._mesh_store is None:
             # Drift is seen by watches (the routing objects live here, owned by the Canary):
             # a canary at rest costs nothing until something changes.
-            jitter = self._settings.controller.analysis_jitter
-            return Result(requeue_after=max(interval, REST_RESYNC_SECONDS)
-                          * (1 + jitter * random.random()))
+            return Result(requeue_after=self._jittered(max(interval, REST_RESYNC_SECONDS)))
         # Counted from when the tick was due, not from when it ended: ticks keep their cadence.
         return Result(requeue_after=max(0.0, state.next_tick - time.monotonic()))
 
@@ -277,8 +275,11 @@ class Lifecycle:
             if now - due < interval:
                 return due + interval
             return now + interval
-        jitter = self._settings.controller.analysis_jitter
-        return now + interval * (1 + jitter * random.random())
+        return now + self._jittered(interval)
+
+    def _jittered(self, seconds: float) -> float:
+        """``seconds`` plus a random share of them, up to ``-analysis-jitter``."""
+        return seconds * (1 + self._settings.controller.analysis_jitter * random.random())
 
     async def orphaned(self, key: ObjectKey) -> None:
         """The Canary is gone (or never was): its pending CanaryCommands are rejected."""
