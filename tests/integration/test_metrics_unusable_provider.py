@@ -23,17 +23,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.config import new_client_from_config
 
 from e2e.cluster.localcluster import free_port
 from e2e.scenario import Scenario, canary, deployment
 from e2e.scenarios.mesh import routes
+from flaggerpy import kube
+from flaggerpy.kube import JsonObject
+from flaggerpy.providers import istio
+from flaggerpy.runtime.informer import SharedInformerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("flagger_crds")]
 
 VIRTUAL_SERVICES = "virtualservices.networking.istio.io"
+
 ALL_PRIMARY = {"podinfo-primary": 100, "podinfo-canary": 0}
 
 
@@ -61,48 +63,41 @@ def istio_canary(template_name: str, *, threshold: int) -> dict[str, Any]:
 @dataclass
 class Watch:
     """Every version of the VirtualService's routes and of the Canary's weight the API server
-    held while watched: a watch, not polling, so a step that lasts one 1 s tick is seen."""
+    held while watched: informers, not polling, so a step that lasts one 1 s tick is seen."""
 
     routes: list[dict[str, int]] = field(default_factory=list)
     canary_weights: list[int] = field(default_factory=list)
 
 
-async def follow(api: ApiClient, scenario: Scenario, group: str, plural: str,
-                 seen: Callable[[dict[str, Any]], None]) -> None:
-    """Hands every version of ``podinfo`` of ``plural`` to ``seen``, its current one first."""
-    custom = client.CustomObjectsApi(api)
-    while True:  # a watch the server closes (its timeout) is opened again
-        async with watch.Watch().stream(
-            custom.list_namespaced_custom_object, group, "v1beta1", scenario.namespace, plural,
-            field_selector="metadata.name=podinfo",
-        ) as stream:
-            async for event in stream:
-                if event["type"] in ("ADDED", "MODIFIED"):
-                    seen(event["object"])
-
-
 @contextlib.asynccontextmanager
 async def watching(scenario: Scenario) -> AsyncIterator[Watch]:
+    """Informers of the namespace's VirtualServices and Canaries (the controller's own kind
+    of cache, on a connection of the test's), recording every version of ``podinfo``."""
     seen = Watch()
-    api = await new_client_from_config(config_file=str(scenario.cluster.kubeconfig))
-    tasks = [
-        asyncio.create_task(follow(api, scenario, "networking.istio.io", "virtualservices",
-                                   lambda obj: seen.routes.append(routes(obj)))),
-        asyncio.create_task(follow(api, scenario, "flagger.app", "canaries",
-                                   lambda obj: seen.canary_weights.append(
-                                       int((obj.get("status") or {}).get("canaryWeight") or 0)))),
-    ]
+    watcher = await kube.KubeClient.connect(kubeconfig=scenario.cluster.kubeconfig)
+    caches = SharedInformerFactory(watcher, namespace=scenario.namespace)
+
+    def follow(resource: kube.Resource, record: Callable[[JsonObject], None]) -> None:
+        def added(obj: JsonObject) -> None:
+            if kube.key_of(obj).name == "podinfo":
+                record(obj)
+        caches.informer(resource).add_handler(on_add=added,
+                                              on_update=lambda _old, new: added(new))
+
+    follow(istio.VIRTUAL_SERVICES, lambda obj: seen.routes.append(routes(obj)))
+    follow(kube.CANARIES, lambda obj: seen.canary_weights.append(
+        int((obj.get("status") or {}).get("canaryWeight") or 0)))
+    task = asyncio.create_task(caches.start())
     try:
-        await asyncio.sleep(0.5)  # both watches hold the current versions
+        async with asyncio.timeout(30):
+            await caches.wait_synced()  # both hold the current versions
         yield seen
         await asyncio.sleep(0.5)  # and the last writes have reached them
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await api.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watcher.aclose()
 
 
 async def initialized(scenario: Scenario, metric_template: dict[str, Any], *,
